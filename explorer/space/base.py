@@ -1,0 +1,202 @@
+"""Network search spaces: the interface, the supernet base class and cost slots."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..cost.workload import Workload
+from ..errors import ConfigError
+from ..registry import Registry
+
+__all__ = ["Slot", "SearchSpace", "SuperNet", "SPACES", "relaxed_probs", "entropy"]
+
+SPACES: Registry = Registry("search space")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A part of the network whose workloads depend on a few choices (``axes``).
+
+    ``table[(i, j, ...)]`` lists the workloads when axis 0 takes option ``i``, axis 1 option ``j``...
+    Every combination of options must be present. A slot with no axes is a fixed part (stem, head).
+    The expected cost of a network is ``sum_slots sum_combos prod_axes p(option) * cost(workloads)``.
+    """
+
+    name: str
+    axes: tuple[str, ...]
+    table: dict[tuple[int, ...], list[Workload]]
+
+
+def relaxed_probs(logits: torch.Tensor, mask: torch.Tensor, relax: str, tau: float, generator=None) -> torch.Tensor:
+    """Softmax (or Gumbel-softmax with a seeded generator) over the unmasked options."""
+    logits = logits.masked_fill(~mask, float("-inf"))
+    if relax == "gumbel":
+        u = torch.rand(logits.shape, generator=generator).clamp(1e-9, 1 - 1e-9)
+        g = -torch.log(-torch.log(u))
+        return torch.softmax((logits + g) / tau, dim=-1)
+    return torch.softmax(logits / tau, dim=-1)
+
+
+def entropy(p: torch.Tensor) -> float:
+    """Entropy in nats, ignoring zero-probability (pruned) options."""
+    p = p.detach()
+    nz = p[p > 0]
+    return float(-(nz * nz.log()).sum())
+
+
+class SuperNet(nn.Module):
+    """Base of every supernet: architecture logits, pruning masks, relaxation and derivation.
+
+    Lifecycle: build with the space's choices; each step call :meth:`probs` once and pass the result
+    to ``forward(x, probs)``; between search stages call :meth:`prune`; at the end :meth:`derive`.
+    Architecture logits are registered parameters (``alpha.<choice>``), so checkpoints hold them.
+    """
+
+    def __init__(self, choices: dict[str, list[str]]):
+        super().__init__()
+        self.choice_options = {k: list(v) for k, v in choices.items()}
+        self.alpha = nn.ParameterDict({k: nn.Parameter(torch.zeros(len(v))) for k, v in choices.items()})
+        for k, v in choices.items():
+            self.register_buffer(f"mask_{k}", torch.ones(len(v), dtype=torch.bool))
+
+    def mask(self, name: str) -> torch.Tensor:
+        return getattr(self, f"mask_{name}")
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alpha.values())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if not n.startswith("alpha.")]
+
+    def probs(self, relax: str = "softmax", tau: float = 1.0, generator=None) -> dict[str, torch.Tensor]:
+        return {k: relaxed_probs(a, self.mask(k), relax, tau, generator) for k, a in self.alpha.items()}
+
+    def onehot(self, genotype: dict[str, str]) -> dict[str, torch.Tensor]:
+        """Constant one-hot probabilities selecting ``genotype`` (evaluates a sub-network)."""
+        out = {}
+        for k, opts in self.choice_options.items():
+            t = torch.zeros(len(opts))
+            t[opts.index(genotype[k])] = 1.0
+            out[k] = t
+        return out
+
+    def derive(self) -> dict[str, str]:
+        """Argmax of each (unpruned) choice."""
+        out = {}
+        for k, a in self.alpha.items():
+            logits = a.detach().masked_fill(~self.mask(k), float("-inf"))
+            out[k] = self.choice_options[k][int(torch.argmax(logits))]
+        return out
+
+    @torch.no_grad()
+    def prune(self, keep: int) -> dict[str, list[str]]:
+        """Keep the ``keep`` strongest options of every choice; returns what was removed."""
+        removed = {}
+        for k, a in self.alpha.items():
+            m = self.mask(k)
+            if int(m.sum()) <= keep:
+                continue
+            logits = a.masked_fill(~m, float("-inf"))
+            top = torch.topk(logits, keep).indices
+            new = torch.zeros_like(m)
+            new[top] = True
+            removed[k] = [self.choice_options[k][i] for i in range(len(m)) if m[i] and not new[i]]
+            m.copy_(new)
+        return removed
+
+    @abstractmethod
+    def forward(self, x: torch.Tensor, probs: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+
+def mix(ops: nn.ModuleList, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Weighted sum of candidate ops; options with a constant zero weight are not computed."""
+    out = None
+    for op, w in zip(ops, p):
+        if not w.requires_grad and float(w) == 0.0:
+            continue
+        y = w * op(x)
+        out = y if out is None else out + y
+    return out
+
+
+class SearchSpace(ABC):
+    """A network search space for one input shape and class count.
+
+    Subclasses declare their choices, build the supernet and standalone networks, and describe their
+    hardware workloads as :class:`Slot` s. Genotypes are ``{choice name: option}`` dicts.
+    """
+
+    name: str = ""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int):
+        self.input_shape = tuple(input_shape)
+        self.num_classes = int(num_classes)
+
+    @abstractmethod
+    def choices(self) -> dict[str, list[str]]: ...
+
+    @abstractmethod
+    def build_supernet(self, qstate) -> SuperNet: ...
+
+    @abstractmethod
+    def build_network(self, genotype: dict[str, str], qstate) -> nn.Module: ...
+
+    @abstractmethod
+    def cost_slots(self) -> list[Slot]: ...
+
+    def options(self) -> dict:
+        """The space's construction options (for the run's resolved config)."""
+        return {}
+
+    def format_genotype(self, genotype: dict[str, str]) -> str:
+        return ";".join(f"{k}={genotype[k]}" for k in self.choices())
+
+    def parse_genotype(self, text: str) -> dict[str, str]:
+        try:
+            g = dict(part.split("=", 1) for part in text.strip().split(";") if part)
+        except ValueError:
+            raise ConfigError(f"malformed genotype {text!r}: expected 'choice=option;...'") from None
+        self.validate_genotype(g)
+        return g
+
+    def validate_genotype(self, genotype: dict[str, str]) -> None:
+        ch = self.choices()
+        if set(genotype) != set(ch):
+            raise ConfigError(
+                f"genotype for space {self.name!r} must set exactly {sorted(ch)}; got {sorted(genotype)}"
+            )
+        for k, v in genotype.items():
+            if v not in ch[k]:
+                raise ConfigError(f"genotype: {k}={v!r} is not one of {ch[k]}")
+
+    def random_genotype(self, rng: np.random.Generator) -> dict[str, str]:
+        return {k: v[int(rng.integers(len(v)))] for k, v in self.choices().items()}
+
+    def workloads(self, genotype: dict[str, str]) -> list[Workload]:
+        """Workloads of one derived network (the slots evaluated at the genotype's options)."""
+        ch = self.choices()
+        out = []
+        for s in self.cost_slots():
+            key = tuple(ch[a].index(genotype[a]) for a in s.axes)
+            out.extend(s.table[key])
+        return out
+
+
+def full_table(axes_options: list[list[str]], fn) -> dict[tuple[int, ...], list[Workload]]:
+    """Build a slot table by calling ``fn(*options)`` for every combination."""
+    table = {}
+    for combo in itertools.product(*[range(len(o)) for o in axes_options]):
+        table[combo] = fn(*[axes_options[i][j] for i, j in enumerate(combo)])
+    return table
+
+
+def scaled(c: int, width: str) -> int:
+    """Channels at a width multiplier option such as ``"0.75"``."""
+    return max(1, int(math.ceil(c * float(width))))
