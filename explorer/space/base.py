@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from abc import ABC, abstractmethod
+from abc import ABC, abstractmethod  # noqa: F401
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,15 +111,24 @@ class SuperNet(nn.Module):
             m.copy_(new)
         return removed
 
-    @abstractmethod
-    def forward(self, x: torch.Tensor, probs: dict[str, torch.Tensor]) -> torch.Tensor: ...
+    @torch.no_grad()
+    def freeze(self, genotype: dict[str, str]) -> None:
+        """Restrict every choice to ``genotype``'s option (network held fixed)."""
+        for k, opts in self.choice_options.items():
+            m = self.mask(k)
+            m.zero_()
+            m[opts.index(genotype[k])] = True
+
+    def forward(self, x: torch.Tensor, probs: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
 
 
 def mix(ops: nn.ModuleList, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Weighted sum of candidate ops; options with a constant zero weight are not computed."""
+    """Weighted sum of candidate ops. Options whose weight is exactly zero (pruned, frozen or one-hot)
+    are not computed: their weight's gradient w.r.t. the logits is zero too, so nothing is lost."""
     out = None
     for op, w in zip(ops, p):
-        if not w.requires_grad and float(w) == 0.0:
+        if float(w.detach()) == 0.0:
             continue
         y = w * op(x)
         out = y if out is None else out + y

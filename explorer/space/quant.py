@@ -55,8 +55,8 @@ class QuantState:
             return x
         out = None
         for p, b in zip(probs, self.bits):
-            if not p.requires_grad and float(p) == 0.0:
-                continue  # pruned or one-hot: skip the work
+            if float(p.detach()) == 0.0:
+                continue  # masked or one-hot: no contribution and no gradient to the logits
             term = p * fake_quant(x, b, channel_dim)
             out = term if out is None else out + term
         return x * 0 if out is None else out

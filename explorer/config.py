@@ -1,0 +1,186 @@
+"""Run configuration: parsed and validated once, at the boundary (TOML file + CLI overrides)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+__all__ = ["SearchConfig", "RetrainConfig", "RunConfig", "load_config", "LIMIT_KEYS"]
+
+# Config/CLI limit name -> (resource, factor to SI units).
+LIMIT_KEYS = {"latency_ms": ("latency_s", 1e-3), "energy_mj": ("energy_j", 1e-3), "area_mm2": ("area_mm2", 1.0)}
+
+
+@dataclass
+class SearchConfig:
+    """The alternating loop. ``stages``: ``[[progress fraction, keep k], ...]`` prune points."""
+
+    steps: int = 500
+    budget_min: float = 6.0
+    batch_size: int = 64
+    warmup_steps: int = 80
+    relax: str = "softmax"
+    tau_start: float = 1.0
+    tau_end: float = 1.0
+    w_lr: float = 0.05
+    w_momentum: float = 0.9
+    w_weight_decay: float = 3e-4
+    alpha_lr: float = 3e-3
+    theta_lr: float = 3e-3
+    dual_lr: float = 0.5
+    margin: float = 0.05
+    threshold: float | None = None
+    patience: int = 0
+    eval_every: int = 25
+    stages: list = field(default_factory=lambda: [[0.45, 4], [0.75, 2]])
+
+
+@dataclass
+class RetrainConfig:
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 0.05
+    weight_decay: float = 3e-4
+    augment: bool = True
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs. ``limits`` in user units (``latency_ms``, ``energy_mj``, ``area_mm2``);
+    ``objective`` weights on log(expected cost) that apply whether or not a limit is set."""
+
+    dataset: str = "mnist5k"
+    space: str = "chain"
+    target: str = "vta"
+    seed: int = 0
+    space_options: dict = field(default_factory=dict)
+    limits: dict = field(default_factory=dict)
+    objective: dict = field(default_factory=lambda: {"latency_s": 0.02, "energy_j": 0.02, "area_mm2": 0.02})
+    search: SearchConfig = field(default_factory=SearchConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+
+    def limits_si(self) -> dict[str, float]:
+        """Limits keyed by resource name in SI units."""
+        return {LIMIT_KEYS[k][0]: v * LIMIT_KEYS[k][1] for k, v in self.limits.items()}
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _fill(cls, data: dict, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{where}] must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"[{where}]: unknown key(s) {unknown}; valid: {', '.join(sorted(fields))}")
+    obj = cls()
+    for k, v in data.items():
+        default = getattr(obj, k)
+        if isinstance(default, bool):
+            ok = isinstance(v, bool)
+        elif isinstance(default, int) and not isinstance(default, bool):
+            ok = isinstance(v, int) and not isinstance(v, bool)
+        elif isinstance(default, float) or default is None:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            v = float(v) if ok else v
+        elif isinstance(default, str):
+            ok = isinstance(v, str)
+        else:
+            ok = isinstance(v, type(default))
+        if not ok:
+            raise ConfigError(f"[{where}] {k}: expected {type(default).__name__}, got {v!r}")
+        setattr(obj, k, v)
+    return obj
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    s, r = cfg.search, cfg.retrain
+    checks = [
+        (s.steps >= 1, "search.steps must be >= 1"),
+        (s.budget_min > 0, "search.budget_min must be > 0"),
+        (s.batch_size >= 2, "search.batch_size must be >= 2"),
+        (s.warmup_steps >= 0, "search.warmup_steps must be >= 0"),
+        (s.relax in ("softmax", "gumbel"), f"search.relax must be 'softmax' or 'gumbel', got {s.relax!r}"),
+        (s.tau_start > 0 and s.tau_end > 0, "search.tau_start and tau_end must be > 0"),
+        (min(s.w_lr, s.alpha_lr, s.theta_lr) > 0, "learning rates must be > 0"),
+        (s.dual_lr >= 0, "search.dual_lr must be >= 0"),
+        (0 <= s.margin < 1, "search.margin must be in [0, 1)"),
+        (s.patience >= 0, "search.patience must be >= 0"),
+        (s.eval_every >= 1, "search.eval_every must be >= 1"),
+        (r.epochs >= 0 and r.batch_size >= 2 and r.lr > 0, "retrain: epochs >= 0, batch_size >= 2, lr > 0"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+    if not isinstance(s.stages, list) or any(
+        not (isinstance(x, list) and len(x) == 2 and 0 < float(x[0]) < 1 and int(x[1]) >= 1) for x in s.stages
+    ):
+        raise ConfigError("search.stages must be [[fraction in (0,1), keep >= 1], ...]")
+    for k, v in cfg.limits.items():
+        if k not in LIMIT_KEYS:
+            raise ConfigError(f"[limits]: unknown limit {k!r}; valid: {', '.join(LIMIT_KEYS)}")
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
+            raise ConfigError(f"[limits] {k} must be a positive number, got {v!r}")
+        cfg.limits[k] = float(v)
+    from .cost.base import RESOURCES
+
+    for k, v in cfg.objective.items():
+        if k not in RESOURCES:
+            raise ConfigError(f"[objective]: unknown resource {k!r}; valid: {', '.join(RESOURCES)}")
+        if not isinstance(v, (int, float)) or v < 0:
+            raise ConfigError(f"[objective] {k} must be a number >= 0")
+    if not isinstance(cfg.seed, int):
+        raise ConfigError("seed must be an integer")
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
+    """Read a TOML config (optional), apply CLI ``overrides``, validate. Errors are ConfigError."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: no such config file") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"{p}: malformed TOML ({e})") from None
+    top = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(data) - top)
+    if unknown:
+        raise ConfigError(f"config: unknown key(s) {unknown}; valid: {', '.join(sorted(top))}")
+    cfg = RunConfig()
+    for k in ("dataset", "space", "target"):
+        if k in data:
+            if not isinstance(data[k], str):
+                raise ConfigError(f"config: {k} must be a string")
+            setattr(cfg, k, data[k])
+    if "seed" in data:
+        cfg.seed = data["seed"]
+    for k in ("space_options", "limits", "objective"):
+        if k in data:
+            if not isinstance(data[k], dict):
+                raise ConfigError(f"config: [{k}] must be a table")
+            setattr(cfg, k, dict(data[k]) if k != "objective" else {**cfg.objective, **data[k]})
+    if "search" in data:
+        cfg.search = _fill(SearchConfig, data["search"], "search")
+    if "retrain" in data:
+        cfg.retrain = _fill(RetrainConfig, data["retrain"], "retrain")
+    for k, v in (overrides or {}).items():
+        if v is None:
+            continue
+        if k in LIMIT_KEYS:
+            cfg.limits[k] = v
+        elif k in ("budget_min", "steps"):
+            setattr(cfg.search, k, v)
+        elif k == "epochs":
+            cfg.retrain.epochs = v
+        else:
+            setattr(cfg, k, v)
+    return validate(cfg)

@@ -1,0 +1,319 @@
+"""Differentiable analytical cost model of a VTA-style accelerator.
+
+Per workload (layer) and hardware configuration it computes GEMM and ALU cycles, DRAM load/store
+traffic given the buffer sizes and reuse, overlap of load/compute/store, then latency (cycles and
+seconds), energy (J) and area (mm2).
+
+How the hardware is relaxed: the core shape (LOG_BATCH x LOG_BLOCK_IN x LOG_BLOCK_OUT) is small, so
+every shape is evaluated exactly (true ceilings, no padding approximations) and weighted by its
+joint probability. The other knobs (buffer sizes, bit widths, clock, bandwidth) enter through their
+expected values; where they feed a ceiling (how many blocks a layer needs) the ceiling is relaxed to
+``1 + softplus(x - 1)``. With one-hot probabilities and ``exact=True`` the figures are exact.
+
+Coefficients and their sources are the module constants below.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..space.base import Slot
+from ..space.hardware import HWConfig, HardwareSpace
+from .base import COST_MODELS, CostModel
+
+__all__ = ["VTACostModel"]
+
+# --- coefficients ------------------------------------------------------------------------------
+# Energies and areas of arithmetic at 45 nm, 0.9 V: M. Horowitz, "Computing's energy problem (and
+# what we can do about it)", ISSCC 2014, Fig. 1.1.9 (energy) and the accompanying area table.
+E_ADD32_J = 0.1e-12  # 32-bit integer add
+E_MUL8_J = 0.2e-12  # 8-bit integer multiply; scaled by (b_inp * b_wgt) / 64 for narrower operands
+A_ADD32_UM2 = 137.0  # 32-bit integer adder
+A_MUL8_UM2 = 282.0  # 8-bit integer multiplier; same bit-product scaling (array multiplier area ~ n*m)
+# SRAM read energy (Horowitz 2014): 10 pJ per 64-bit read from 8 KB, 20 pJ from 32 KB, 100 pJ from
+# 1 MB, i.e. about sqrt(size) scaling: 1.25 pJ/byte at 8 KB times sqrt(size / 8 KB).
+E_SRAM_BYTE_8KB_J = 10e-12 / 8
+# DRAM access (Horowitz 2014): 1.3-2.6 nJ per 64-bit access; we take the middle, 2 nJ / 8 bytes.
+E_DRAM_BYTE_J = 2.0e-9 / 8
+# SRAM area: 6T bit cell of 0.346 um2 at 45 nm (Mistry et al., "A 45nm logic technology with high-k +
+# metal gate transistors...", IEDM 2007), over an assumed 50% array efficiency (decoders, sense amps).
+A_SRAM_BIT_UM2 = 0.346 / 0.5
+# Assumptions (no single public source; the calibration of the accelerator issue refits them):
+A_CTRL_MM2 = 0.05  # fetch, decode, command queues, dependency-token FIFOs
+A_ALU_LANE_UM2 = 2 * A_ADD32_UM2  # one 32-bit add/min/max unit plus a shifter per ALU lane
+P_LEAK_W_PER_MM2 = 0.010  # leakage density of 45 nm low-power logic/SRAM
+P_DRAM_IF_W_PER_GBPS = 0.050  # DRAM controller + PHY power per GB/s of provisioned bandwidth
+V_NOM = 0.9  # Horowitz's figures are at 0.9 V
+
+
+def volts(f_mhz):
+    """Assumed DVFS curve: 0.8 V at 100 MHz to 1.0 V at 300 MHz (dynamic energy ~ V^2)."""
+    return 0.7 + 0.1 * (f_mhz / 100.0)
+
+
+def logic_area_scale(f_mhz):
+    """Assumed cost of timing closure: +10% logic area per 100 MHz above 100 MHz."""
+    return 1.0 + 0.1 * (f_mhz / 100.0 - 1.0)
+
+
+# VTA micro-architecture (VTA Hardware Guide, "Compute module"): the GEMM core retires one
+# BATCH x BLOCK_IN x BLOCK_OUT tensor op per cycle (II = 1). The tensor ALU does read-modify-write on
+# the register file; we assume II = 2 per vector op.
+GEMM_II = 1
+ALU_II = 2
+ACC_BYTES = 4  # LOG_ACC_WIDTH = 5: 32-bit accumulators
+UOP_BYTES = 4  # VTA micro-ops are 32 bits wide
+LAYER_SYNC_CYCLES = 200  # assumption: per-layer instruction fetch + dependency drain; refit later
+
+GRID = ("LOG_BATCH", "LOG_BLOCK_IN", "LOG_BLOCK_OUT")
+RELAXED = (
+    "LOG_INP_BUFF_SIZE",
+    "LOG_WGT_BUFF_SIZE",
+    "LOG_ACC_BUFF_SIZE",
+    "LOG_UOP_BUFF_SIZE",
+    "LOG_INP_WIDTH",
+    "LOG_WGT_WIDTH",
+    "HW_FREQ_MHZ",
+    "DRAM_BW_GBPS",
+)
+_POW2 = {k for k in RELAXED if k.startswith("LOG_")}
+
+
+def _softceil(x, exact: bool):
+    """Number of blocks: ceil(x) clamped to >= 1, or its smooth relaxation 1 + softplus(x - 1)."""
+    if exact:
+        return torch.clamp(torch.ceil(x - 1e-9), min=1.0)
+    return 1.0 + F.softplus(x - 1.0, beta=8.0)
+
+
+@COST_MODELS.register("vta")
+class VTACostModel(CostModel):
+    """Analytical model over the slots of a network space and the knobs of a hardware space.
+
+    Args:
+        slots: the network space's cost slots.
+        net_choices: the network space's choices (names and option lists, in order).
+        hw: the hardware space (its knobs must include GRID and RELAXED).
+    """
+
+    def __init__(self, slots: list[Slot], net_choices: dict[str, list[str]], hw: HardwareSpace):
+        self.hw = hw
+        names = [k.name for k in hw.knobs]
+        missing = [k for k in GRID + RELAXED if k not in names]
+        if missing:
+            raise ValueError(f"VTA cost model needs knobs {missing}")
+        self.net_choices = {k: list(v) for k, v in net_choices.items()}
+        offsets, off = {}, 0
+        for k, v in self.net_choices.items():
+            offsets[k] = off
+            off += len(v)
+        self._one = off  # index of a constant 1 appended to the flat probability vector
+        combo_idx, wl_combo, fields = [], [], []
+        self.combo_slot, self.slot_names = [], []
+        max_axes = max([len(s.axes) for s in slots] + [1])
+        for si, s in enumerate(slots):
+            self.slot_names.append(s.name)
+            for combo, wls in s.table.items():
+                cid = len(combo_idx)
+                idx = [offsets[a] + j for a, j in zip(s.axes, combo)]
+                combo_idx.append(idx + [self._one] * (max_axes - len(idx)))
+                self.combo_slot.append(si)
+                for w in wls:
+                    wl_combo.append(cid)
+                    fields.append(w)
+        self.slots = slots
+        self.combo_idx = torch.tensor(combo_idx, dtype=torch.long)
+        self.combo_slot_t = torch.tensor(self.combo_slot, dtype=torch.long)
+        self.wl_combo = torch.tensor(wl_combo, dtype=torch.long)
+        self.n_combos = len(combo_idx)
+        self._wl = self._workload_tensors(fields)
+        # The enumerated core shapes, flattened in C order over GRID.
+        gv = [torch.tensor([float(2**v) for v in hw.knob(k).values]) for k in GRID]
+        mesh = torch.meshgrid(*gv, indexing="ij")
+        self._grid = {k: m.reshape(1, 1, -1) for k, m in zip(GRID, mesh)}
+
+    # -- workloads as column tensors ---------------------------------------------------------------
+    @staticmethod
+    def _workload_tensors(wls) -> dict[str, torch.Tensor]:
+        def col(attr):
+            return torch.tensor([float(getattr(w, attr)) for w in wls]).reshape(1, -1, 1)
+
+        t = {a: col(a) for a in ("cin", "cout", "hin", "win", "hout", "wout", "kh", "kw", "groups", "n", "alu_ops", "load_elems", "store_elems")}
+        t["is_conv"] = torch.tensor([float(w.kind == "conv") for w in wls]).reshape(1, -1, 1)
+        return t
+
+    # -- the model -------------------------------------------------------------------------------
+    def _relaxed_values(self, hw_probs) -> dict[str, torch.Tensor]:
+        out = {}
+        for k in RELAXED:
+            vals = torch.tensor([float(2**v if k in _POW2 else v) for v in self.hw.knob(k).values])
+            out[k] = (hw_probs[k] * vals).sum().reshape(1, 1, 1)
+        return out
+
+    def _grid_probs(self, hw_probs) -> torch.Tensor:
+        p = hw_probs[GRID[0]]
+        for k in GRID[1:]:
+            p = (p[:, None] * hw_probs[k][None, :]).reshape(-1)
+        return p
+
+    def area_mm2(self, r: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Area for every core shape: [R, 1, G]."""
+        B, BI, BO = (self._grid[k] for k in GRID)
+        bi, bw, f = r["LOG_INP_WIDTH"], r["LOG_WGT_WIDTH"], r["HW_FREQ_MHZ"]
+        mac_um2 = B * BI * BO * (A_MUL8_UM2 * bi * bw / 64.0 + A_ADD32_UM2)
+        alu_um2 = B * BO * A_ALU_LANE_UM2
+        sram_bytes = r["LOG_INP_BUFF_SIZE"] + r["LOG_WGT_BUFF_SIZE"] + r["LOG_ACC_BUFF_SIZE"] + r["LOG_UOP_BUFF_SIZE"]
+        sram_um2 = sram_bytes * 8 * A_SRAM_BIT_UM2
+        return ((mac_um2 + alu_um2) * logic_area_scale(f) + sram_um2) / 1e6 + A_CTRL_MM2 * logic_area_scale(f)
+
+    def workload_costs(self, r: dict[str, torch.Tensor], exact: bool = False) -> dict[str, torch.Tensor]:
+        """Per workload and core shape: cycles, latency_s, energy_j, load/store bytes, GEMM/ALU ops.
+
+        ``r`` holds relaxed knob values shaped [R, 1, 1]; results are [R, W, G].
+        """
+        w = self._wl
+        B, BI, BO = (self._grid[k] for k in GRID)
+        bi, bw = r["LOG_INP_WIDTH"], r["LOG_WGT_WIDTH"]
+        f_mhz, bw_gbps = r["HW_FREQ_MHZ"], r["DRAM_BW_GBPS"]
+        inp_buf, wgt_buf, acc_buf, uop_buf = (r[k] for k in RELAXED[:4])
+        conv = w["is_conv"]
+        g = w["groups"]
+        b_t = torch.ceil(w["n"] / B)
+        ci_t = torch.ceil(w["cin"] / g / BI)
+        co_t = torch.ceil(w["cout"] / g / BO)
+        pos = w["hout"] * w["wout"]
+        # --- GEMM layers (conv, dense) ---
+        gemm_ops = conv * g * b_t * pos * w["kh"] * w["kw"] * ci_t * co_t
+        n_pad = b_t * B
+        inp_b = n_pad * g * ci_t * BI * w["hin"] * w["win"] * bi / 8
+        wgt_b = g * co_t * BO * ci_t * BI * w["kh"] * w["kw"] * bw / 8
+        out_b = n_pad * g * co_t * BO * pos * bi / 8
+        acc_b = n_pad * g * co_t * BO * pos * ACC_BYTES
+        # Blocking forced by buffer capacity (half of each buffer: double buffering).
+        n_co = _softceil(wgt_b / (wgt_buf / 2), exact)
+        n_sp = _softceil(torch.maximum(inp_b / (inp_buf / 2), acc_b / (acc_buf / 2)), exact)
+        # Loop order chosen by the compiler: reload weights per spatial block, or inputs per
+        # output-channel block, whichever moves fewer bytes.
+        main_load = torch.minimum(inp_b + n_sp * wgt_b, wgt_b + n_co * inp_b)
+        uop_b = UOP_BYTES * w["kh"] * w["kw"] * ci_t
+        # Micro-ops that do not fit the uop cache are reloaded for every output-channel tile.
+        over = (uop_b > uop_buf).float() if exact else torch.sigmoid(8.0 * (uop_b / uop_buf - 1.0))
+        uop_load = uop_b * (1.0 + (co_t - 1.0) * over)
+        req_vec = g * b_t * pos * co_t
+        # --- ALU workloads (pooling, depthwise, residual add, activations) ---
+        alu_vec = (1 - conv) * b_t * pos * torch.ceil(w["cin"] / BO)
+        alu_ops = ALU_II * (conv * req_vec + alu_vec) * w["alu_ops"]
+        alu_load = w["load_elems"] * bi / 8
+        alu_store = w["store_elems"] * bi / 8
+        alu_blk = _softceil(w["load_elems"] * ACC_BYTES / (acc_buf / 2), exact)
+
+        compute = GEMM_II * gemm_ops + alu_ops
+        load = conv * (main_load + uop_load) + (1 - conv) * alu_load
+        store = conv * out_b + (1 - conv) * alu_store
+        blocks = conv * n_co * n_sp + (1 - conv) * alu_blk
+        bytes_per_cycle = bw_gbps * 1e9 / (f_mhz * 1e6)
+        load_c, store_c = load / bytes_per_cycle, store / bytes_per_cycle
+        peak = torch.maximum(torch.maximum(compute, load_c), store_c)
+        # Decoupled access-execute with two virtual threads overlaps all but one block's worth.
+        has_io = ((load + store) > 0).float()
+        cycles = peak + (compute + load_c + store_c - peak) / (2 * blocks) + has_io * LAYER_SYNC_CYCLES
+        latency_s = cycles / (f_mhz * 1e6)
+
+        # --- energy ---
+        vscale = (volts(f_mhz) / V_NOM) ** 2
+
+        def e_sram(size):
+            return E_SRAM_BYTE_8KB_J * torch.sqrt(size / 8192.0)
+
+        e_mac = E_MUL8_J * bi * bw / 64.0 + E_ADD32_J
+        macs = gemm_ops * B * BI * BO
+        sram_gemm = gemm_ops * (
+            B * BI * bi / 8 * e_sram(inp_buf) + BI * BO * bw / 8 * e_sram(wgt_buf) + 2 * B * BO * ACC_BYTES * e_sram(acc_buf)
+        )
+        lanes = B * BO
+        e_alu = (alu_ops / ALU_II) * lanes * (E_ADD32_J + 2 * ACC_BYTES * e_sram(acc_buf))
+        e_fill = load * e_sram(inp_buf)  # writing loaded data into the buffers
+        dyn = vscale * (macs * e_mac + sram_gemm + e_alu + e_fill)
+        e_dram = (load + store) * E_DRAM_BYTE_J
+        p_static = self.area_mm2(r) * P_LEAK_W_PER_MM2 + bw_gbps * P_DRAM_IF_W_PER_GBPS
+        energy_j = dyn + e_dram + p_static * latency_s
+        return {
+            "cycles": cycles,
+            "latency_s": latency_s,
+            "energy_j": energy_j,
+            "load_bytes": load,
+            "store_bytes": store,
+            "gemm_ops": gemm_ops,
+            "alu_ops": alu_ops / ALU_II,
+        }
+
+    def _combo_probs(self, net_probs) -> torch.Tensor:
+        flat = torch.cat([net_probs[k] for k in self.net_choices] + [torch.ones(1)])
+        return flat[self.combo_idx].prod(dim=-1)
+
+    def _combo_sum(self, per_wl: torch.Tensor) -> torch.Tensor:
+        """[R, W, G] -> [R, n_combos, G] summing each combo's workloads."""
+        R, _, G = per_wl.shape
+        out = per_wl.new_zeros(R, self.n_combos, G)
+        return out.index_add(1, self.wl_combo, per_wl)
+
+    def predict(self, net_probs, hw_probs, exact: bool = False) -> dict[str, torch.Tensor]:
+        """Expected latency (s), energy (J) and area (mm2); differentiable in both probability sets."""
+        r = self._relaxed_values(hw_probs)
+        pg = self._grid_probs(hw_probs)
+        pc = self._combo_probs(net_probs)
+        wc = self.workload_costs(r, exact)
+        out = {}
+        for k in ("latency_s", "energy_j"):
+            per_combo = self._combo_sum(wc[k])[0]  # [n_combos, G]
+            out[k] = (pc @ per_combo) @ pg
+        out["area_mm2"] = self.area_mm2(r).reshape(-1) @ pg
+        return out
+
+    def evaluate(self, genotype: dict[str, str], config: HWConfig) -> dict[str, float]:
+        """Exact figures of one design, plus cycles and traffic."""
+        net = {k: torch.tensor([float(o == genotype[k]) for o in opts]) for k, opts in self.net_choices.items()}
+        hwp = self.hw.onehot(config)
+        with torch.no_grad():
+            r = self._relaxed_values(hwp)
+            pg = self._grid_probs(hwp)
+            pc = self._combo_probs(net)
+            wc = self.workload_costs(r, exact=True)
+            out = {k: float((pc @ self._combo_sum(v)[0]) @ pg) for k, v in wc.items()}
+            out["area_mm2"] = float(self.area_mm2(r).reshape(-1) @ pg)
+        return out
+
+    def lower_bounds(self, chunk: int = 96) -> dict[str, float]:
+        """Cheapest latency, energy and area any (network, hardware) pair can reach.
+
+        Exhaustive over hardware; per slot the cheapest option (a lower bound where slots share a
+        choice, exact otherwise).
+        """
+        relaxed_opts = [list(range(len(self.hw.knob(k).values))) for k in RELAXED]
+        combos = list(itertools.product(*relaxed_opts))
+        best = {"latency_s": math.inf, "energy_j": math.inf, "area_mm2": math.inf}
+        n_slots = len(self.slots)
+        with torch.no_grad():
+            for start in range(0, len(combos), chunk):
+                part = combos[start : start + chunk]
+                r = {}
+                for j, k in enumerate(RELAXED):
+                    vals = self.hw.knob(k).values
+                    r[k] = torch.tensor(
+                        [float(2 ** vals[c[j]] if k in _POW2 else vals[c[j]]) for c in part]
+                    ).reshape(-1, 1, 1)
+                wc = self.workload_costs(r, exact=True)
+                for k in ("latency_s", "energy_j"):
+                    per_combo = self._combo_sum(wc[k])  # [R, C, G]
+                    R, C, G = per_combo.shape
+                    idx = self.combo_slot_t.reshape(1, C, 1).expand(R, C, G)
+                    per_slot = per_combo.new_full((R, n_slots, G), math.inf).scatter_reduce(
+                        1, idx, per_combo, reduce="amin"
+                    )
+                    best[k] = min(best[k], float(per_slot.sum(1).min()))
+                best["area_mm2"] = min(best["area_mm2"], float(self.area_mm2(r).min()))
+        return best

@@ -1,0 +1,307 @@
+"""The alternating network + hardware co-search.
+
+Every step:
+  1. hardware step - network (``w``, ``alpha``) fixed; ``theta`` updated on
+     ``L1 = CE(val batch) + penalty(E[cost])``; the task loss depends on ``theta`` through the fake
+     quantisation of the bit-width knobs;
+  2. network step - ``theta`` fixed; ``w`` updated on a train batch, ``alpha`` on a val batch with
+     ``L2 = CE(val batch) + penalty(E[cost])``;
+  3. ``L = L1 + L2``; multipliers of violated limits rise (dual ascent); stop when ``L`` reaches the
+     threshold, on patience, or when the step/time budget is spent. The best derived design seen
+     (feasible first, then lowest one-shot validation loss + objective) is kept.
+Between progressive stages the weakest options of every choice are pruned.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import SearchConfig
+from ..cost.base import CostModel
+from ..data import DataSplits
+from ..space.base import SearchSpace, entropy
+from ..space.design import DesignPoint
+from ..space.hardware import HardwareSpace, HWConfig
+from ..space.quant import QuantState
+from .constraints import Constraints, repair
+from .train import Batches
+
+__all__ = ["CoSearch", "SearchResult"]
+
+
+@dataclass
+class SearchResult:
+    """What a search returns: the kept design, its figures, and how the search went."""
+
+    design: DesignPoint
+    genotype: dict
+    hw_config: HWConfig
+    figures: dict
+    feasible: bool
+    best_step: int
+    steps: int
+    wall_s: float
+    stop_reason: str
+    repaired: list = field(default_factory=list)
+    one_shot_val_accuracy: float = float("nan")
+    history: list = field(default_factory=list)
+
+
+class CoSearch:
+    """Runs the alternating loop for one (space, hardware space, cost model, data).
+
+    Args:
+        space: network search space.
+        hw: hardware space (its ``theta`` is optimised unless ``update_hw`` is False).
+        cost_model: differentiable cost model for (space, hw).
+        data: train/val splits are used; test is never seen by the search.
+        cfg: loop settings.
+        constraints: limits, multipliers and objective weights.
+        target: target name recorded in the design.
+        seed: seeds every generator the search owns (weights, batches, Gumbel noise).
+        update_hw / update_alpha: variants for baselines (hardware or network held fixed).
+        cost_on_alpha: False for a network search that ignores the hardware.
+        supernet: reuse a trained supernet (sequential baseline); built fresh otherwise.
+        on_step: callback(record dict) after every step (history writer, progress bar).
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        hw: HardwareSpace,
+        cost_model: CostModel,
+        data: DataSplits,
+        cfg: SearchConfig,
+        constraints: Constraints,
+        target: str,
+        seed: int = 0,
+        update_hw: bool = True,
+        update_alpha: bool = True,
+        cost_on_alpha: bool = True,
+        supernet=None,
+        on_step: Callable[[dict], None] | None = None,
+    ):
+        self.space, self.hw, self.cm, self.data, self.cfg = space, hw, cost_model, data, cfg
+        self.con, self.target, self.seed = constraints, target, seed
+        self.update_hw, self.update_alpha, self.cost_on_alpha = update_hw, update_alpha, cost_on_alpha
+        self.on_step = on_step
+        bits = tuple(2 ** v for v in hw.knob("LOG_INP_WIDTH").values)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            if supernet is None:
+                self.qstate = QuantState(bits)
+                supernet = space.build_supernet(self.qstate)
+            else:
+                self.qstate = supernet.qstate
+        self.net = supernet
+        self.gen = torch.Generator().manual_seed(seed + 1)
+        rng = np.random.default_rng(seed)
+        self.train_b = Batches(data.x_train, data.y_train, cfg.batch_size, rng)
+        self.val_b = Batches(data.x_val, data.y_val, cfg.batch_size, rng)
+        self.opt_w = torch.optim.SGD(
+            supernet.weight_parameters(), lr=cfg.w_lr, momentum=cfg.w_momentum, weight_decay=cfg.w_weight_decay
+        )
+        self.opt_a = torch.optim.Adam(supernet.arch_parameters(), lr=cfg.alpha_lr, betas=(0.5, 0.999))
+        self.opt_t = torch.optim.Adam(hw.hw_parameters(), lr=cfg.theta_lr, betas=(0.5, 0.999))
+
+    # -- pieces of a step ----------------------------------------------------------------------
+    def _tau(self, progress: float) -> float:
+        c = self.cfg
+        return c.tau_start * (c.tau_end / c.tau_start) ** min(1.0, progress)
+
+    def _set_bits(self, hw_probs):
+        self.qstate.set(hw_probs["LOG_INP_WIDTH"], hw_probs["LOG_WGT_WIDTH"])
+
+    def _detached(self, probs):
+        return {k: v.detach() for k, v in probs.items()}
+
+    def _hardware_step(self, xv, yv, tau):
+        net_p = self._detached(self.net.probs(self.cfg.relax, tau, self.gen))
+        hw_p = self.hw.probs(self.cfg.relax, tau, self.gen)
+        self._set_bits(hw_p)
+        task = F.cross_entropy(self.net(xv, net_p), yv)
+        cost = self.cm.predict(net_p, hw_p)
+        loss = task + self.con.penalty(cost)
+        self.opt_t.zero_grad(set_to_none=True)
+        loss.backward(inputs=self.hw.hw_parameters())
+        self.opt_t.step()
+        return loss.item(), task.item()
+
+    def _network_step(self, xt, yt, xv, yv, tau, search_arch: bool):
+        hw_p = self._detached(self.hw.probs(self.cfg.relax, tau, self.gen))
+        self._set_bits(hw_p)
+        net_p = self._detached(self.net.probs(self.cfg.relax, tau, self.gen))
+        w_loss = F.cross_entropy(self.net(xt, net_p), yt)
+        self.opt_w.zero_grad(set_to_none=True)
+        w_loss.backward(inputs=self.net.weight_parameters())
+        self.opt_w.step()
+        if not search_arch:
+            return float("nan"), float("nan"), w_loss.item(), None
+        net_p = self.net.probs(self.cfg.relax, tau, self.gen)
+        task = F.cross_entropy(self.net(xv, net_p), yv)
+        cost = self.cm.predict(net_p, hw_p)
+        loss = task + (self.con.penalty(cost) if self.cost_on_alpha else 0.0)
+        self.opt_a.zero_grad(set_to_none=True)
+        loss.backward(inputs=self.net.arch_parameters())
+        self.opt_a.step()
+        return loss.item(), task.item(), w_loss.item(), {k: v.detach() for k, v in cost.items()}
+
+    @torch.no_grad()
+    def evaluate_derived(self, genotype, config) -> dict:
+        """Exact cost figures and one-shot validation loss/accuracy of a derived design."""
+        figures = self.cm.evaluate(genotype, config)
+        self._set_bits(self.hw.onehot(config))
+        probs = self.net.onehot(genotype)
+        ce, correct = 0.0, 0
+        x, y = self.data.x_val, self.data.y_val
+        for i in range(0, len(y), 250):  # train-mode BN: batch statistics, as during the search
+            logits = self.net(torch.from_numpy(x[i : i + 250]), probs)
+            yb = torch.from_numpy(y[i : i + 250])
+            ce += float(F.cross_entropy(logits, yb, reduction="sum"))
+            correct += int((logits.argmax(1) == yb).sum())
+        return {"figures": figures, "val_loss": ce / len(y), "val_accuracy": correct / len(y)}
+
+    def _prefs(self) -> dict:
+        out = {k: dict(zip(self.net.choice_options[k], p.tolist())) for k, p in self.net.probs().items()}
+        for k in self.hw.knobs:
+            out[k.name] = dict(zip(k.values, self.hw.probs()[k.name].tolist()))
+        return out
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self) -> SearchResult:
+        cfg, con = self.cfg, self.con
+        t0 = time.monotonic()
+        budget_s = cfg.budget_min * 60.0
+        best = None  # (rank key, step, genotype, config, eval)
+        history = []
+        stages = sorted((float(f), int(k)) for f, k in cfg.stages)
+        stage_i, stop_reason, evals_since_best = 0, "steps", 0
+        L_ema = None
+        step = 0
+        # Warm-up (weights only) ends after warmup_steps, but never takes more than a fifth of the
+        # step or time budget, so that short runs still search.
+        warmup = min(cfg.warmup_steps, cfg.steps // 5)
+        warm_done = False
+        for step in range(1, cfg.steps + 1):
+            elapsed = time.monotonic() - t0
+            progress = max(step / cfg.steps, elapsed / budget_s)
+            tau = self._tau(progress)
+            if not warm_done and (step > warmup or elapsed > 0.2 * budget_s):
+                warm_done = True
+            while warm_done and stage_i < len(stages) and progress >= stages[stage_i][0]:
+                if self.update_alpha:
+                    removed = self.net.prune(stages[stage_i][1])
+                    history.append({"step": step, "event": "prune", "keep": stages[stage_i][1], "removed": removed})
+                stage_i += 1
+            search_arch = warm_done
+            xt, yt = next(self.train_b)
+            xv, yv = next(self.val_b)
+            rec = {"step": step, "time_s": round(time.monotonic() - t0, 3), "tau": tau}
+            if search_arch and self.update_hw:
+                L1, task1 = self._hardware_step(xv, yv, tau)
+            else:
+                L1, task1 = float("nan"), float("nan")
+            L2, task2, w_loss, cost = self._network_step(xt, yt, xv, yv, tau, search_arch and self.update_alpha)
+            if cost is None:
+                with torch.no_grad():
+                    cost = self.cm.predict(self.net.probs(), self.hw.probs())
+            if search_arch:
+                con.ascend(cost)
+            L = (0.0 if math.isnan(L1) else L1) + (0.0 if math.isnan(L2) else L2)
+            net_p, hw_p = self.net.probs(), self.hw.probs()
+            rec.update(
+                {
+                    "L1": L1,
+                    "L2": L2,
+                    "L": L if search_arch else float("nan"),
+                    "task_hw": task1,
+                    "task_arch": task2,
+                    "train_loss": w_loss,
+                    "expected": {k: float(v) for k, v in cost.items()},
+                    "limits": dict(con.limits),
+                    "multipliers": dict(con.lam),
+                    "entropy_ops": float(np.mean([entropy(p) for p in net_p.values()])),
+                    "entropy_knobs": float(np.mean([entropy(p) for p in hw_p.values()])),
+                }
+            )
+            last = step == cfg.steps or (time.monotonic() - t0) >= budget_s
+            if search_arch and (step % cfg.eval_every == 0 or last):
+                g, c = self.net.derive(), self.hw.derive()
+                ev = self.evaluate_derived(g, c)
+                viol = con.violation(ev["figures"])
+                score = ev["val_loss"] + con.objective_value(ev["figures"])
+                key = (viol > 0, viol, score)
+                rec["derived"] = {
+                    "genotype": self.space.format_genotype(g),
+                    "hardware": c.as_dict(),
+                    "figures": ev["figures"],
+                    "val_accuracy": ev["val_accuracy"],
+                    "val_loss": ev["val_loss"],
+                    "violation": viol,
+                }
+                if best is None or key < best[0]:
+                    best = (key, step, g, c, ev)
+                    evals_since_best = 0
+                else:
+                    evals_since_best += 1
+            history.append(rec)
+            if self.on_step:
+                self.on_step(rec)
+            if search_arch:
+                L_ema = L if L_ema is None else 0.9 * L_ema + 0.1 * L
+                if cfg.threshold is not None and L_ema <= cfg.threshold:
+                    stop_reason = "threshold"
+                    break
+                if cfg.patience and evals_since_best >= cfg.patience:
+                    stop_reason = "patience"
+                    break
+            if last and step < cfg.steps:
+                stop_reason = "budget"
+                break
+        if best is None:  # budget ended inside warm-up: derive what we have
+            g, c = self.net.derive(), self.hw.derive()
+            ev = self.evaluate_derived(g, c)
+            best = ((True, 0.0, 0.0), step, g, c, ev)
+        _, best_step, g, c, ev = best
+        moves = []
+        if con.violation(ev["figures"]) > 0:
+            g, c, moves = repair(self.cm, g, c, self.hw, con, self._prefs())
+            ev = self.evaluate_derived(g, c)
+        figures = ev["figures"]
+        return SearchResult(
+            design=DesignPoint.make(self.space, g, self.target, c),
+            genotype=g,
+            hw_config=c,
+            figures=figures,
+            feasible=con.violation(figures) == 0,
+            best_step=best_step,
+            steps=step,
+            wall_s=time.monotonic() - t0,
+            stop_reason=stop_reason,
+            repaired=moves,
+            one_shot_val_accuracy=ev["val_accuracy"],
+            history=history,
+        )
+
+
+def history_line(rec: dict) -> str:
+    """One JSON line; NaN becomes null so that the file is standard JSON."""
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(rec))
