@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .config import LIMIT_KEYS, RunConfig
-from .cost.base import COST_MODELS, UNITS, CostModel
+from .cost import UNITS, CostModel, create_cost_model
 from .data import DataSplits, load_dataset
 from .errors import ConfigError
 from .space import create_space
@@ -52,7 +52,7 @@ def build_problem(cfg: RunConfig) -> Problem:
     data = load_dataset(cfg.dataset, seed=cfg.seed)
     space = create_space(cfg.space, data.input_shape, data.num_classes, **cfg.space_options)
     hw = target.hardware_space()
-    cm = COST_MODELS.create(target.cost_model, space.cost_slots(), space.choices(), hw)
+    cm = create_cost_model(target.cost_model, space.cost_slots(), space.choices(), hw)
     lb = check_feasible(cm, cfg.limits_si())
     return Problem(cfg, data, space, target, hw, cm, lb)
 

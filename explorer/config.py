@@ -30,8 +30,8 @@ class SearchConfig:
     w_lr: float = 0.05
     w_momentum: float = 0.9
     w_weight_decay: float = 3e-4
-    alpha_lr: float = 3e-3
-    theta_lr: float = 3e-3
+    alpha_lr: float = 0.02
+    theta_lr: float = 0.02
     dual_lr: float = 0.5
     margin: float = 0.05
     threshold: float | None = None
@@ -42,7 +42,7 @@ class SearchConfig:
 
 @dataclass
 class RetrainConfig:
-    epochs: int = 12
+    epochs: int = 20
     batch_size: int = 128
     lr: float = 0.05
     weight_decay: float = 3e-4
@@ -60,7 +60,7 @@ class RunConfig:
     seed: int = 0
     space_options: dict = field(default_factory=dict)
     limits: dict = field(default_factory=dict)
-    objective: dict = field(default_factory=lambda: {"latency_s": 0.02, "energy_j": 0.02, "area_mm2": 0.02})
+    objective: dict = field(default_factory=lambda: {"latency_s": 0.01, "energy_j": 0.01, "area_mm2": 0.01})
     search: SearchConfig = field(default_factory=SearchConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
 

@@ -25,7 +25,9 @@ class Target:
     knobs: tuple[Knob, ...]
     fixed: tuple[tuple[str, object], ...]
 
-    def hardware_space(self, init: str = "uniform") -> HardwareSpace:
+    def hardware_space(self, init: str = "default") -> HardwareSpace:
+        """Knobs start biased (+1 logit) to the target's default configuration: with no pressure
+        from accuracy, limits or the objective, the search keeps the known-good default."""
         return HardwareSpace(list(self.knobs), dict(self.fixed), init=init)
 
 

@@ -1,6 +1,14 @@
-"""Cost models: differentiable expected resources of a relaxed network + hardware."""
+"""Cost models: differentiable expected resources of a relaxed network + hardware.
+
+Implementations register themselves on import; :func:`create_cost_model` imports them.
+"""
 
 from .base import COST_MODELS, RESOURCES, UNITS, CostModel
-from . import vta as _vta  # noqa: F401  (registers "vta")
 
-__all__ = ["COST_MODELS", "RESOURCES", "UNITS", "CostModel"]
+__all__ = ["COST_MODELS", "RESOURCES", "UNITS", "CostModel", "create_cost_model"]
+
+
+def create_cost_model(kind: str, *args, **kwargs) -> CostModel:
+    from . import vta  # noqa: F401  (registers "vta")
+
+    return COST_MODELS.create(kind, *args, **kwargs)

@@ -8,7 +8,7 @@ Every step:
      ``L2 = CE(val batch) + penalty(E[cost])``;
   3. ``L = L1 + L2``; multipliers of violated limits rise (dual ascent); stop when ``L`` reaches the
      threshold, on patience, or when the step/time budget is spent. The best derived design seen
-     (feasible first, then lowest one-shot validation loss + objective) is kept.
+     (feasible first, then lowest smoothed L) is kept.
 Between progressive stages the weakest options of every choice are pruned.
 """
 
@@ -213,9 +213,10 @@ class CoSearch:
             if cost is None:
                 with torch.no_grad():
                     cost = self.cm.predict(self.net.probs(), self.hw.probs())
+            L = (0.0 if math.isnan(L1) else L1) + (0.0 if math.isnan(L2) else L2)
             if search_arch:
                 con.ascend(cost)
-            L = (0.0 if math.isnan(L1) else L1) + (0.0 if math.isnan(L2) else L2)
+                L_ema = L if L_ema is None else 0.9 * L_ema + 0.1 * L
             net_p, hw_p = self.net.probs(), self.hw.probs()
             rec.update(
                 {
@@ -237,7 +238,10 @@ class CoSearch:
                 g, c = self.net.derive(), self.hw.derive()
                 ev = self.evaluate_derived(g, c)
                 viol = con.violation(ev["figures"])
-                score = ev["val_loss"] + con.objective_value(ev["figures"])
+                # Rank: designs within the limits first, then the smoothed combined loss L of the
+                # relaxed (alpha, theta) that produced them. The one-shot accuracy of a sub-network
+                # in a weight-sharing supernet is recorded but is too noisy to rank by.
+                score = L_ema if L_ema is not None else L
                 key = (viol > 0, viol, score)
                 rec["derived"] = {
                     "genotype": self.space.format_genotype(g),
@@ -246,6 +250,7 @@ class CoSearch:
                     "val_accuracy": ev["val_accuracy"],
                     "val_loss": ev["val_loss"],
                     "violation": viol,
+                    "L_ema": score,
                 }
                 if best is None or key < best[0]:
                     best = (key, step, g, c, ev)
@@ -256,7 +261,6 @@ class CoSearch:
             if self.on_step:
                 self.on_step(rec)
             if search_arch:
-                L_ema = L if L_ema is None else 0.9 * L_ema + 0.1 * L
                 if cfg.threshold is not None and L_ema <= cfg.threshold:
                     stop_reason = "threshold"
                     break

@@ -1,0 +1,24 @@
+import pytest
+import torch
+
+from explorer.config import RetrainConfig, RunConfig, SearchConfig
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+def tiny_config(**kw) -> RunConfig:
+    """A run on the 8x8 digits with a small chain space: seconds, not minutes."""
+    search = SearchConfig(steps=kw.pop("steps", 40), budget_min=kw.pop("budget_min", 2.0), batch_size=32,
+                          warmup_steps=8, eval_every=10, stages=kw.pop("stages", [[0.5, 3]]),
+                          relax=kw.pop("relax", "softmax"), tau_start=kw.pop("tau_start", 1.0),
+                          tau_end=kw.pop("tau_end", 1.0), alpha_lr=kw.pop("alpha_lr", 3e-3),
+                          theta_lr=kw.pop("theta_lr", 3e-3))
+    cfg = RunConfig(dataset="digits", space=kw.pop("space", "chain"), target="vta", seed=kw.pop("seed", 0),
+                    space_options=kw.pop("space_options", {"stem_channels": 8, "stages": [[8, 2, 2], [16, 1, 1]]}),
+                    limits=kw.pop("limits", {}), search=search,
+                    objective=kw.pop("objective", {"latency_s": 0.01, "energy_j": 0.01, "area_mm2": 0.01}), retrain=RetrainConfig(epochs=kw.pop("epochs", 0)))
+    assert not kw, kw
+    return cfg

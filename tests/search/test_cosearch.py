@@ -1,0 +1,118 @@
+import json
+
+import pytest
+import torch
+
+from explorer.api import build_problem, run_search
+from explorer.search.baselines import random_search, sequential_search
+from explorer.search.cosearch import CoSearch
+from tests.conftest import tiny_config
+
+
+def _search(cfg, **kw):
+    prob = build_problem(cfg)
+    return prob, CoSearch(prob.space, prob.hw, prob.cost_model, prob.data, cfg.search, prob.constraints(),
+                          "vta", cfg.seed, **kw).run()
+
+
+def test_cosearch_runs_and_records_every_step():
+    cfg = tiny_config(steps=30)
+    prob, r = _search(cfg)
+    steps = [h for h in r.history if "event" not in h]
+    assert len(steps) == r.steps == 30
+    searched = [h for h in steps if h["L"] == h["L"]]
+    assert searched, "no search step after warm-up"
+    for h in searched:
+        assert {"L1", "L2", "L", "expected", "multipliers", "entropy_ops", "entropy_knobs"} <= set(h)
+        assert h["L"] == pytest.approx(h["L1"] + h["L2"])
+    assert any("derived" in h for h in steps)
+    assert any(h.get("event") == "prune" for h in r.history)
+    prob.space.validate_genotype(r.genotype)
+
+
+def test_same_seed_same_result_and_different_seed_differs():
+    a = _search(tiny_config(steps=24, seed=3))[1]
+    b = _search(tiny_config(steps=24, seed=3))[1]
+    assert a.design == b.design
+    la = [str(h.get("L")) for h in a.history if "event" not in h]
+    lb = [str(h.get("L")) for h in b.history if "event" not in h]
+    assert la == lb
+    c = _search(tiny_config(steps=24, seed=4))[1]
+    lc = [str(h.get("L")) for h in c.history if "event" not in h]
+    assert la != lc
+
+
+def test_gumbel_relaxation_runs_and_anneals():
+    cfg = tiny_config(steps=20, relax="gumbel", tau_start=4.0, tau_end=0.5)
+    _, r = _search(cfg)
+    taus = [h["tau"] for h in r.history if "tau" in h]
+    assert taus[0] > taus[-1] and taus[-1] == pytest.approx(0.5, rel=0.2)
+
+
+def test_hardware_step_moves_only_theta():
+    cfg = tiny_config(steps=1)
+    prob = build_problem(cfg)
+    s = CoSearch(prob.space, prob.hw, prob.cost_model, prob.data, cfg.search, prob.constraints(), "vta", 0)
+    w0 = [p.detach().clone() for p in s.net.weight_parameters()]
+    a0 = [p.detach().clone() for p in s.net.arch_parameters()]
+    t0 = [p.detach().clone() for p in s.hw.hw_parameters()]
+    xv, yv = next(s.val_b)
+    s._hardware_step(xv, yv, 1.0)
+    assert all(torch.equal(a, b) for a, b in zip(w0, s.net.weight_parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(a0, s.net.arch_parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(t0, s.hw.hw_parameters()))
+
+
+def _unconstrained_and_limited(limit_key, resource, factor=0.5, steps=40):
+    # unconstrained: no limits and no cost objective, accuracy alone
+    free = _search(tiny_config(steps=steps, objective={}))[1]
+    limit = free.figures[resource] * factor
+    shown = limit * (1e3 if resource in ("latency_s", "energy_j") else 1.0)
+    _, lim = _search(tiny_config(steps=steps, objective={}, limits={limit_key: shown}))
+    return free, lim, limit
+
+
+@pytest.mark.parametrize("limit_key,resource", [("latency_ms", "latency_s"), ("area_mm2", "area_mm2")])
+def test_limit_at_half_the_unconstrained_design_is_met(limit_key, resource):
+    free, lim, limit = _unconstrained_and_limited(limit_key, resource)
+    assert lim.figures[resource] <= limit
+    assert lim.feasible
+    mult = [h["multipliers"] for h in lim.history if "multipliers" in h]
+    assert max(m[resource] for m in mult) > 0  # the dual variable really worked
+
+
+def test_sequential_and_random_baselines():
+    cfg = tiny_config(steps=20)
+    prob = build_problem(cfg)
+    r = sequential_search(prob.space, prob.hw, prob.cost_model, prob.data, cfg, prob.constraints(), "vta")
+    prob.space.validate_genotype(r.genotype)
+    prob = build_problem(cfg)
+    cfg.search.steps = 3
+    rr = random_search(prob.space, prob.hw, prob.cost_model, prob.data, cfg, prob.constraints(), "vta", proxy_steps=5)
+    assert rr.steps == 3 and rr.feasible
+
+
+def test_run_folder(tmp_path):
+    cfg = tiny_config(steps=12, epochs=1)
+    s = run_search(cfg, tmp_path / "run", progress=False)
+    d = tmp_path / "run"
+    for f in ("config.json", "design.json", "hw_config.json", "history.jsonl", "summary.json", "search.png", "weights.pt"):
+        assert (d / f).is_file(), f
+    hw = json.loads((d / "hw_config.json").read_text())
+    assert {"LOG_BATCH", "LOG_BLOCK_IN", "LOG_BLOCK_OUT", "LOG_INP_BUFF_SIZE", "LOG_WGT_BUFF_SIZE",
+            "LOG_ACC_BUFF_SIZE", "LOG_UOP_BUFF_SIZE", "LOG_INP_WIDTH", "LOG_WGT_WIDTH", "LOG_ACC_WIDTH"} <= set(hw)
+    lines = (d / "history.jsonl").read_text().splitlines()
+    assert all(json.loads(line) for line in lines)
+    assert 0.0 <= s["test_accuracy"] <= 1.0
+    assert not (tmp_path / "run.partial").exists()
+
+
+def test_existing_run_is_never_replaced_without_force(tmp_path):
+    from explorer.errors import ConfigError
+
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "summary.json").write_text("{}")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run_search(tiny_config(steps=2), d, progress=False)
+    assert (d / "summary.json").read_text() == "{}"

@@ -1,0 +1,74 @@
+"""The CLI as a user meets it: a fresh process, exit codes and the one-line messages."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "explorer.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["search", "--space", "resnet"], "unknown search space 'resnet'; valid: chain, nb201"),
+        (["search", "--target", "tpu"], "unknown target 'tpu'; valid: vta"),
+        (["search", "--dataset", "cifar-11"], "unknown dataset 'cifar-11'"),
+        (["search", "--dataset", "digits", "--latency-ms", "0.000001"], "impossible limits: latency_ms"),
+        (["search", "--dataset", "digits", "--area-mm2", "0.01"], "impossible limits: area_mm2"),
+    ],
+)
+def test_bad_input_one_message_exit_2(tmp_path, args, message):
+    r = run(*args, "--out", str(tmp_path / "o"), "--no-progress")
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[search\nsteps = 3", "malformed TOML"),
+        ("bogus = 1", "unknown key(s) ['bogus']"),
+        ("[search]\nsteps = 'many'", "steps: expected int"),
+        ("[search]\nrelax = 'hard'", "relax must be"),
+        ("[limits]\nlatency_ms = -1", "latency_ms must be a positive number"),
+        ("[limits]\nwatts = 1", "unknown limit 'watts'"),
+        ("[space_options]\nstages = [[8, 0, 1]]", "space.chain.stages"),
+    ],
+)
+def test_malformed_config_exit_2(tmp_path, text, message):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    r = run("search", "--config", str(cfg), "--dataset", "digits", "--out", str(tmp_path / "o"), "--no-progress")
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_missing_config_file(tmp_path):
+    r = run("search", "--config", str(tmp_path / "nope.toml"))
+    assert r.returncode == 2 and "no such config file" in r.stderr
+
+
+def test_list():
+    r = run("list")
+    assert r.returncode == 0 and "mnist5k" in r.stdout and "nb201" in r.stdout and "vta" in r.stdout
+
+
+def test_search_end_to_end_on_digits(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[space_options]\nstem_channels = 8\nstages = [[8, 1, 2], [16, 1, 1]]\n"
+                   "[search]\nwarmup_steps = 4\neval_every = 5\n")
+    r = run("search", "--config", str(cfg), "--dataset", "digits", "--steps", "15", "--epochs", "1",
+            "--out", str(tmp_path / "run"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "results in" in r.stdout and (tmp_path / "run" / "summary.json").is_file()
+    # a second run to the same folder is refused and leaves the first intact
+    before = (tmp_path / "run" / "summary.json").read_text()
+    r2 = run("search", "--config", str(cfg), "--dataset", "digits", "--steps", "3", "--out", str(tmp_path / "run"))
+    assert r2.returncode == 2 and "already holds a run" in r2.stderr
+    assert (tmp_path / "run" / "summary.json").read_text() == before
