@@ -32,7 +32,7 @@ class SearchConfig:
     w_weight_decay: float = 3e-4
     alpha_lr: float = 0.02
     theta_lr: float = 0.02
-    dual_lr: float = 0.5
+    dual_lr: float = 0.1
     margin: float = 0.05
     threshold: float | None = None
     patience: int = 0

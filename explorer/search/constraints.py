@@ -18,7 +18,7 @@ class Constraints:
 
     The penalty added to a loss is ``sum_k lambda_k * E[c_k] / limit_k`` (multipliers held constant
     in the gradient) plus ``sum_k w_k * log(E[c_k] / ref_k)``, the always-on objective weights.
-    After each step :meth:`ascend` raises ``lambda_k`` while ``E[c_k]`` exceeds
+    After each step :meth:`ascend` raises ``lambda_k`` while the derived design's ``c_k`` exceeds
     ``limit_k * (1 - margin)`` and lowers it (not below 0) otherwise.
     """
 
@@ -39,10 +39,17 @@ class Constraints:
             total = total + w * torch.log(cost[k] / self.ref[k])
         return total
 
-    def ascend(self, cost: dict[str, torch.Tensor]) -> None:
+    def ascend(self, figures: dict[str, float]) -> None:
+        """Dual ascent on the figures of the design the search would derive now.
+
+        The limits bind the derived (argmax) design, not the relaxed expectation: a multiplier
+        keeps rising only while the derived design breaks its limit, so the search does not
+        over-compress once the design it would return fits.
+        """
         for k in self.lam:
-            g = float(cost[k].detach()) / (self.limits[k] * (1 - self.margin)) - 1.0
-            self.lam[k] = max(0.0, self.lam[k] + self.dual_lr * g)
+            # log ratio, clipped: a design 2x over its limit and one 2x under move lambda equally
+            g = math.log(max(float(figures[k]), 1e-30) / (self.limits[k] * (1 - self.margin)))
+            self.lam[k] = max(0.0, self.lam[k] + self.dual_lr * max(-1.0, min(1.0, g)))
 
     def violation(self, figures: dict[str, float]) -> float:
         """Sum of relative excess over the limits (0 when all hold)."""
@@ -74,37 +81,44 @@ def check_feasible(cost_model: CostModel, limits: dict[str, float]) -> dict[str,
 def repair(cost_model: CostModel, genotype: dict, config, hw_space, constraints: Constraints, prefs, max_moves: int = 64):
     """Greedy repair of a derived design that breaks a limit.
 
-    Each move changes one network choice or one hardware knob to the option that most reduces the
-    violation (ties broken by the search's preference ``prefs[name][option]``, its probability),
-    until every limit holds or no move helps. Returns (genotype, config, moves).
+    Each move changes one network choice or one hardware knob. Among the moves that reduce the
+    violation, it takes the one that reduces it most per nat of the search's preference given up,
+    ``log(p_current / p_new)`` with ``p`` from ``prefs[name][option]`` (pruned options are never
+    used), until every limit holds or no move helps. Returns (genotype, config, moves).
     """
     g, cfg = dict(genotype), config
     cur = cost_model.evaluate(g, cfg)
+
+    def price(name, old, new):
+        p_old = max(prefs.get(name, {}).get(old, 1.0), 1e-6)
+        p_new = max(prefs.get(name, {}).get(new, 1.0), 1e-6)
+        return max(math.log(p_old / p_new), 0.01)
+
     moves = []
     for _ in range(max_moves):
         v0 = constraints.violation(cur)
         if v0 == 0:
             break
-        best = None
+        candidates = []
         for name, opts in cost_model.net_choices.items():
             for o in opts:
-                if o == g[name] or prefs.get(name, {}).get(o, 1.0) == 0.0:
-                    continue
-                cand = {**g, name: o}
-                fig = cost_model.evaluate(cand, cfg)
-                key = (constraints.violation(fig), -prefs.get(name, {}).get(o, 0.0))
-                if best is None or key < best[0]:
-                    best = (key, cand, cfg, fig, f"{name}={o}")
+                if o != g[name] and prefs.get(name, {}).get(o, 1.0) > 0.0:
+                    candidates.append(({**g, name: o}, cfg, f"{name}={o}", price(name, g[name], o)))
         for k in hw_space.knobs:
             for v in k.values:
-                if v == cfg[k.name] or prefs.get(k.name, {}).get(v, 1.0) == 0.0:
-                    continue
-                cand_cfg = type(cfg)(tuple((n, v if n == k.name else x) for n, x in cfg.values), cfg.fixed)
-                fig = cost_model.evaluate(g, cand_cfg)
-                key = (constraints.violation(fig), -prefs.get(k.name, {}).get(v, 0.0))
-                if best is None or key < best[0]:
-                    best = (key, g, cand_cfg, fig, f"{k.name}={v}")
-        if best is None or best[0][0] >= v0:
+                if v != cfg[k.name] and prefs.get(k.name, {}).get(v, 1.0) > 0.0:
+                    c2 = type(cfg)(tuple((n, v if n == k.name else x) for n, x in cfg.values), cfg.fixed)
+                    candidates.append((g, c2, f"{k.name}={v}", price(k.name, cfg[k.name], v)))
+        best = None
+        for cand_g, cand_c, move, cost in candidates:
+            fig = cost_model.evaluate(cand_g, cand_c)
+            gain = v0 - constraints.violation(fig)
+            if gain <= 0:
+                continue
+            key = gain / cost
+            if best is None or key > best[0]:
+                best = (key, cand_g, cand_c, fig, move)
+        if best is None:
             break
         _, g, cfg, cur, move = best
         moves.append(move)

@@ -215,7 +215,9 @@ class CoSearch:
                     cost = self.cm.predict(self.net.probs(), self.hw.probs())
             L = (0.0 if math.isnan(L1) else L1) + (0.0 if math.isnan(L2) else L2)
             if search_arch:
-                con.ascend(cost)
+                derived_now = self.cm.evaluate(self.net.derive(), self.hw.derive()) if con.limits else {}
+                con.ascend(derived_now)
+                rec["derived_now"] = {k: derived_now[k] for k in con.limits}
                 L_ema = L if L_ema is None else 0.9 * L_ema + 0.1 * L
             net_p, hw_p = self.net.probs(), self.hw.probs()
             rec.update(
