@@ -1,4 +1,4 @@
-"""Command line: ``explorer search`` and ``explorer list``.
+"""Command line: ``explorer search|export|compile|measure|list``.
 
 Errors in the user's input print one line, ``explorer: error: ...``, and exit with code 2.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .errors import ExplorerError
 
@@ -48,6 +49,30 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="replace an existing run folder once the new run succeeds")
     s.add_argument("--no-progress", action="store_true")
     sub.add_parser("list", help="list registered data sets, spaces, targets and ops")
+
+    e = sub.add_parser("export", help="export a run's (or design's) network with its trained weights to ONNX")
+    e.add_argument("design", metavar="RUN_OR_DESIGN", help="run folder, or design.json (weights.pt beside it)")
+    e.add_argument("--out", required=True, help="output .onnx file")
+    e.add_argument("--opset", type=int, default=17)
+
+    c = sub.add_parser("compile", help="compile an ONNX model with TVM for a target")
+    c.add_argument("model", metavar="MODEL.onnx")
+    c.add_argument("--target", default="cpu", help="cpu or gpu")
+    c.add_argument("--shape", action="append", metavar="NAME=1x1x28x28", help="static shape of an input")
+    c.add_argument("--out", help="library path (default MODEL.<target>.so)")
+    c.add_argument("--num-cores", type=int, dest="num_cores", help="threads (default: all cores)")
+    c.add_argument("--arch", help="CUDA arch, e.g. sm_80")
+    c.add_argument("--store", help="measurement store (default runs/store.sqlite or $EXPLORER_STORE)")
+
+    m = sub.add_parser("measure", help="measure a model's latency with TVM (and onnxruntime side by side)")
+    m.add_argument("model", metavar="MODEL.onnx|LIB.so")
+    m.add_argument("--target", default="cpu", help="cpu or gpu")
+    m.add_argument("--shape", action="append", metavar="NAME=1x1x28x28")
+    m.add_argument("--repeat", type=_positive(int), default=30)
+    m.add_argument("--number", type=_positive(int), default=10, help="runs per repeat")
+    m.add_argument("--num-cores", type=int, dest="num_cores")
+    m.add_argument("--vs", choices=["onnxruntime"], help="also time onnxruntime on the same input and threads")
+    m.add_argument("--store", help="measurement store (default runs/store.sqlite or $EXPLORER_STORE)")
     return p
 
 
@@ -85,10 +110,91 @@ def cmd_list(a) -> int:
     return 0
 
 
+def cmd_export(a) -> int:
+    from .deploy.export import build_module, export_onnx, load_design
+
+    design, weights = load_design(a.design)
+    if weights is None:
+        print(f"explorer: warning: no weights.pt beside {a.design}; exporting untrained weights", file=sys.stderr)
+    r = export_onnx(build_module(design, weights), design.input_shape, a.out, opset=a.opset)
+    print(f"wrote {r.path} (opset {r.opset}, input {r.input_name} {'x'.join(map(str, r.input_shape))})")
+    print(f"max abs difference onnxruntime vs PyTorch: {r.max_abs_diff:.3g}")
+    if r.max_abs_diff > 1e-4:
+        print("explorer: error: onnxruntime disagrees with PyTorch by more than 1e-4", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _store(a):
+    from .measure.store import Store, default_store_path
+
+    return Store(a.store or default_store_path())
+
+
+def cmd_compile(a) -> int:
+    from .deploy.tvm_build import build, load_onnx, parse_shapes, toolchain_versions
+    from .measure.store import MeasureRecord
+
+    m = load_onnx(a.model, parse_shapes(a.shape))
+    out = a.out or str(Path(a.model).with_suffix(f".{a.target}.so"))
+    knobs = {"num_cores": a.num_cores, "arch": a.arch}
+    with _store(a) as st:
+        try:
+            card = build(m, a.target, out, num_cores=a.num_cores, arch=a.arch)
+        except ExplorerError as e:
+            st.add(MeasureRecord(m.sha256, "build", a.target, knobs, toolchain_versions(), ok=False, error=str(e)))
+            raise
+        st.add(MeasureRecord(m.sha256, "build", a.target, knobs, card["toolchain"], payload=card))
+    print(f"wrote {out} and {out}.json ({len(card['workloads'])} kernels, built in {card['build_s']:.1f} s)")
+    return 0
+
+
+def cmd_measure(a) -> int:
+    import os
+
+    from .deploy.tvm_build import ModelError, build, load_onnx, parse_shapes, toolchain_versions
+    from .measure.local import measure_onnxruntime, measure_tvm
+    from .measure.store import MeasureRecord
+
+    path = Path(a.model)
+    threads = a.num_cores or os.cpu_count() or 1
+    if path.suffix == ".so":
+        card_path = path.with_suffix(".so.json")
+        if not card_path.is_file():
+            raise ModelError(f"{path}: no card {card_path.name} beside the library (built by explorer compile?)")
+        card = json.loads(card_path.read_text())
+        inputs = {k: (tuple(v["shape"]), v["dtype"]) for k, v in card["inputs"].items()}
+        lib, onnx_path, key = path, Path(card["model"]), card["model_sha256"]
+    else:
+        m = load_onnx(path, parse_shapes(a.shape))
+        inputs, onnx_path, key = m.inputs, path, m.sha256
+        lib = Path(os.environ.get("TMPDIR", "/tmp")) / f"explorer-{key[:16]}-{a.target}-{threads}.so"
+        build(m, a.target, lib, num_cores=threads)
+    knobs = {"threads": threads, "repeat": a.repeat, "number": a.number}
+    with _store(a) as st:
+        try:
+            t = measure_tvm(lib, inputs, repeat=a.repeat, number=a.number, device=a.target)
+        except ExplorerError as e:
+            st.add(MeasureRecord(key, "measure", a.target, knobs, toolchain_versions(), ok=False, error=str(e)))
+            raise
+        st.add(MeasureRecord(key, "measure", a.target, knobs, toolchain_versions(), latency_ms=t["median_ms"], payload=t))
+        print(f"tvm          median {t['median_ms']:.4f} ms   p10 {t['p10_ms']:.4f}   p90 {t['p90_ms']:.4f}   "
+              f"({t['n']} x {a.number} runs, {threads} threads)")
+        if a.vs == "onnxruntime":
+            if not onnx_path.is_file():
+                raise ModelError(f"{onnx_path}: the ONNX model of this library is gone; measure the .onnx instead")
+            o = measure_onnxruntime(onnx_path, inputs, threads, repeat=a.repeat, number=a.number)
+            st.add(MeasureRecord(key, "measure", "onnxruntime", knobs, toolchain_versions(), latency_ms=o["median_ms"], payload=o))
+            print(f"onnxruntime  median {o['median_ms']:.4f} ms   p10 {o['p10_ms']:.4f}   p90 {o['p90_ms']:.4f}")
+            print(f"ratio tvm / onnxruntime = {t['median_ms'] / o['median_ms']:.2f}")
+    return 0
+
+
 def main(argv=None) -> int:
     a = _parser().parse_args(argv)
     try:
-        return {"search": cmd_search, "list": cmd_list}[a.cmd](a)
+        return {"search": cmd_search, "list": cmd_list, "export": cmd_export, "compile": cmd_compile,
+                "measure": cmd_measure}[a.cmd](a)
     except ExplorerError as e:
         print(f"explorer: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,1 @@
+"""From a DesignPoint to deployable artefacts: ONNX export, TVM builds."""

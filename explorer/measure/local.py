@@ -1,0 +1,74 @@
+"""Local runners: TVM's VM (median and spread after warm-up) and onnxruntime on the same input."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..deploy.tvm_build import ModelError
+
+__all__ = ["measure_tvm", "measure_onnxruntime", "summarize"]
+
+
+def summarize(samples_s: list[float]) -> dict:
+    ms = sorted(s * 1e3 for s in samples_s)
+    q = lambda f: ms[min(len(ms) - 1, int(round(f * (len(ms) - 1))))]  # noqa: E731
+    return {"median_ms": statistics.median(ms), "p10_ms": q(0.1), "p90_ms": q(0.9),
+            "std_ms": statistics.pstdev(ms), "n": len(ms)}
+
+
+def _inputs(inputs: dict, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    return {k: rng.random(shape, dtype=np.float32).astype(dtype) for k, (shape, dtype) in inputs.items()}
+
+
+def measure_tvm(lib: str | os.PathLike, inputs: dict, repeat: int = 30, number: int = 10, seed: int = 0,
+                device: str = "cpu") -> dict:
+    """Time ``main`` of a built library with ``vm.time_evaluator`` (``repeat`` x ``number`` runs)."""
+    import tvm
+    from tvm import relax
+
+    lib = Path(lib)
+    if not lib.is_file():
+        raise ModelError(f"{lib}: no such library")
+    try:
+        rt = tvm.runtime.load_module(str(lib))
+    except Exception as e:
+        raise ModelError(f"{lib}: not a TVM library ({type(e).__name__})") from None
+    dev = tvm.cpu() if device == "cpu" else tvm.cuda()
+    vm = relax.VirtualMachine(rt, dev)
+    args = [tvm.runtime.tensor(v, dev) for v in _inputs(inputs, seed).values()]
+    vm["main"](*args)  # warm-up
+    f = vm.time_evaluator("main", dev, number=number, repeat=repeat, min_repeat_ms=0)
+    res = f(*args)
+    out = summarize(list(res.results))
+    out.update({"runner": "tvm", "repeat": repeat, "number": number})
+    return out
+
+
+def measure_onnxruntime(onnx_path: str | os.PathLike, inputs: dict, threads: int, repeat: int = 30,
+                        number: int = 10, seed: int = 0) -> dict:
+    """Time an onnxruntime session with ``threads`` intra-op threads, on the same inputs."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    feed = _inputs(inputs, seed)
+    for _ in range(max(3, number)):
+        sess.run(None, feed)
+    samples = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for _ in range(number):
+            sess.run(None, feed)
+        samples.append((time.perf_counter() - t) / number)
+    out = summarize(samples)
+    out.update({"runner": "onnxruntime", "threads": threads, "repeat": repeat, "number": number,
+                "version": ort.__version__})
+    return out

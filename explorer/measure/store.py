@@ -1,0 +1,126 @@
+"""SQLite store of builds and measurements (WAL; safe for several processes writing at once).
+
+Every record is keyed by what was measured (a DesignPoint key or an ONNX model hash), the target,
+the knobs and the toolchain versions. A failure is a record too, with its error text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = ["MeasureRecord", "Store", "default_store_path"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    knobs TEXT NOT NULL,
+    toolchain TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    latency_ms REAL,
+    tuned INTEGER NOT NULL DEFAULT 0,
+    payload TEXT NOT NULL,
+    error TEXT,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_lookup ON records (key, target, knobs, toolchain);
+"""
+
+
+def default_store_path() -> Path:
+    return Path(os.environ.get("EXPLORER_STORE", "runs/store.sqlite"))
+
+
+@dataclass(frozen=True)
+class MeasureRecord:
+    """One build or measurement. ``kind``: "build" or "measure"; ``ok`` False carries ``error``."""
+
+    key: str
+    kind: str
+    target: str
+    knobs: dict = field(default_factory=dict)
+    toolchain: dict = field(default_factory=dict)
+    ok: bool = True
+    latency_ms: float | None = None
+    tuned: bool = False
+    payload: dict = field(default_factory=dict)
+    error: str | None = None
+    created: float = 0.0
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "MeasureRecord":
+        return cls(**d)
+
+
+def _canon(d: dict) -> str:
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+class Store:
+    """Open (and create) the store at ``path``. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
+        self.conn.execute("PRAGMA busy_timeout = 60000")
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.conn.executescript(SCHEMA)
+
+    def add(self, r: MeasureRecord) -> int:
+        created = r.created or time.time()
+        cur = self.conn.execute(
+            "INSERT INTO records (key, kind, target, knobs, toolchain, ok, latency_ms, tuned, payload, error, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (r.key, r.kind, r.target, _canon(r.knobs), _canon(r.toolchain), int(r.ok), r.latency_ms, int(r.tuned),
+             _canon(r.payload), r.error, created),
+        )
+        return int(cur.lastrowid)
+
+    def query(self, key: str | None = None, target: str | None = None, kind: str | None = None,
+              knobs: dict | None = None, toolchain: dict | None = None, ok: bool | None = None) -> list[MeasureRecord]:
+        where, args = [], []
+        for col, val in (("key", key), ("target", target), ("kind", kind)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        if knobs is not None:
+            where.append("knobs = ?")
+            args.append(_canon(knobs))
+        if toolchain is not None:
+            where.append("toolchain = ?")
+            args.append(_canon(toolchain))
+        if ok is not None:
+            where.append("ok = ?")
+            args.append(int(ok))
+        sql = "SELECT key, kind, target, knobs, toolchain, ok, latency_ms, tuned, payload, error, created FROM records"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self.conn.execute(sql + " ORDER BY id", args).fetchall()
+        return [
+            MeasureRecord(k, kd, t, json.loads(kn), json.loads(tc), bool(o), lat, bool(tu), json.loads(p), e, c)
+            for k, kd, t, kn, tc, o, lat, tu, p, e, c in rows
+        ]
+
+    def count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
