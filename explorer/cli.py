@@ -73,7 +73,84 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--num-cores", type=int, dest="num_cores")
     m.add_argument("--vs", choices=["onnxruntime"], help="also time onnxruntime on the same input and threads")
     m.add_argument("--store", help="measurement store (default runs/store.sqlite or $EXPLORER_STORE)")
+
+    cm = sub.add_parser("costmodel", help="fit or evaluate a learned latency model from measured records")
+    cms = cm.add_subparsers(dest="cm_cmd", required=True)
+    f = cms.add_parser("fit", help="fit on records (genotype,latency_ms or design_json,latency_ms)")
+    f.add_argument("--space", required=True, help="chain or nb201")
+    f.add_argument("--records", required=True, help="CSV of measured latencies")
+    f.add_argument("--out", required=True, help="model file (JSON)")
+    f.add_argument("--input-shape", dest="input_shape", default=None, help="CxHxW (nb201 default 3x32x32)")
+    f.add_argument("--classes", type=_positive(int), default=10)
+    f.add_argument("--option", action="append", metavar="KEY=JSON", help="space option, e.g. cells_per_stage=5")
+    f.add_argument("--holdout", type=float, default=0.2, help="share of records held out for the report")
+    f.add_argument("--seed", type=int, default=0)
+    ev = cms.add_parser("eval", help="evaluate a fitted model on records")
+    ev.add_argument("model")
+    ev.add_argument("--records", required=True)
     return p
+
+
+def cmd_costmodel(a) -> int:
+    import numpy as np
+
+    from .cost.learned import LatencyModel, evaluate_predictions, read_records
+    from .errors import ConfigError
+    from .space import create_space
+
+    def show(title, m):
+        print(f"{title}: n={m['n']}  kendall_tau={m['kendall_tau']:.3f}  spearman_rho={m['spearman_rho']:.3f}  "
+              f"within_10pct={m['within_10pct'] * 100:.1f}%  mean_abs_rel_err={m['mean_abs_rel_err'] * 100:.1f}%")
+
+    if a.cm_cmd == "eval":
+        model = LatencyModel.load(a.model)
+        space = create_space(model.space, model.input_shape, model.num_classes, **model.space_options)
+        X, y, _ = read_records(a.records, space)
+        show("eval", evaluate_predictions(model.predict(X), y))
+        return 0
+    options = {}
+    for o in a.option or []:
+        k, sep, v = o.partition("=")
+        if not sep:
+            raise ConfigError(f"--option {o!r}: expected KEY=VALUE")
+        try:
+            options[k] = json.loads(v)
+        except json.JSONDecodeError:
+            options[k] = v
+    if a.space == "nb201":
+        shape_s = a.input_shape or "3x32x32"
+        options = {"channels": 16, "cells_per_stage": 5, **options}  # the benchmark's skeleton
+    else:
+        shape_s = a.input_shape
+        if shape_s is None:  # take shape and options from the first design in the file
+            import csv
+
+            with open(a.records, newline="") as fh:
+                first = next(csv.DictReader(fh), None)
+            if not first or "design_json" not in first:
+                raise ConfigError("--space chain needs design_json records (or --input-shape and --option)")
+            d = json.loads(first["design_json"])
+            shape_s = "x".join(map(str, d["input_shape"]))
+            options = {**d.get("space_options", {}), **options}
+            a.classes = d["num_classes"]
+    try:
+        shape = tuple(int(v) for v in shape_s.split("x"))
+    except ValueError:
+        raise ConfigError(f"--input-shape {shape_s!r}: expected CxHxW") from None
+    space = create_space(a.space, shape, a.classes, **options)
+    X, y, _ = read_records(a.records, space)
+    if not 0 <= a.holdout < 1:
+        raise ConfigError("--holdout must be in [0, 1)")
+    idx = np.random.default_rng(a.seed).permutation(len(y))
+    n_test = int(round(a.holdout * len(y)))
+    test, train = idx[:n_test], idx[n_test:]
+    model = LatencyModel(a.space, space.options(), shape, a.classes).fit(X[train], y[train])
+    show("train", evaluate_predictions(model.predict(X[train]), y[train]))
+    if n_test >= 2:
+        show("held-out", evaluate_predictions(model.predict(X[test]), y[test]))
+    model.save(a.out)
+    print(f"wrote {a.out} (fitted on {len(train)} records)")
+    return 0
 
 
 def cmd_search(a) -> int:
@@ -194,7 +271,7 @@ def main(argv=None) -> int:
     a = _parser().parse_args(argv)
     try:
         return {"search": cmd_search, "list": cmd_list, "export": cmd_export, "compile": cmd_compile,
-                "measure": cmd_measure}[a.cmd](a)
+                "measure": cmd_measure, "costmodel": cmd_costmodel}[a.cmd](a)
     except ExplorerError as e:
         print(f"explorer: error: {e}", file=sys.stderr)
         return 2
