@@ -43,18 +43,60 @@ class Problem:
 
     def constraints(self) -> Constraints:
         s = self.cfg.search
-        return Constraints(self.cfg.limits_si(), self.cfg.objective, s.dual_lr, s.margin)
+        objective = {k: v for k, v in self.cfg.objective.items() if k in self.cost_model.resources}
+        return Constraints(self.cfg.limits_si(), objective, s.dual_lr, s.margin)
 
 
-def build_problem(cfg: RunConfig) -> Problem:
-    """Load data, space, target and cost model; reject impossible limits before any training."""
+def build_problem(cfg: RunConfig, store_path=None, progress: bool = False) -> Problem:
+    """Load data, space, target and cost model; reject impossible limits before any training.
+
+    A measured target (cpu, cuda) first times every workload of the space that its store lacks.
+    """
     target = load_target(cfg.target)
     data = load_dataset(cfg.dataset, seed=cfg.seed)
     space = create_space(cfg.space, data.input_shape, data.num_classes, **cfg.space_options)
     hw = target.hardware_space()
-    cm = create_cost_model(target.cost_model, space.cost_slots(), space.choices(), hw)
+    if target.cost_model == "measured":
+        cm = _measured_model(space, hw, target, store_path, progress)
+    else:
+        cm = create_cost_model(target.cost_model, space.cost_slots(), space.choices(), hw)
+    unpriced = [k for k in cfg.limits_si() if k not in cm.resources]
+    if unpriced:
+        raise ConfigError(f"target {target.name!r} prices {', '.join(cm.resources)}; it has no {', '.join(unpriced)} limit")
     lb = check_feasible(cm, cfg.limits_si())
     return Problem(cfg, data, space, target, hw, cm, lb)
+
+
+def _measured_model(space, hw, target, store_path, progress):
+    from .cost.measured import MeasuredCostModel, distinct_items
+    from .deploy.tvm_build import toolchain_versions
+    from .measure.store import Store, default_store_path
+    from .measure.workloads import measure_workloads
+
+    slots = space.cost_slots()
+    items = distinct_items(slots, hw)
+    table = {}
+    tc = toolchain_versions()
+    with Store(store_path or default_store_path()) as st:
+        for device in hw.knob("DEVICE").values:
+            for threads in hw.knob("THREADS").values:
+                bar = None
+                if progress:
+                    from tqdm import tqdm
+
+                    bar = tqdm(total=len(items), desc=f"workloads {device}/{threads}t", unit="wl", dynamic_ncols=True)
+
+                def tick(done, total, bar=bar):
+                    if bar is not None:
+                        bar.n = done
+                        bar.refresh()
+
+                got = measure_workloads(items, device, threads, st, tc, progress=tick)
+                if bar is not None:
+                    bar.close()
+                for (w, b), sec in got.items():
+                    table[(w, b, device, threads)] = sec
+    return MeasuredCostModel(slots, space.choices(), hw, table, core_w=dict(target.power).get("core_w", 10.0))
 
 
 def _units(figures: dict) -> dict:
@@ -88,7 +130,7 @@ def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force:
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise ConfigError(f"{out} already holds a run; choose another --out or pass --force to replace it")
-    prob = build_problem(cfg)
+    prob = build_problem(cfg, progress=progress)
     work = out.with_name(out.name + ".partial")
     if work.exists():
         shutil.rmtree(work)
@@ -131,7 +173,7 @@ def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force:
     }
     if do_retrain and cfg.retrain.epochs > 0:
         rt0 = time.monotonic()
-        bits = (2 ** result.hw_config["LOG_INP_WIDTH"], 2 ** result.hw_config["LOG_WGT_WIDTH"])
+        bits = result.hw_config.bits()
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
             net = prob.space.build_network(result.genotype, QuantState.fixed(*bits))
@@ -159,8 +201,21 @@ def _run_method(prob: Problem, method: str, on_step) -> SearchResult:
     cfg = prob.cfg
     con = prob.constraints()
     if method == "cosearch":
-        return CoSearch(prob.space, prob.hw, prob.cost_model, prob.data, cfg.search, con, prob.target.name,
-                        cfg.seed, on_step=on_step).run()
+        measurer = None
+        if prob.target.cost_model == "measured":
+            from .deploy.tvm_build import toolchain_versions
+            from .measure.background import BackgroundMeasurer
+            from .measure.store import Store, default_store_path
+
+            store = Store(default_store_path())
+            measurer = BackgroundMeasurer(store, toolchain_versions())
+        try:
+            return CoSearch(prob.space, prob.hw, prob.cost_model, prob.data, cfg.search, con, prob.target.name,
+                            cfg.seed, on_step=on_step, measurer=measurer).run()
+        finally:
+            if measurer is not None:
+                measurer.close()
+                measurer.store.close()
     from .search.baselines import random_search, sequential_search
 
     if method == "sequential":

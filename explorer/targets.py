@@ -24,6 +24,7 @@ class Target:
     cost_model: str
     knobs: tuple[Knob, ...]
     fixed: tuple[tuple[str, object], ...]
+    power: tuple[tuple[str, float], ...] = ()
 
     def hardware_space(self, init: str = "default") -> HardwareSpace:
         """Knobs start biased (+1 logit) to the target's default configuration: with no pressure
@@ -57,6 +58,7 @@ def load_target(name_or_path: str, directory: Path = TARGETS_DIR) -> Target:
             cost_model=d["cost_model"],
             knobs=knobs,
             fixed=tuple(d.get("fixed", {}).items()),
+            power=tuple((k, float(v)) for k, v in d.get("power", {}).items()),
         )
-    except (KeyError, TypeError, IndexError) as e:
+    except (KeyError, TypeError, IndexError, ValueError) as e:
         raise ConfigError(f"{p}: malformed target ({type(e).__name__}: {e})") from None

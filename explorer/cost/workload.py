@@ -35,6 +35,8 @@ class Workload:
     alu_ops: int = 0
     load_elems: int = 0
     store_elems: int = 0
+    stride: int = 1
+    dilation: int = 1
 
     @property
     def macs(self) -> int:
@@ -56,10 +58,12 @@ def conv(name, cin, cout, hin, win, k, stride=1, groups=1, dilation=1, n=1) -> W
     pad = dilation * (k - 1) // 2
     hout = (hin + 2 * pad - dilation * (k - 1) - 1) // stride + 1
     wout = (win + 2 * pad - dilation * (k - 1) - 1) // stride + 1
-    return Workload("conv", name, cin, cout, hin, win, hout, wout, k, k, groups, n, REQUANT_ALU_OPS)
+    return Workload("conv", name, cin, cout, hin, win, hout, wout, k, k, groups, n, REQUANT_ALU_OPS,
+                    stride=stride, dilation=dilation)
 
 
 def alu(name, channels, hin, win, hout, wout, ops, load_elems=0, store_elems=0, n=1) -> Workload:
+    stride = max(1, hin // max(1, hout)) if hout > 1 else 1
     return Workload(
-        "alu", name, channels, channels, hin, win, hout, wout, 1, 1, 1, n, ops, load_elems, store_elems
+        "alu", name, channels, channels, hin, win, hout, wout, 1, 1, 1, n, ops, load_elems, store_elems, stride=stride
     )

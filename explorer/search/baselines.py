@@ -26,10 +26,6 @@ from .train import Batches, accuracy
 __all__ = ["random_search", "sequential_search"]
 
 
-def _bits(config):
-    return 2 ** config["LOG_INP_WIDTH"], 2 ** config["LOG_WGT_WIDTH"]
-
-
 def random_search(space, hw, cost_model, data, cfg: RunConfig, constraints: Constraints, target: str,
                   proxy_steps: int = 60, on_sample=None) -> SearchResult:
     """Random search within ``cfg.search.budget_min`` of wall-clock time."""
@@ -48,7 +44,7 @@ def random_search(space, hw, cost_model, data, cfg: RunConfig, constraints: Cons
             continue
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed + n)
-            net = space.build_network(g, QuantState.fixed(*_bits(c)))
+            net = space.build_network(g, QuantState.fixed(*c.bits()))
         opt = torch.optim.SGD(net.parameters(), lr=cfg.search.w_lr, momentum=0.9)
         batches = Batches(data.x_train, data.y_train, cfg.search.batch_size, np.random.default_rng(cfg.seed + n))
         net.train()

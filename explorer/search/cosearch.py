@@ -71,6 +71,9 @@ class CoSearch:
         cost_on_alpha: False for a network search that ignores the hardware.
         supernet: reuse a trained supernet (sequential baseline); built fresh otherwise.
         on_step: callback(record dict) after every step (history writer, progress bar).
+        measurer: a :class:`~explorer.measure.background.BackgroundMeasurer`; every
+            ``cfg.measure_every`` steps the derived design is measured in the background and the
+            cost model's correction is refit when results arrive (never waited on).
     """
 
     def __init__(
@@ -88,12 +91,16 @@ class CoSearch:
         cost_on_alpha: bool = True,
         supernet=None,
         on_step: Callable[[dict], None] | None = None,
+        measurer=None,
     ):
         self.space, self.hw, self.cm, self.data, self.cfg = space, hw, cost_model, data, cfg
         self.con, self.target, self.seed = constraints, target, seed
         self.update_hw, self.update_alpha, self.cost_on_alpha = update_hw, update_alpha, cost_on_alpha
         self.on_step = on_step
-        bits = tuple(2 ** v for v in hw.knob("LOG_INP_WIDTH").values)
+        self.measurer = measurer  # BackgroundMeasurer: real latencies refine the cost model
+        names = {k.name for k in hw.knobs}
+        self.has_bits = {"LOG_INP_WIDTH", "LOG_WGT_WIDTH"} <= names
+        bits = tuple(2 ** v for v in hw.knob("LOG_INP_WIDTH").values) if self.has_bits else (8,)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             if supernet is None:
@@ -118,7 +125,10 @@ class CoSearch:
         return c.tau_start * (c.tau_end / c.tau_start) ** min(1.0, progress)
 
     def _set_bits(self, hw_probs):
-        self.qstate.set(hw_probs["LOG_INP_WIDTH"], hw_probs["LOG_WGT_WIDTH"])
+        if self.has_bits:
+            self.qstate.set(hw_probs["LOG_INP_WIDTH"], hw_probs["LOG_WGT_WIDTH"])
+        else:  # a float target: no quantisation
+            self.qstate.set(None, None)
 
     def _detached(self, probs):
         return {k: v.detach() for k, v in probs.items()}
@@ -127,7 +137,11 @@ class CoSearch:
         net_p = self._detached(self.net.probs(self.cfg.relax, tau, self.gen))
         hw_p = self.hw.probs(self.cfg.relax, tau, self.gen)
         self._set_bits(hw_p)
-        task = F.cross_entropy(self.net(xv, net_p), yv)
+        if self.has_bits:
+            task = F.cross_entropy(self.net(xv, net_p), yv)
+        else:  # the hardware does not change the numerics: the task loss is a constant here
+            with torch.no_grad():
+                task = F.cross_entropy(self.net(xv, net_p), yv)
         cost = self.cm.predict(net_p, hw_p)
         loss = task + self.con.penalty(cost)
         self.opt_t.zero_grad(set_to_none=True)
@@ -175,6 +189,30 @@ class CoSearch:
             out[k.name] = dict(zip(k.values, self.hw.probs()[k.name].tolist()))
         return out
 
+    def _measure(self, step: int, search_arch: bool, rec: dict) -> None:
+        from ..measure.background import Job
+
+        if search_arch and step % self.cfg.measure_every == 0:
+            g, c = self.net.derive(), self.hw.derive()
+            d = DesignPoint.make(self.space, g, self.target, c)
+            knobs = {"device": c["DEVICE"], "threads": c["THREADS"], "batch": c["BATCH"]}
+            self.measurer.submit(Job(step, d.key(), d.as_json(), knobs, {"genotype": g, "config": c}))
+        done = self.measurer.poll()
+        if not done:
+            return
+        out = []
+        for job in done:
+            if job.latency_s is None:
+                out.append({"submitted_step": job.step, "error": job.error})
+                continue
+            g, c = job.info["genotype"], job.info["config"]
+            predicted = self.cm.evaluate(g, c)["latency_s"]  # before this measurement is used
+            self.cm.update([(self.cm.raw_latency_s(g, c), job.latency_s)])
+            out.append({"submitted_step": job.step, "predicted_s": predicted, "measured_s": job.latency_s,
+                        "rel_error": (predicted - job.latency_s) / job.latency_s, "cached": job.info.get("cached", False),
+                        "correction": {"scale": self.cm.scale, "offset_s": self.cm.offset_s}})
+        rec["measured"] = out
+
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> SearchResult:
         cfg, con = self.cfg, self.con
@@ -213,6 +251,8 @@ class CoSearch:
             if cost is None:
                 with torch.no_grad():
                     cost = self.cm.predict(self.net.probs(), self.hw.probs())
+            if self.measurer is not None:
+                self._measure(step, search_arch, rec)
             L = (0.0 if math.isnan(L1) else L1) + (0.0 if math.isnan(L2) else L2)
             if search_arch:
                 derived_now = self.cm.evaluate(self.net.derive(), self.hw.derive()) if con.limits else {}

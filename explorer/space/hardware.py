@@ -46,6 +46,11 @@ class HWConfig:
     def as_dict(self) -> dict:
         return {**dict(self.fixed), **dict(self.values)}
 
+    def bits(self) -> tuple[int | None, int | None]:
+        """(activation bits, weight bits); ``None`` where the target computes in float."""
+        d = dict(self.values)
+        return tuple(2 ** d[k] if k in d else None for k in ("LOG_INP_WIDTH", "LOG_WGT_WIDTH"))  # type: ignore[return-value]
+
     def to_vta_json(self) -> dict:
         d = self.as_dict()
         if "LOG_BLOCK_IN" in d and d.get("LOG_BLOCK_IN") == d.get("LOG_BLOCK_OUT"):

@@ -7,7 +7,7 @@ and the cost model can never disagree about what an op is. Convolutions are quan
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -79,7 +79,7 @@ def _dw_workloads(name, k):
         # A depthwise conv has one input channel per group: on the GEMM core it would use
         # 1/(BLOCK_IN*BLOCK_OUT) of the array, so the compiler runs it on the ALU:
         # MUL + ADD per tap and output vector; input and k*k*C weights come from DRAM.
-        dw = alu(f"{name}.dw", cin, h, w, ho, wo, 2 * k * k, load_elems=cin * (h * w + k * k), store_elems=0)
+        dw = replace(alu(f"{name}.dw", cin, h, w, ho, wo, 2 * k * k, load_elems=cin * (h * w + k * k)), kh=k, kw=k)
         pw = conv(f"{name}.pw", cin, cout, ho, wo, 1)
         return [dw, pw]
 

@@ -1,0 +1,124 @@
+"""Measure every distinct workload of a search space standalone on a CPU/GPU, with TVM.
+
+All workloads of one (device, threads) setting are built as functions of ONE Relax module (one
+compiler invocation), then each function is timed with ``time_evaluator``. The build and timing run
+in a child process so that the thread count (``TVM_NUM_THREADS``) is really applied. Results are
+cached in the store, keyed by the workload, batch, device, threads and toolchain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+
+from ..cost.workload import Workload
+from .store import MeasureRecord, Store
+
+__all__ = ["relax_function", "measure_workloads"]
+
+
+def _key(w: Workload, batch: int) -> str:
+    return json.dumps({**asdict(w), "name": w.name.split(".")[-1] if w.kind == "conv" else w.name, "n": batch},
+                      sort_keys=True)
+
+
+def relax_function(bb, name: str, w: Workload, batch: int):
+    """Emit ``name`` computing workload ``w`` on ``batch`` samples into the BlockBuilder ``bb``."""
+    import numpy as np
+    from tvm import relax
+
+    x = relax.Var("x", relax.TensorStructInfo((batch, w.cin, w.hin, w.win), "float32"))
+    rng = np.random.default_rng(0)
+    with bb.function(name, [x]):
+        with bb.dataflow():
+            if w.kind == "conv":
+                wt = relax.const(rng.standard_normal((w.cout, w.cin // w.groups, w.kh, w.kw)).astype("float32"))
+                pad = w.dilation * (w.kh - 1) // 2
+                y = bb.emit(relax.op.nn.conv2d(x, wt, strides=w.stride, padding=pad, dilation=w.dilation, groups=w.groups))
+                y = bb.emit(relax.op.nn.relu(y))  # the fused epilogue of a conv layer
+            else:
+                base = w.name.split(".")[-1]
+                if base == "dw":  # depthwise conv on a CPU: a grouped conv
+                    k = w.kh
+                    wt = relax.const(rng.standard_normal((w.cin, 1, k, k)).astype("float32"))
+                    y = bb.emit(relax.op.nn.conv2d(x, wt, strides=w.stride, padding=(k - 1) // 2, groups=w.cin))
+                elif w.hout == 1 and w.wout == 1 and w.hin * w.win > 1:  # global pooling
+                    y = bb.emit(relax.op.mean(x, axis=[2, 3], keepdims=True))
+                elif "max" in w.name:
+                    y = bb.emit(relax.op.nn.max_pool2d(x, 3, w.stride, 1))
+                elif "reduce" in w.name:  # NAS-Bench-201's 2x2 average-pool shortcut
+                    y = bb.emit(relax.op.nn.avg_pool2d(x, 2, 2, 0, ceil_mode=True))
+                elif "pool" in w.name:
+                    y = bb.emit(relax.op.nn.avg_pool2d(x, 3, w.stride, 1, count_include_pad=False))
+                else:  # elementwise chain: activations, residual adds, node sums
+                    y = x
+                    for _ in range(max(1, w.alu_ops)):
+                        y = bb.emit(relax.op.maximum(relax.op.add(y, x), relax.const(0.0, "float32")))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+
+
+_CHILD = r"""
+import json, sys
+import tvm
+from tvm import relax
+from explorer.cost.workload import Workload
+from explorer.measure.workloads import relax_function
+from explorer.deploy.tvm_build import make_target
+req = json.loads(sys.stdin.read())
+bb = relax.BlockBuilder()
+names = []
+for i, (w, batch) in enumerate(req["items"]):
+    relax_function(bb, f"w{i}", Workload(**w), batch)
+    names.append(f"w{i}")
+target = make_target(req["device"], num_cores=req["threads"])
+ex = tvm.compile(bb.get(), target=target)
+dev = tvm.cpu() if req["device"] == "cpu" else tvm.cuda()
+vm = relax.VirtualMachine(ex, dev)
+import numpy as np
+out = []
+for (w, batch), n in zip(req["items"], names):
+    x = tvm.runtime.tensor(np.random.default_rng(0).random((batch, w["cin"], w["hin"], w["win"]), dtype=np.float32), dev)
+    vm[n](x)
+    r = vm.time_evaluator(n, dev, number=req["number"], repeat=req["repeat"], min_repeat_ms=0)(x)
+    out.append(sorted(r.results)[len(r.results) // 2])
+print("RESULT " + json.dumps(out))
+"""
+
+
+def measure_workloads(items: list[tuple[Workload, int]], device: str, threads: int, store: Store, toolchain: dict,
+                      repeat: int = 7, number: int = 5, chunk: int = 400, progress=None) -> dict:
+    """Latency (s) of each (workload, batch) on ``device`` with ``threads``; measured once, then cached.
+
+    Returns ``{(workload, batch): seconds}``. ``progress(done, total)`` is called per chunk.
+    """
+    knobs = {"device": device, "threads": threads}
+    have = {}
+    for r in store.query(kind="workload", target=device, knobs=knobs, toolchain=toolchain, ok=True):
+        have[r.key] = r.latency_ms / 1e3
+    todo = [(w, b) for w, b in dict.fromkeys(items) if _key(w, b) not in have]
+    done = 0
+    for i in range(0, len(todo), chunk):
+        part = todo[i : i + chunk]
+        req = {"items": [(asdict(w), b) for w, b in part], "device": device, "threads": threads,
+               "repeat": repeat, "number": number}
+        env = {**os.environ, "TVM_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+        p = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(req), capture_output=True, text=True, env=env)
+        lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+        if p.returncode != 0 or not lines:
+            err = (p.stderr.strip().splitlines() or ["no output"])[-1]
+            for w, b in part:
+                store.add(MeasureRecord(_key(w, b), "workload", device, knobs, toolchain, ok=False, error=err))
+            from ..deploy.tvm_build import ModelError
+
+            raise ModelError(f"measuring {len(part)} workloads on {device} failed: {err}")
+        for (w, b), sec in zip(part, json.loads(lines[-1][7:])):
+            store.add(MeasureRecord(_key(w, b), "workload", device, knobs, toolchain, latency_ms=sec * 1e3))
+            have[_key(w, b)] = sec
+        done += len(part)
+        if progress:
+            progress(done, len(todo))
+    return {(w, b): have[_key(w, b)] for w, b in items}

@@ -1,0 +1,82 @@
+"""The measured-latency model: gradient identity on a synthetic table, real TVM timings, refit."""
+
+import numpy as np
+import pytest
+import torch
+
+from explorer.cost.measured import MeasuredCostModel, distinct_items
+from explorer.cost.workload import alu, conv
+from explorer.deploy.tvm_build import toolchain_versions
+from explorer.measure.store import Store
+from explorer.measure.workloads import measure_workloads
+from explorer.space import create_space
+from explorer.targets import load_target
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    space = create_space("chain", (1, 12, 12), 10, stem_channels=8, stages=[[8, 2, 2], [16, 1, 1]])
+    hw = load_target("cpu").hardware_space()
+    items = distinct_items(space.cost_slots(), hw)
+    table = {}
+    for w, b in items:
+        for t in hw.knob("THREADS").values:
+            table[(w, b, "cpu", t)] = 1e-6 + (w.macs + w.hout * w.wout * w.cin) * b * 1e-10 / t
+    return space, hw, MeasuredCostModel(space.cost_slots(), space.choices(), hw, table)
+
+
+def test_gradient_identity(synthetic):
+    space, hw, cm = synthetic
+    gen = torch.Generator().manual_seed(0)
+    logits = {k: torch.randn(len(v), generator=gen, requires_grad=True) for k, v in space.choices().items()}
+    probs = {k: torch.softmax(v, 0) for k, v in logits.items()}
+    hwp = {k: p.detach() for k, p in hw.probs().items()}
+    E = cm.predict(probs, hwp)["latency_s"]
+    E.backward()
+    name = "op_L1"
+    p = probs[name].detach()
+    for o in range(len(p)):
+        one = dict(probs)
+        one[name] = torch.nn.functional.one_hot(torch.tensor(o), len(p)).float()
+        c_o = float(cm.predict({k: v.detach() for k, v in one.items()}, hwp)["latency_s"])
+        assert logits[name].grad[o].item() == pytest.approx(float(p[o]) * (c_o - float(E)), rel=1e-3, abs=1e-15)
+
+
+def test_knobs_trade_latency_against_energy(synthetic):
+    space, hw, cm = synthetic
+    g = space.random_genotype(np.random.default_rng(0))
+    base = dict(hw.default_config().values)
+    mk = lambda **kw: type(hw.default_config())(tuple({**base, **kw}.items()))  # noqa: E731
+    one, four = cm.evaluate(g, mk(BATCH=1)), cm.evaluate(g, mk(BATCH=4))
+    assert four["latency_s"] > one["latency_s"] and four["energy_j"] < one["energy_j"]
+    t1, t2 = cm.evaluate(g, mk(THREADS=1)), cm.evaluate(g, mk(THREADS=2))
+    assert t2["latency_s"] < t1["latency_s"]
+
+
+def test_correction_refit(synthetic):
+    space, hw, cm = synthetic
+    rng = np.random.default_rng(1)
+    cfg = hw.default_config()
+    pts = []
+    for _ in range(6):
+        g = space.random_genotype(rng)
+        raw = cm.raw_latency_s(g, cfg)
+        pts.append((raw, 1.7 * raw + 2e-5))
+    cm.update(pts)
+    assert cm.scale == pytest.approx(1.7, rel=1e-3) and cm.offset_s == pytest.approx(2e-5, rel=1e-2)
+    cm.scale, cm.offset_s, cm.fit_points = 1.0, 0.0, []
+
+
+def test_real_workload_timings_are_cached(tmp_path):
+    items = [(conv("c", 8, 16, 12, 12, 3), 1), (conv("c", 8, 16, 12, 12, 3, stride=2), 1),
+             (alu("maxpool", 8, 12, 12, 6, 6, 9, load_elems=8 * 144, store_elems=8 * 36), 1),
+             (alu("act.relu", 16, 6, 6, 6, 6, 1), 4)]
+    tc = toolchain_versions()
+    with Store(tmp_path / "s.sqlite") as st:
+        got = measure_workloads(items, "cpu", 1, st, tc, repeat=3, number=3)
+        assert all(0 < v < 0.1 for v in got.values())
+        # a bigger conv takes longer than its strided twin (a quarter of the outputs)
+        assert got[items[0]] > got[items[1]]
+        n = st.count()
+        again = measure_workloads(items, "cpu", 1, st, tc)
+        assert again == got and st.count() == n  # from the store, not measured again
