@@ -56,15 +56,24 @@ def build_problem(cfg: RunConfig, store_path=None, progress: bool = False) -> Pr
     data = load_dataset(cfg.dataset, seed=cfg.seed)
     space = create_space(cfg.space, data.input_shape, data.num_classes, **cfg.space_options)
     hw = target.hardware_space()
+    resources = cost_model_resources(target.cost_model)
+    unpriced = [k for k in cfg.limits_si() if k not in resources]
+    if unpriced:
+        raise ConfigError(f"target {target.name!r} prices {', '.join(resources)}; it has no {', '.join(unpriced)} limit")
     if target.cost_model == "measured":
         cm = _measured_model(space, hw, target, store_path, progress)
     else:
         cm = create_cost_model(target.cost_model, space.cost_slots(), space.choices(), hw)
-    unpriced = [k for k in cfg.limits_si() if k not in cm.resources]
-    if unpriced:
-        raise ConfigError(f"target {target.name!r} prices {', '.join(cm.resources)}; it has no {', '.join(unpriced)} limit")
     lb = check_feasible(cm, cfg.limits_si())
     return Problem(cfg, data, space, target, hw, cm, lb)
+
+
+def cost_model_resources(kind: str) -> tuple[str, ...]:
+    """The resources a cost model prices, without building it."""
+    from .cost import COST_MODELS
+    from .cost import measured as _m, vta as _v  # noqa: F401  (register)
+
+    return COST_MODELS.get(kind).resources
 
 
 def _measured_model(space, hw, target, store_path, progress):

@@ -9,6 +9,14 @@ def _threads():
     torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_store(tmp_path_factory):
+    """Tests (and the CLI processes they start) never write to the repository's runs/store.sqlite."""
+    import os
+
+    os.environ["EXPLORER_STORE"] = str(tmp_path_factory.mktemp("store") / "store.sqlite")
+
+
 def tiny_config(**kw) -> RunConfig:
     """A run on the 8x8 digits with a small chain space: seconds, not minutes."""
     search = SearchConfig(steps=kw.pop("steps", 40), budget_min=kw.pop("budget_min", 2.0), batch_size=32,

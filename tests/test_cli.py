@@ -16,7 +16,7 @@ def run(*args, cwd=None):
     "args, message",
     [
         (["search", "--space", "resnet"], "unknown search space 'resnet'; valid: chain, nb201"),
-        (["search", "--target", "tpu"], "unknown target 'tpu'; valid: vta"),
+        (["search", "--target", "tpu"], "unknown target 'tpu'; valid: cpu, cuda, vta"),
         (["search", "--dataset", "cifar-11"], "unknown dataset 'cifar-11'"),
         (["search", "--dataset", "digits", "--latency-ms", "0.000001"], "impossible limits: latency_ms"),
         (["search", "--dataset", "digits", "--area-mm2", "0.01"], "impossible limits: area_mm2"),
@@ -72,3 +72,8 @@ def test_search_end_to_end_on_digits(tmp_path):
     r2 = run("search", "--config", str(cfg), "--dataset", "digits", "--steps", "3", "--out", str(tmp_path / "run"))
     assert r2.returncode == 2 and "already holds a run" in r2.stderr
     assert (tmp_path / "run" / "summary.json").read_text() == before
+
+
+def test_limit_the_target_does_not_price(tmp_path):
+    r = run("search", "--target", "cpu", "--dataset", "digits", "--area-mm2", "1", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "has no area_mm2 limit" in r.stderr, r.stderr

@@ -30,7 +30,7 @@ def relax_function(bb, name: str, w: Workload, batch: int):
     import numpy as np
     from tvm import relax
 
-    x = relax.Var("x", relax.TensorStructInfo((batch, w.cin, w.hin, w.win), "float32"))
+    x = relax.Var("x", relax.TensorType((batch, w.cin, w.hin, w.win), "float32"))
     rng = np.random.default_rng(0)
     with bb.function(name, [x]):
         with bb.dataflow():
