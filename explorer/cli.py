@@ -167,7 +167,9 @@ def cmd_search(a) -> int:
     fig = summary["figures"]
     print(f"design      {summary['genotype']}")
     print("hardware    " + " ".join(f"{k}={v}" for k, v in summary["hardware"].items()))
-    print(f"latency     {fig['latency_ms']:.4f} ms   energy {fig['energy_mJ']:.4f} mJ   area {fig['area_mm2']:.3f} mm2"
+    shown = [f"{name} {fig[k]:.4g} {unit}" for k, name, unit in
+             (("latency_ms", "latency", "ms"), ("energy_mJ", "energy", "mJ"), ("area_mm2", "area", "mm2")) if k in fig]
+    print("figures     " + "   ".join(shown)
           + ("" if not summary["limits"] else f"   limits {'met' if summary['limits_met'] else 'NOT met'}"))
     if "test_accuracy" in summary:
         print(f"accuracy    {summary['test_accuracy'] * 100:.2f}% on the test split after retraining "

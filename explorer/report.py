@@ -18,7 +18,7 @@ def plot_history(history_path: str | Path, out_png: str | Path, limits_si: dict 
     recs = [json.loads(line) for line in Path(history_path).read_text().splitlines() if line.strip()]
     recs = [r for r in recs if "step" in r and "event" not in r and "expected" in r]
     limits_si = limits_si or {}
-    fig, axes = plt.subplots(2, 3, figsize=(14, 7))
+    fig, axes = plt.subplots(2, 4, figsize=(18, 7))
     steps = list(range(len(recs)))
     for key, ax in zip(("L1", "L2", "L"), [axes[0, 0]] * 3):
         ys = [r.get(key) if r.get(key) is not None else float("nan") for r in recs]
@@ -27,6 +27,9 @@ def plot_history(history_path: str | Path, out_png: str | Path, limits_si: dict 
     axes[0, 0].legend()
     units = {"latency_s": ("ms", 1e3), "energy_j": ("mJ", 1e3), "area_mm2": ("mm2", 1.0)}
     for ax, k in zip((axes[0, 1], axes[0, 2], axes[1, 0]), units):
+        if k not in recs[0]["expected"]:
+            ax.set_title(f"{k.rsplit('_', 1)[0]}: not priced by this target")
+            continue
         u, f = units[k]
         ax.plot(steps, [r["expected"][k] * f for r in recs], lw=0.8, label="expected")
         der = [(i, r["derived"]["figures"][k] * f) for i, r in enumerate(recs) if "derived" in r]
@@ -44,7 +47,25 @@ def plot_history(history_path: str | Path, out_png: str | Path, limits_si: dict 
     if acc:
         axes[1, 2].plot(*zip(*acc), "o-", ms=3)
     axes[1, 2].set_title("derived design: one-shot val accuracy")
-    for ax in axes.flat:
+    meas = [(r["step"], m) for r in recs for m in r.get("measured", []) if "measured_s" in m]
+    ax = axes[1, 3]
+    if meas:
+        ax.plot([s for s, _ in meas], [abs(m["rel_error"]) * 100 for _, m in meas], "o-", ms=3)
+        ax.set_ylabel("|predicted - measured| / measured (%)")
+        ax.set_title("cost model vs background measurements")
+        inset = axes[0, 3]
+        inset.plot([m["measured_s"] * 1e3 for _, m in meas], [m["predicted_s"] * 1e3 for _, m in meas], "o", ms=3)
+        lo = min(min(m["measured_s"], m["predicted_s"]) for _, m in meas) * 1e3
+        hi = max(max(m["measured_s"], m["predicted_s"]) for _, m in meas) * 1e3
+        inset.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        inset.set_xlabel("measured latency (ms)")
+        inset.set_ylabel("predicted before refit (ms)")
+        inset.set_title("predicted vs measured")
+    else:
+        for a in (axes[0, 3], axes[1, 3]):
+            a.axis("off")
+        ax.text(0.5, 0.5, "no measurements\n(analytical target)", ha="center", va="center", transform=ax.transAxes)
+    for ax in list(axes[0, :3]) + list(axes[1, :3]) + [axes[1, 3]]:
         ax.set_xlabel("step")
     fig.tight_layout()
     fig.savefig(out_png, dpi=90)

@@ -40,6 +40,8 @@ def measure_tvm(lib: str | os.PathLike, inputs: dict, repeat: int = 30, number: 
     except Exception as e:
         raise ModelError(f"{lib}: not a TVM library ({type(e).__name__})") from None
     dev = tvm.cpu() if device == "cpu" else tvm.cuda()
+    if not dev.exist:
+        raise ModelError(f"no {device} device on this machine to measure {lib.name} on")
     vm = relax.VirtualMachine(rt, dev)
     args = [tvm.runtime.tensor(v, dev) for v in _inputs(inputs, seed).values()]
     vm["main"](*args)  # warm-up
