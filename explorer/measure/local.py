@@ -35,13 +35,13 @@ def measure_tvm(lib: str | os.PathLike, inputs: dict, repeat: int = 30, number: 
     lib = Path(lib)
     if not lib.is_file():
         raise ModelError(f"{lib}: no such library")
-    try:
-        rt = tvm.runtime.load_module(str(lib))
-    except Exception as e:
-        raise ModelError(f"{lib}: not a TVM library ({type(e).__name__})") from None
     dev = tvm.cpu() if device == "cpu" else tvm.cuda()
     if not dev.exist:
         raise ModelError(f"no {device} device on this machine to measure {lib.name} on")
+    try:
+        rt = tvm.runtime.load_module(str(lib))
+    except Exception as e:
+        raise ModelError(f"{lib}: not a TVM library for this machine ({type(e).__name__})") from None
     vm = relax.VirtualMachine(rt, dev)
     args = [tvm.runtime.tensor(v, dev) for v in _inputs(inputs, seed).values()]
     vm["main"](*args)  # warm-up

@@ -140,3 +140,27 @@ def test_dynamic_shape_needs_shape_flag(tmp_path):
     assert r.returncode == 0, r.stderr
     r = cli("compile", str(p), "--shape", "x=2x5", "--store", str(tmp_path / "s.sqlite"))
     assert r.returncode == 2 and "does not match" in r.stderr
+
+
+def test_gpu_build_without_a_gpu_and_measure_says_so(design_dir, tmp_path):
+    design, weights = load_design(design_dir)
+    export_onnx(build_module(design, weights), design.input_shape, tmp_path / "m.onnx")
+    r = cli("compile", str(tmp_path / "m.onnx"), "--target", "gpu", "--store", str(tmp_path / "s.sqlite"))
+    assert r.returncode == 0, r.stderr  # TVM's CUDA codegen needs no GPU
+    card = json.loads((tmp_path / "m.gpu.so.json").read_text())
+    assert card["target"]["kind"] == "cuda"
+    import tvm
+
+    if tvm.cuda().exist:
+        pytest.skip("this machine has a GPU: tools/gpu_check.sh measures on it")
+    r = cli("measure", str(tmp_path / "m.gpu.so"), "--target", "gpu", "--store", str(tmp_path / "s.sqlite"))
+    assert r.returncode == 2 and "no gpu device" in r.stderr, r.stderr
+
+
+@pytest.mark.skipif("not __import__('tvm').cuda().exist", reason="needs an NVIDIA GPU")
+def test_gpu_measure(design_dir, tmp_path):
+    design, weights = load_design(design_dir)
+    export_onnx(build_module(design, weights), design.input_shape, tmp_path / "m.onnx")
+    assert cli("compile", str(tmp_path / "m.onnx"), "--target", "gpu", "--store", str(tmp_path / "s")).returncode == 0
+    r = cli("measure", str(tmp_path / "m.gpu.so"), "--target", "gpu", "--repeat", "5", "--store", str(tmp_path / "s"))
+    assert r.returncode == 0 and "tvm          median" in r.stdout, r.stderr
