@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compile", help="compile an ONNX model with TVM for a target")
     c.add_argument("model", metavar="MODEL.onnx")
-    c.add_argument("--target", default="cpu", help="cpu or gpu")
+    c.add_argument("--target", default="cpu", help="cpu, gpu, or vta (the VTA-style accelerator)")
+    c.add_argument("--hw", help="vta: hardware config JSON (vta_config.json names; default: VTA's 1x16x16 int8)")
     c.add_argument("--shape", action="append", metavar="NAME=1x1x28x28", help="static shape of an input")
     c.add_argument("--out", help="library path (default MODEL.<target>.so)")
     c.add_argument("--num-cores", type=int, dest="num_cores", help="threads (default: all cores)")
@@ -214,6 +215,8 @@ def cmd_compile(a) -> int:
     from .deploy.tvm_build import build, load_onnx, parse_shapes, toolchain_versions
     from .measure.store import MeasureRecord
 
+    if a.target == "vta":
+        return _compile_vta(a)
     m = load_onnx(a.model, parse_shapes(a.shape))
     out = a.out or str(Path(a.model).with_suffix(f".{a.target}.so"))
     knobs = {"num_cores": a.num_cores, "arch": a.arch}
@@ -225,6 +228,28 @@ def cmd_compile(a) -> int:
             raise
         st.add(MeasureRecord(m.sha256, "build", a.target, knobs, card["toolchain"], payload=card))
     print(f"wrote {out} and {out}.json ({len(card['workloads'])} kernels, built in {card['build_s']:.1f} s)")
+    return 0
+
+
+def _compile_vta(a) -> int:
+    from .accel.compile import compile_stats
+    from .deploy.tvm_build import parse_shapes
+    from .targets import load_target
+
+    hw_space = load_target("vta").hardware_space()
+    cfg = hw_space.load_config(a.hw) if a.hw else hw_space.default_config()
+    out = a.out or str(Path(a.model).with_suffix(".vta.json"))
+    s = compile_stats(a.model, cfg.to_vta_json(), out, parse_shapes(a.shape))
+    t = s["total"]
+    print(f"offloaded {s['offloaded_layers']} layers to the GEMM core; on the host: "
+          + (", ".join(f"{k} x{v}" for k, v in sorted(s["host_ops"].items())) or "nothing"))
+    for n in s["notes"]:
+        print(f"note: {n}")
+    print(f"simulated {t['cycles']} cycles = {t['seconds'] * 1e3:.3f} ms at {cfg['HW_FREQ_MHZ']} MHz; "
+          f"GEMM ops {t['gemm_ops']}, ALU ops {t['alu_ops']}; loads inp {t['inp_load_bytes']} B, "
+          f"wgt {t['wgt_load_bytes']} B, acc {t['acc_load_bytes']} B, uop {t['uop_load_bytes']} B; "
+          f"stores {t['out_store_bytes']} B")
+    print(f"wrote {out}")
     return 0
 
 

@@ -4,8 +4,8 @@ Lowering (``lower``): the output is tiled into row blocks x output-channel group
 input-channel blocks and kernel taps, so its accumulators are final. Tile sizes are the largest that
 fit the buffers with double buffering (half of each buffer per in-flight tile); if not even one
 output row of one BLOCK_OUT group fits, the configuration cannot run the layer
-(:class:`BufferCapacityError`). Per tile the instruction stream is VTA's: LOAD (input rows, and the
-group's weights on its first tile) on the load module; LOAD (bias into the accumulators), GEMM and
+(:class:`BufferCapacityError`). Per tile the instruction stream is VTA's: LOAD (input rows; weights per
+output-channel group, prefetched one group ahead) on the load module; LOAD (bias into the accumulators), GEMM and
 ALU (requantise: SHR, MAX, MIN) on the compute module; STORE on the store module. Dependency tokens
 between the modules are VTA's four queues (load->compute RAW, compute->load WAR, compute->store
 RAW, store->compute WAR); the first two tiles run without WAR tokens (two buffer halves).
@@ -152,28 +152,41 @@ def lower(L: ConvLayer, p: VTAParams) -> tuple[Tiling, list[Insn]]:
     """The layer's instruction stream (see the module docstring for the loop order and tokens)."""
     t = plan(L, p)
     prog: list[Insn] = [Insn("compute", "LOAD_UOP", nbytes=_tile_bytes(L, p, 1, 1, t.ci_t, t.b_t)["uop"])]
+    groups = [(g0, min(t.groups, t.co_t - g0)) for g0 in range(0, t.co_t, t.groups)]
+    tiles_of = [(r0, min(t.rows, L.hout - r0), c0, min(t.cols, L.wout - c0))
+                for r0 in range(0, L.hout, t.rows) for c0 in range(0, L.wout, t.cols)]
+    cols_arg = None if t.cols >= L.wout else t.cols
+    wgt_bytes = [_tile_bytes(L, p, 1, g, t.ci_t, t.b_t)["wgt"] for _, g in groups]
+    # Weights are double-buffered like inputs: group k+1's weights are prefetched in chunks spread over
+    # group k's tiles 1..n-1 (by tile 1 the group that used that half has finished computing), so
+    # that no single load burst stalls the GEMM. A group with a single tile cannot prefetch its
+    # successor's weights; the successor then loads its own.
+    prefetched = set()
+    spread = max(1, len(tiles_of) - 1)
     tile = 0
-    for g0 in range(0, t.co_t, t.groups):
-        g = min(t.groups, t.co_t - g0)
-        first = True
-        for r0 in range(0, L.hout, t.rows):
-            r = min(t.rows, L.hout - r0)
-            for c0 in range(0, L.wout, t.cols):
-                c = min(t.cols, L.wout - c0)
-                b = _tile_bytes(L, p, r, g, t.ci_t, t.b_t, c if t.cols < L.wout else None)
-                war = tile >= 2
-                loads = [Insn("load", "LOAD_INP", nbytes=b["inp"], pop_next=war)]
-                if first:  # the group's weights stay resident for all its tiles
-                    loads.append(Insn("load", "LOAD_WGT", nbytes=b["wgt"]))
-                    first = False
-                loads[-1].push_next = True
-                prog += loads
-                vec = t.b_t * r * c * g
-                prog.append(Insn("compute", "LOAD_ACC", nbytes=g * p.acc_elem_bytes, pop_prev=True, pop_next=war))
-                prog.append(Insn("compute", "GEMM", ops=t.b_t * r * c * L.kh * L.kw * t.ci_t * g))
-                prog.append(Insn("compute", "ALU", ops=vec * REQUANT_OPS, push_prev=True, push_next=True))
-                prog.append(Insn("store", "STORE", nbytes=vec * p.out_elem_bytes, pop_prev=True, push_prev=True))
-                tile += 1
+    for gi, (_, g) in enumerate(groups):
+        for ti, (_, r, _, c) in enumerate(tiles_of):
+            b = _tile_bytes(L, p, r, g, t.ci_t, t.b_t, cols_arg if c < L.wout else None)
+            war = tile >= 2
+            loads = [Insn("load", "LOAD_INP", nbytes=b["inp"], pop_next=war)]
+            if ti == 0 and gi not in prefetched:
+                loads.append(Insn("load", "LOAD_WGT", nbytes=wgt_bytes[gi]))
+            if ti >= 1 and gi + 1 < len(groups):
+                total = wgt_bytes[gi + 1]
+                part = total * ti // spread - total * (ti - 1) // spread
+                if part:
+                    loads.append(Insn("load", "LOAD_WGT", nbytes=part))
+                prefetched.add(gi + 1)
+            loads[-1].push_next = True
+            prog += loads
+            vec = t.b_t * r * c * g
+            # The bias load needs a free accumulator half (store->compute), not the inputs: it is
+            # issued first so that it overlaps the wait for the tile's loads.
+            prog.append(Insn("compute", "LOAD_ACC", nbytes=g * p.acc_elem_bytes, pop_next=war))
+            prog.append(Insn("compute", "GEMM", ops=t.b_t * r * c * L.kh * L.kw * t.ci_t * g, pop_prev=True))
+            prog.append(Insn("compute", "ALU", ops=vec * REQUANT_OPS, push_prev=True, push_next=True))
+            prog.append(Insn("store", "STORE", nbytes=vec * p.out_elem_bytes, pop_prev=True, push_prev=True))
+            tile += 1
     return t, prog
 
 
