@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="library path (default MODEL.<target>.so)")
     c.add_argument("--num-cores", type=int, dest="num_cores", help="threads (default: all cores)")
     c.add_argument("--arch", help="CUDA arch, e.g. sm_80")
+    c.add_argument("--schedules", help="MetaSchedule database folder to apply (default: schedules/<target>/ if present)")
     c.add_argument("--store", help="measurement store (default runs/store.sqlite or $EXPLORER_STORE)")
 
     m = sub.add_parser("measure", help="measure a model's latency with TVM (and onnxruntime side by side)")
@@ -222,12 +223,13 @@ def cmd_compile(a) -> int:
     knobs = {"num_cores": a.num_cores, "arch": a.arch}
     with _store(a) as st:
         try:
-            card = build(m, a.target, out, num_cores=a.num_cores, arch=a.arch)
+            card = build(m, a.target, out, num_cores=a.num_cores, arch=a.arch, database=a.schedules)
         except ExplorerError as e:
             st.add(MeasureRecord(m.sha256, "build", a.target, knobs, toolchain_versions(), ok=False, error=str(e)))
             raise
         st.add(MeasureRecord(m.sha256, "build", a.target, knobs, card["toolchain"], payload=card))
-    print(f"wrote {out} and {out}.json ({len(card['workloads'])} kernels, built in {card['build_s']:.1f} s)")
+    sched = f", {card['scheduled_kernels']} with tuned schedules" if card["schedule_database"] else ", untuned"
+    print(f"wrote {out} and {out}.json ({len(card['workloads'])} kernels{sched}, built in {card['build_s']:.1f} s)")
     return 0
 
 

@@ -160,13 +160,59 @@ def workloads(mod) -> list[str]:
     return sorted(gv.name_hint for gv, f in lowered.functions.items() if isinstance(f, tvm.tirx.PrimFunc))
 
 
+SCHEDULES_DIR = Path(__file__).resolve().parent.parent.parent / "schedules"
+
+
+def _lower_for_schedules(mod):
+    import tvm
+    from tvm import relax
+
+    return tvm.transform.Sequential([
+        relax.transform.DecomposeOpsForInference(), relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(), relax.transform.FuseOps(),
+        relax.transform.FuseTIR()])(mod)
+
+
+def apply_schedules(mod, target, database: str | os.PathLike):
+    """Apply a MetaSchedule JSON database (a folder with database_workload.json and
+    database_tuning_record.json) to the module's kernels. Returns (module, kernels scheduled)."""
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    d = Path(database)
+    wl, rec = d / "database_workload.json", d / "database_tuning_record.json"
+    if not (wl.is_file() and rec.is_file()):
+        raise ModelError(f"{d}: not a schedule database (needs database_workload.json and database_tuning_record.json)")
+    mod = _lower_for_schedules(mod)
+    with target, ms.database.JSONDatabase(str(wl), str(rec)):
+        mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+    n = sum(1 for _, f in mod.functions.items()
+            if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and bool(f.attrs.get("tirx.is_scheduled", False)))
+    return mod, n
+
+
+def default_database(target_kind: str) -> Path | None:
+    """``schedules/<target>/`` when it holds a database."""
+    d = SCHEDULES_DIR / target_kind
+    return d if (d / "database_workload.json").is_file() else None
+
+
 def build(m: OnnxModel, target_kind: str, out_lib: str | os.PathLike, num_cores: int | None = None,
           arch: str | None = None, database: str | os.PathLike | None = None) -> dict:
-    """Build ``m`` for the target and write ``out_lib`` (.so) plus ``<out_lib>.json`` (the card)."""
+    """Build ``m`` for the target and write ``out_lib`` (.so) plus ``<out_lib>.json`` (the card).
+
+    The target's schedule database (``database``, else ``schedules/<target>/`` when present) is
+    applied to every kernel it covers; the card says which database and how many kernels.
+    """
     import tvm
 
     mod = import_relax(m)
     target = make_target(target_kind, num_cores, arch)
+    database = database or default_database(target_kind)
+    scheduled = 0
+    if database is not None:
+        mod, scheduled = apply_schedules(mod, target, database)
     t0 = time.monotonic()
     try:
         ex = tvm.compile(mod, target=target)
@@ -188,8 +234,10 @@ def build(m: OnnxModel, target_kind: str, out_lib: str | os.PathLike, num_cores:
         "outputs": {k: {"shape": v[0], "dtype": v[1]} for k, v in m.outputs.items()},
         "opset": m.opset,
         "toolchain": toolchain_versions(),
-        "workloads": workloads(mod),
+        "workloads": workloads(mod) if database is None else sorted(
+            gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)),
         "schedule_database": str(database) if database else None,
+        "scheduled_kernels": scheduled,
         "build_s": round(build_s, 3),
         "library": str(out_lib),
     }

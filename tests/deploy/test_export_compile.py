@@ -164,3 +164,28 @@ def test_gpu_measure(design_dir, tmp_path):
     assert cli("compile", str(tmp_path / "m.onnx"), "--target", "gpu", "--store", str(tmp_path / "s")).returncode == 0
     r = cli("measure", str(tmp_path / "m.gpu.so"), "--target", "gpu", "--repeat", "5", "--store", str(tmp_path / "s"))
     assert r.returncode == 0 and "tvm          median" in r.stdout, r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.sample
+def test_schedule_database_is_applied(design_dir, tmp_path):
+    """A (tiny) MetaSchedule tuning run's database is applied by compile; the card counts kernels."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from explorer.deploy.tvm_build import _lower_for_schedules, import_relax, load_onnx, make_target
+
+    design, weights = load_design(design_dir)
+    export_onnx(build_module(design, weights), design.input_shape, tmp_path / "m.onnx")
+    target = make_target("cpu", 1)
+    mod = _lower_for_schedules(import_relax(load_onnx(tmp_path / "m.onnx")))
+    ms.relax_integration.tune_relax(mod, params={}, target=target, work_dir=str(tmp_path / "db"),
+                                    max_trials_global=6, num_trials_per_iter=6)
+    tuned = cli("compile", str(tmp_path / "m.onnx"), "--schedules", str(tmp_path / "db"), "--num-cores", "1",
+                "--out", str(tmp_path / "t.so"), "--store", str(tmp_path / "s.sqlite"))
+    assert tuned.returncode == 0, tuned.stderr
+    card = json.loads((tmp_path / "t.so.json").read_text())
+    assert card["schedule_database"] and card["scheduled_kernels"] >= 1
+    plain = cli("compile", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "u.so"), "--store", str(tmp_path / "s.sqlite"))
+    assert plain.returncode == 0 and json.loads((tmp_path / "u.so.json").read_text())["scheduled_kernels"] == 0
+    bad = cli("compile", str(tmp_path / "m.onnx"), "--schedules", str(tmp_path / "nope"), "--store", str(tmp_path / "s.sqlite"))
+    assert bad.returncode == 2 and "not a schedule database" in bad.stderr
