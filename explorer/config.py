@@ -38,6 +38,7 @@ class SearchConfig:
     patience: int = 0
     eval_every: int = 25
     measure_every: int = 25
+    measure_drain_s: float = 60.0
     stages: list = field(default_factory=lambda: [[0.45, 4], [0.75, 2]])
 
 
@@ -115,6 +116,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         (s.patience >= 0, "search.patience must be >= 0"),
         (s.eval_every >= 1, "search.eval_every must be >= 1"),
         (s.measure_every >= 1, "search.measure_every must be >= 1"),
+        (s.measure_drain_s >= 0, "search.measure_drain_s must be >= 0"),
         (r.epochs >= 0 and r.batch_size >= 2 and r.lr > 0, "retrain: epochs >= 0, batch_size >= 2, lr > 0"),
     ]
     for ok, msg in checks:

@@ -93,6 +93,16 @@ class BackgroundMeasurer:
             self._start(job)
         return done
 
+    def drain(self, timeout_s: float) -> list[Job]:
+        """At the end of a search: drop queued jobs, wait up to ``timeout_s`` for the running one."""
+        self.queue.clear()
+        done, t0 = [], time.monotonic()
+        while self.running is not None and time.monotonic() - t0 < timeout_s:
+            done += self.poll()
+            if self.running is not None:
+                time.sleep(0.05)
+        return done
+
     def pending(self) -> int:
         return len(self.queue) + (self.running is not None)
 

@@ -189,15 +189,18 @@ class CoSearch:
             out[k.name] = dict(zip(k.values, self.hw.probs()[k.name].tolist()))
         return out
 
-    def _measure(self, step: int, search_arch: bool, rec: dict) -> None:
+    def _measure(self, step: int, search_arch: bool, rec: dict, final_wait_s: float | None = None) -> None:
         from ..measure.background import Job
 
-        if search_arch and step % self.cfg.measure_every == 0:
-            g, c = self.net.derive(), self.hw.derive()
-            d = DesignPoint.make(self.space, g, self.target, c)
-            knobs = {"device": c["DEVICE"], "threads": c["THREADS"], "batch": c["BATCH"]}
-            self.measurer.submit(Job(step, d.key(), d.as_json(), knobs, {"genotype": g, "config": c}))
-        done = self.measurer.poll()
+        if final_wait_s is not None:  # the loop has ended: collect the measurement in flight
+            done = self.measurer.drain(final_wait_s)
+        else:
+            if search_arch and step % self.cfg.measure_every == 0:
+                g, c = self.net.derive(), self.hw.derive()
+                d = DesignPoint.make(self.space, g, self.target, c)
+                knobs = {"device": c["DEVICE"], "threads": c["THREADS"], "batch": c["BATCH"]}
+                self.measurer.submit(Job(step, d.key(), d.as_json(), knobs, {"genotype": g, "config": c}))
+            done = self.measurer.poll()
         if not done:
             return
         out = []
@@ -312,6 +315,10 @@ class CoSearch:
             if last and step < cfg.steps:
                 stop_reason = "budget"
                 break
+        if self.measurer is not None:
+            rec = {"step": step, "event": "measure-drain"}
+            self._measure(step, False, rec, final_wait_s=self.cfg.measure_drain_s)
+            history.append(rec)
         if best is None:  # budget ended inside warm-up: derive what we have
             g, c = self.net.derive(), self.hw.derive()
             ev = self.evaluate_derived(g, c)

@@ -1,5 +1,7 @@
 """`explorer search --target cpu`: real TVM timings, background end-to-end measurements, refit."""
 
+import time
+
 import pytest
 
 from explorer.api import build_problem
@@ -18,8 +20,19 @@ def test_cpu_search_measures_in_background_and_refits(tmp_path):
     cfg.objective = {"latency_s": 0.05}
     cfg.search.measure_every = 5
     prob = build_problem(cfg, store_path=tmp_path / "s.sqlite")
+    calls = []
     with Store(tmp_path / "s.sqlite") as st:
         m = BackgroundMeasurer(st, toolchain_versions(), repeat=5)
+        for name in ("poll", "submit"):  # time every call the search makes into the worker
+            f = getattr(m, name)
+
+            def timed(*a, f=f, name=name):
+                t = time.monotonic()
+                out = f(*a)
+                calls.append((name, time.monotonic() - t))
+                return out
+
+            setattr(m, name, timed)
         try:
             r = CoSearch(prob.space, prob.hw, prob.cost_model, prob.data, cfg.search, prob.constraints(), "cpu",
                          0, measurer=m).run()
@@ -27,11 +40,11 @@ def test_cpu_search_measures_in_background_and_refits(tmp_path):
             m.close()
         e2e = st.query(kind="e2e")
     got = [x for h in r.history for x in h.get("measured", []) if "measured_s" in x]
-    assert got, "no background measurement arrived during the search"
+    assert got, "no background measurement arrived"
     assert all(x["measured_s"] > 0 and x["predicted_s"] > 0 for x in got)
     assert e2e and all(rec.ok for rec in e2e)
     assert prob.cost_model.fit_points  # the correction was refit
-    times = [h["time_s"] for h in r.history if "time_s" in h]
-    gaps = sorted(b - a for a, b in zip(times, times[1:]))
-    # never waited on: no step took more than a few typical steps, despite ~seconds-long measurements
-    assert gaps[-1] < 10 * gaps[len(gaps) // 2] + 1.0
+    # never waited on: each poll/submit returns at once, though a measurement takes seconds
+    assert len(calls) >= cfg.search.steps and max(d for _, d in calls) < 0.5, max(calls, key=lambda c: c[1])
+    arrived_during = [h for h in r.history if "measured" in h and "event" not in h]
+    assert arrived_during, "measurements arrive while the search runs, not only at the end"
