@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -30,3 +34,9 @@ def tiny_config(**kw) -> RunConfig:
                     objective=kw.pop("objective", {"latency_s": 0.01, "energy_j": 0.01, "area_mm2": 0.01}), retrain=RetrainConfig(epochs=kw.pop("epochs", 0)))
     assert not kw, kw
     return cfg
+
+
+def run_cli(*args, timeout=600):
+    """``explorer`` in a fresh process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "explorer.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})

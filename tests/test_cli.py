@@ -1,15 +1,9 @@
 """The CLI as a user meets it: a fresh process, exit codes and the one-line messages."""
 
-import os
-import subprocess
-import sys
 
 import pytest
 
-
-def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "explorer.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+from tests.conftest import run_cli as run
 
 
 @pytest.mark.parametrize(

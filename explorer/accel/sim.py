@@ -239,21 +239,15 @@ def simulate(name: str, prog: list[Insn], p: VTAParams, tiles: int = 0) -> Layer
     return st
 
 
+# Which counter each instruction adds to, and whether it counts bytes or ops (VTA's counters).
+_COUNTERS = {"LOAD_INP": ("inp_load_bytes", "nbytes"), "LOAD_WGT": ("wgt_load_bytes", "nbytes"),
+             "LOAD_ACC": ("acc_load_bytes", "nbytes"), "LOAD_UOP": ("uop_load_bytes", "nbytes"),
+             "STORE": ("out_store_bytes", "nbytes"), "GEMM": ("gemm_ops", "ops"), "ALU": ("alu_ops", "ops")}
+
+
 def _count(st: LayerStats, ins: Insn) -> None:
-    if ins.op == "LOAD_INP":
-        st.inp_load_bytes += ins.nbytes
-    elif ins.op == "LOAD_WGT":
-        st.wgt_load_bytes += ins.nbytes
-    elif ins.op == "LOAD_ACC":
-        st.acc_load_bytes += ins.nbytes
-    elif ins.op == "LOAD_UOP":
-        st.uop_load_bytes += ins.nbytes
-    elif ins.op == "STORE":
-        st.out_store_bytes += ins.nbytes
-    elif ins.op == "GEMM":
-        st.gemm_ops += ins.ops
-    elif ins.op == "ALU":
-        st.alu_ops += ins.ops
+    counter, what = _COUNTERS[ins.op]
+    setattr(st, counter, getattr(st, counter) + getattr(ins, what))
 
 
 def run_layer(L: ConvLayer, p: VTAParams) -> LayerStats:

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import RetrainConfig, RunConfig
+from ..config import RunConfig
 from ..space.design import DesignPoint
 from ..space.quant import QuantState
-from .constraints import Constraints, repair
+from .constraints import Constraints
 from .cosearch import CoSearch, SearchResult
 from .train import Batches, accuracy
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
-import torch
 import torch.nn as nn
 
 from ..cost.workload import Workload, alu, conv
 from ..registry import Registry
-from .quant import QConv2d, QuantState
+from .quant import QConv2d
 
 __all__ = ["OpSpec", "OPS", "ACTIVATIONS", "Zero", "out_hw"]
 

@@ -1,7 +1,4 @@
 import csv
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,10 +7,7 @@ from explorer.cost.learned import FEATURES, LatencyModel, evaluate_predictions, 
 from explorer.space import create_space
 from explorer.space.nb201 import EDGES, NB201_OPS, edge_name
 
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "explorer.cli", *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+from tests.conftest import run_cli as cli
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,6 @@
 """Export -> ONNX -> TVM, with the real onnx, onnxruntime and TVM."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -16,6 +13,8 @@ from explorer.space import create_space
 from explorer.space.design import DesignPoint
 from explorer.space.quant import QuantState
 from explorer.targets import load_target
+
+from tests.conftest import run_cli as cli
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +37,6 @@ def design_dir(tmp_path_factory):
                 m.running_var.uniform_(0.5, 2.0)
     torch.save(net.state_dict(), d / "weights.pt")
     return d
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "explorer.cli", *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
 def test_export_matches_pytorch(design_dir, tmp_path):
