@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("model", metavar="MODEL.onnx")
     c.add_argument("--target", default="cpu", help="cpu, gpu, or vta (the VTA-style accelerator)")
     c.add_argument("--hw", help="vta: hardware config JSON (vta_config.json names; default: VTA's 1x16x16 int8)")
+    c.add_argument("--calib", type=int, default=0, metavar="N",
+                   help="vta: calibrate on N inputs, run int8 on the simulator and check it against onnxruntime's QDQ model")
+    c.add_argument("--data", default=None, help="vta: data set for --calib and the check (default: random inputs)")
+    c.add_argument("--check", type=int, default=200, metavar="M", help="vta: inputs of the test split checked (with --calib)")
     c.add_argument("--shape", action="append", metavar="NAME=1x1x28x28", help="static shape of an input")
     c.add_argument("--out", help="library path (default MODEL.<target>.so)")
     c.add_argument("--num-cores", type=int, dest="num_cores", help="threads (default: all cores)")
@@ -241,7 +245,10 @@ def _compile_vta(a) -> int:
     hw_space = load_target("vta").hardware_space()
     cfg = hw_space.load_config(a.hw) if a.hw else hw_space.default_config()
     out = a.out or str(Path(a.model).with_suffix(".vta.json"))
-    s = compile_stats(a.model, cfg.to_vta_json(), out, parse_shapes(a.shape))
+    s = compile_stats(a.model, cfg.to_vta_json(), None, parse_shapes(a.shape))
+    if a.calib > 0:
+        s["numerics"] = _vta_numerics(a, cfg.to_vta_json(), Path(out))
+    Path(out).write_text(json.dumps(s, indent=2) + "\n")
     t = s["total"]
     print(f"offloaded {s['offloaded_layers']} layers to the GEMM core; on the host: "
           + (", ".join(f"{k} x{v}" for k, v in sorted(s["host_ops"].items())) or "nothing"))
@@ -251,8 +258,51 @@ def _compile_vta(a) -> int:
           f"GEMM ops {t['gemm_ops']}, ALU ops {t['alu_ops']}; loads inp {t['inp_load_bytes']} B, "
           f"wgt {t['wgt_load_bytes']} B, acc {t['acc_load_bytes']} B, uop {t['uop_load_bytes']} B; "
           f"stores {t['out_store_bytes']} B")
+    if "numerics" in s:
+        n = s["numerics"]
+        line = (f"int8 on the simulator vs onnxruntime QDQ ({n['inputs']} inputs): layer inputs within "
+                f"{n['worst_layer_input_diff_lsb']:.0f} LSB, outputs within {n['worst_output_abs_diff']:.3g}")
+        if "accuracy_float" in n:
+            line += f"; top-1 {n['accuracy_int8_simulated'] * 100:.2f}% int8 vs {n['accuracy_float'] * 100:.2f}% float"
+        print(line)
     print(f"wrote {out}")
     return 0
+
+
+def _vta_numerics(a, hw: dict, out: Path) -> dict:
+    import numpy as np
+
+    from .accel.execute import QuantizedModel, check_against_qdq
+    from .errors import ConfigError
+
+    q = QuantizedModel(a.model, hw, parse_shapes_or_none(a.shape))
+    shape, _ = next(iter(q.model.inputs.values()))
+    y = None
+    if a.data:
+        from .data import load_dataset
+
+        d = load_dataset(a.data)
+        if tuple(d.input_shape) != tuple(shape[1:]):
+            raise ConfigError(f"--data {a.data}: inputs {d.input_shape} do not match the model's {tuple(shape[1:])}")
+        calib = d.x_train[: a.calib, None]
+        x, y = d.x_test[: a.check, None], d.y_test[: a.check]
+    else:
+        rng = np.random.default_rng(0)
+        calib = rng.random((a.calib, *shape), dtype=np.float32)
+        x = rng.random((a.check, *shape), dtype=np.float32)
+    if shape[0] != 1:
+        raise ConfigError(f"--calib needs a model with batch 1 inputs; this one has {shape}")
+    q.calibrate(calib)
+    res = check_against_qdq(q, x, y, a.model, out.with_suffix(".qdq.onnx"))
+    res.update({"calibration_inputs": int(a.calib), "data": a.data or "random uniform",
+                "bits": {"activations": q.p.inp_bits, "weights": q.p.wgt_bits}})
+    return res
+
+
+def parse_shapes_or_none(specs):
+    from .deploy.tvm_build import parse_shapes
+
+    return parse_shapes(specs) if specs else None
 
 
 def cmd_measure(a) -> int:
