@@ -64,6 +64,10 @@ def build_problem(cfg: RunConfig, store_path=None, progress: bool = False) -> Pr
         cm = _measured_model(space, hw, target, store_path, progress)
     else:
         cm = create_cost_model(target.cost_model, space.cost_slots(), space.choices(), hw)
+        if cfg.calibration:
+            from .accel.calibrate import load_calibration
+
+            cm.correction = tuple(load_calibration(cfg.calibration)["weights"])
     lb = check_feasible(cm, cfg.limits_si())
     return Problem(cfg, data, space, target, hw, cm, lb)
 
@@ -192,6 +196,8 @@ def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force:
         summary["retrain"]["seconds"] = round(time.monotonic() - rt0, 1)
         summary["test_accuracy"] = summary["retrain"]["test_accuracy"]
         torch.save(net.state_dict(), work / "weights.pt")
+        if prob.target.cost_model == "vta":
+            summary["simulated"] = _simulate_derived(prob, result, work)
     _atomic_json(work / "summary.json", summary)
     try:
         from .report import plot_history
@@ -206,6 +212,28 @@ def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force:
     return summary
 
 
+def _simulate_derived(prob: Problem, result: SearchResult, work: Path) -> dict:
+    """Export the retrained design, compile it for the VTA-style core and simulate it; compare the
+    simulated cycles of its GEMM layers with what the (calibrated) cost model predicts for them."""
+    from .accel.compile import compile_stats
+    from .deploy.export import build_module, export_onnx
+
+    export_onnx(build_module(result.design, work / "weights.pt"), result.design.input_shape, work / "model.onnx")
+    stats = compile_stats(work / "model.onnx", result.hw_config.to_vta_json(), work / "vta_stats.json")
+    cm = prob.cost_model
+    w = cm.correction if cm.correction is not None else None
+    from .cost.vta import DEFAULT_CYCLE_WEIGHTS
+
+    weights = w or DEFAULT_CYCLE_WEIGHTS
+    predicted = sum(sum(a * b for a, b in zip(weights, cm.layer_features(x, result.hw_config)))
+                    for x in cm.space_workloads(result.genotype) if x.kind == "conv")
+    f_hz = result.hw_config["HW_FREQ_MHZ"] * 1e6
+    sim = stats["total"]["cycles"]
+    return {"gemm_layers": stats["offloaded_layers"], "simulated_cycles": sim, "predicted_cycles": predicted,
+            "simulated_ms": sim / f_hz * 1e3, "predicted_ms": predicted / f_hz * 1e3,
+            "rel_error": (predicted - sim) / sim, "stats": "vta_stats.json"}
+
+
 def _run_method(prob: Problem, method: str, on_step) -> SearchResult:
     cfg = prob.cfg
     con = prob.constraints()
@@ -218,13 +246,19 @@ def _run_method(prob: Problem, method: str, on_step) -> SearchResult:
 
             store = Store(default_store_path())
             measurer = BackgroundMeasurer(store, toolchain_versions())
+        elif prob.target.cost_model == "vta":
+            from .accel.calibrate import SimRefiner, load_calibration
+
+            points = load_calibration(cfg.calibration)["points"] if cfg.calibration else []
+            measurer = SimRefiner(prob.cost_model, points)
         try:
             return CoSearch(prob.space, prob.hw, prob.cost_model, prob.data, cfg.search, con, prob.target.name,
                             cfg.seed, on_step=on_step, measurer=measurer).run()
         finally:
             if measurer is not None:
                 measurer.close()
-                measurer.store.close()
+                if hasattr(measurer, "store"):
+                    measurer.store.close()
     from .search.baselines import random_search, sequential_search
 
     if method == "sequential":

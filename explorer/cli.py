@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=_positive(int), help="maximum search steps")
     s.add_argument("--epochs", type=int, help="retraining epochs of the derived network (0 skips)")
     s.add_argument("--seed", type=int)
+    s.add_argument("--calibration", help="vta: cost-model calibration from `explorer calibrate`")
     s.add_argument("--method", default="cosearch", choices=["cosearch", "sequential", "random"],
                    help="co-search, or a baseline in the same harness")
     s.add_argument("--out", help="run folder (default runs/<space>-<target>-<time>)")
@@ -79,6 +80,14 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--num-cores", type=int, dest="num_cores")
     m.add_argument("--vs", choices=["onnxruntime"], help="also time onnxruntime on the same input and threads")
     m.add_argument("--store", help="measurement store (default runs/store.sqlite or $EXPLORER_STORE)")
+
+    cal = sub.add_parser("calibrate", help="fit the VTA cost model to the simulator on sampled (layer, config) pairs")
+    cal.add_argument("--target", default="vta")
+    cal.add_argument("--space", default="chain")
+    cal.add_argument("--dataset", default="mnist5k", help="sets the input shape of the space's layers")
+    cal.add_argument("--samples", type=_positive(int), default=400)
+    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--out", default="runs/vta_calibration.json")
 
     cm = sub.add_parser("costmodel", help="fit or evaluate a learned latency model from measured records")
     cms = cm.add_subparsers(dest="cm_cmd", required=True)
@@ -159,6 +168,33 @@ def cmd_costmodel(a) -> int:
     return 0
 
 
+def cmd_calibrate(a) -> int:
+    from .accel.calibrate import calibrate
+    from .api import build_problem
+    from .config import load_config
+    from .errors import ConfigError
+
+    if a.target != "vta":
+        raise ConfigError(f"calibrate fits the VTA-style model to its simulator; --target {a.target!r} is measured instead")
+    prob = build_problem(load_config(None, {"target": "vta", "space": a.space, "dataset": a.dataset}))
+    wls = [w for s in prob.space.cost_slots() for v in s.table.values() for w in v]
+    from tqdm import tqdm
+
+    bar = tqdm(total=a.samples, desc="simulate (layer, config)", unit="pair")
+    res = calibrate(prob.cost_model, wls, a.samples, seed=a.seed,
+                    progress=lambda d, n: (bar.update(d - bar.n), None)[1])
+    bar.close()
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+    for name in ("prior", "calibrated"):
+        m = res["held_out"][name]
+        print(f"{name:10s} held-out n={m['n']}: within +-10% {m['within_10pct'] * 100:.1f}%, "
+              f"mean abs rel err {m['mean_abs_rel_err'] * 100:.1f}%, kendall tau {m['kendall_tau']:.3f}")
+    print(f"wrote {a.out} ({res['pairs']} simulated pairs in {res['seconds']} s); "
+          f"use it with: explorer search --target vta --calibration {a.out}")
+    return 0
+
+
 def cmd_search(a) -> int:
     import time
 
@@ -166,7 +202,7 @@ def cmd_search(a) -> int:
     from .config import load_config
 
     overrides = {k: getattr(a, k) for k in ("target", "space", "dataset", "latency_ms", "energy_mj", "area_mm2",
-                                             "budget_min", "steps", "epochs", "seed")}
+                                             "budget_min", "steps", "epochs", "seed", "calibration")}
     cfg = load_config(a.config, overrides)
     out = a.out or f"runs/{cfg.space}-{cfg.target}-{time.strftime('%Y%m%d-%H%M%S')}"
     summary = run_search(cfg, out, method=a.method, force=a.force, progress=not a.no_progress)
@@ -350,7 +386,8 @@ def main(argv=None) -> int:
     a = _parser().parse_args(argv)
     try:
         return {"search": cmd_search, "list": cmd_list, "export": cmd_export, "compile": cmd_compile,
-                "measure": cmd_measure, "costmodel": cmd_costmodel}[a.cmd](a)
+                "measure": cmd_measure, "costmodel": cmd_costmodel,
+                "calibrate": cmd_calibrate}[a.cmd](a)
     except ExplorerError as e:
         print(f"explorer: error: {e}", file=sys.stderr)
         return 2

@@ -60,6 +60,7 @@ class RunConfig:
     space: str = "chain"
     target: str = "vta"
     seed: int = 0
+    calibration: str | None = None  # vta: a file written by `explorer calibrate`
     space_options: dict = field(default_factory=dict)
     limits: dict = field(default_factory=dict)
     objective: dict = field(default_factory=lambda: {"latency_s": 0.01, "energy_j": 0.01, "area_mm2": 0.01})
@@ -160,6 +161,10 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     if unknown:
         raise ConfigError(f"config: unknown key(s) {unknown}; valid: {', '.join(sorted(top))}")
     cfg = RunConfig()
+    if "calibration" in data:
+        if not isinstance(data["calibration"], str):
+            raise ConfigError("config: calibration must be a path string")
+        cfg.calibration = data["calibration"]
     for k in ("dataset", "space", "target"):
         if k in data:
             if not isinstance(data[k], str):

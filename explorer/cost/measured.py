@@ -108,6 +108,9 @@ class MeasuredCostModel(CostModel):
             lat = self.scale * per_slot.sum(0) + self.offset_s
             return {"latency_s": float(lat.min()), "energy_j": float((lat * self.power / self.batch).min())}
 
+    def correction_state(self) -> dict:
+        return {"scale": self.scale, "offset_s": self.offset_s}
+
     # -- the learned correction ------------------------------------------------------------------
     def update(self, points: list[tuple[float, float]]) -> None:
         """Add (standalone sum s, measured end-to-end s) pairs and refit ``scale`` and ``offset``."""

@@ -69,6 +69,11 @@ ACC_BYTES = 4  # LOG_ACC_WIDTH = 5: 32-bit accumulators
 UOP_BYTES = 4  # VTA micro-ops are 32 bits wide
 LAYER_SYNC_CYCLES = 200  # assumption: per-layer instruction fetch + dependency drain; refit later
 
+# Cycles = sum_k w_k * feature_k over the features of :meth:`VTACostModel.cycle_features`; these
+# weights are the analytical prior, ``explorer calibrate`` refits them against the simulator.
+CYCLE_FEATURES = ("peak", "overlap_rest", "sync", "gemm", "alu", "load", "store")
+DEFAULT_CYCLE_WEIGHTS = (1.0, 1.0, float(LAYER_SYNC_CYCLES), 0.0, 0.0, 0.0, 0.0)
+
 GRID = ("LOG_BATCH", "LOG_BLOCK_IN", "LOG_BLOCK_OUT")
 RELAXED = (
     "LOG_INP_BUFF_SIZE",
@@ -130,6 +135,7 @@ class VTACostModel(CostModel):
         self.combo_slot_t = torch.tensor(self.combo_slot, dtype=torch.long)
         self.wl_combo = torch.tensor(wl_combo, dtype=torch.long)
         self.n_combos = len(combo_idx)
+        self.correction: tuple[float, ...] | None = None  # calibrated cycle weights, or the prior
         self._wl = self._workload_tensors(fields)
         # The enumerated core shapes, flattened in C order over GRID.
         gv = [torch.tensor([float(2**v) for v in hw.knob(k).values]) for k in GRID]
@@ -170,7 +176,7 @@ class VTACostModel(CostModel):
         sram_um2 = sram_bytes * 8 * A_SRAM_BIT_UM2
         return ((mac_um2 + alu_um2) * logic_area_scale(f) + sram_um2) / 1e6 + A_CTRL_MM2 * logic_area_scale(f)
 
-    def workload_costs(self, r: dict[str, torch.Tensor], exact: bool = False) -> dict[str, torch.Tensor]:
+    def workload_costs(self, r: dict[str, torch.Tensor], exact: bool = False, features: bool = False) -> dict[str, torch.Tensor]:
         """Per workload and core shape: cycles, latency_s, energy_j, load/store bytes, GEMM/ALU ops.
 
         ``r`` holds relaxed knob values shaped [R, 1, 1]; results are [R, W, G].
@@ -220,7 +226,12 @@ class VTACostModel(CostModel):
         peak = torch.maximum(torch.maximum(compute, load_c), store_c)
         # Decoupled access-execute with two virtual threads overlaps all but one block's worth.
         has_io = ((load + store) > 0).float()
-        cycles = peak + (compute + load_c + store_c - peak) / (2 * blocks) + has_io * LAYER_SYNC_CYCLES
+        feats = self.cycle_features(peak, compute, load_c, store_c, blocks, has_io, gemm_ops, alu_ops / ALU_II)
+        w = self.correction if self.correction is not None else DEFAULT_CYCLE_WEIGHTS
+        # GEMM layers use the calibrated weights (fitted on the simulator); ALU work keeps the prior.
+        cycles_gemm = sum(wi * f for wi, f in zip(w, feats))
+        cycles_prior = sum(wi * f for wi, f in zip(DEFAULT_CYCLE_WEIGHTS, feats))
+        cycles = conv * cycles_gemm + (1 - conv) * cycles_prior
         latency_s = cycles / (f_mhz * 1e6)
 
         # --- energy ---
@@ -241,7 +252,7 @@ class VTACostModel(CostModel):
         e_dram = (load + store) * E_DRAM_BYTE_J
         p_static = self.area_mm2(r) * P_LEAK_W_PER_MM2 + bw_gbps * P_DRAM_IF_W_PER_GBPS
         energy_j = dyn + e_dram + p_static * latency_s
-        return {
+        out = {
             "cycles": cycles,
             "latency_s": latency_s,
             "energy_j": energy_j,
@@ -250,6 +261,36 @@ class VTACostModel(CostModel):
             "gemm_ops": gemm_ops,
             "alu_ops": alu_ops / ALU_II,
         }
+        if features:
+            out["features"] = [torch.broadcast_to(f, cycles.shape) for f in feats]
+        return out
+
+    def space_workloads(self, genotype: dict[str, str]) -> list:
+        """The workloads of one derived network, from the slots this model was built on."""
+        out = []
+        for s in self.slots:
+            key = tuple(self.net_choices[a].index(genotype[a]) for a in s.axes)
+            out.extend(s.table[key])
+        return out
+
+    def correction_state(self) -> dict:
+        return {"cycle_weights": list(self.correction) if self.correction is not None else None}
+
+    @staticmethod
+    def cycle_features(peak, compute, load_c, store_c, blocks, has_io, gemm_ops, alu_ops):
+        """The terms the cycle count is a non-negative combination of (see CYCLE_FEATURES)."""
+        return (peak, (compute + load_c + store_c - peak) / (2 * blocks), has_io, GEMM_II * gemm_ops,
+                ALU_II * alu_ops, load_c, store_c)
+
+    def layer_features(self, w, config: HWConfig) -> list[float]:
+        """Exact cycle features of one workload on one configuration (for calibration)."""
+        single = VTACostModel([Slot("one", (), {(): [w]})], {}, self.hw)
+        hwp = self.hw.onehot(config)
+        with torch.no_grad():
+            r = single._relaxed_values(hwp)
+            pg = single._grid_probs(hwp)
+            wc = single.workload_costs(r, exact=True, features=True)
+            return [float(f.reshape(-1) @ pg) for f in wc["features"]]
 
     def _combo_probs(self, net_probs) -> torch.Tensor:
         flat = torch.cat([net_probs[k] for k in self.net_choices] + [torch.ones(1)])

@@ -198,7 +198,8 @@ class CoSearch:
             if search_arch and step % self.cfg.measure_every == 0:
                 g, c = self.net.derive(), self.hw.derive()
                 d = DesignPoint.make(self.space, g, self.target, c)
-                knobs = {"device": c["DEVICE"], "threads": c["THREADS"], "batch": c["BATCH"]}
+                knobs = {k: c[k] for k in ("DEVICE", "THREADS", "BATCH") if k in dict(c.values)}
+                knobs = {k.lower(): v for k, v in knobs.items()}
                 self.measurer.submit(Job(step, d.key(), d.as_json(), knobs, {"genotype": g, "config": c}))
             done = self.measurer.poll()
         if not done:
@@ -209,11 +210,13 @@ class CoSearch:
                 out.append({"submitted_step": job.step, "error": job.error})
                 continue
             g, c = job.info["genotype"], job.info["config"]
-            predicted = self.cm.evaluate(g, c)["latency_s"]  # before this measurement is used
-            self.cm.update([(self.cm.raw_latency_s(g, c), job.latency_s)])
+            predicted = job.info.get("predicted_s")  # set by refiners that refit the model themselves
+            if predicted is None:
+                predicted = self.cm.evaluate(g, c)["latency_s"]  # before this measurement is used
+                self.cm.update([(self.cm.raw_latency_s(g, c), job.latency_s)])
             out.append({"submitted_step": job.step, "predicted_s": predicted, "measured_s": job.latency_s,
                         "rel_error": (predicted - job.latency_s) / job.latency_s, "cached": job.info.get("cached", False),
-                        "correction": {"scale": self.cm.scale, "offset_s": self.cm.offset_s}})
+                        "correction": self.cm.correction_state()})
         rec["measured"] = out
 
     # -- the loop --------------------------------------------------------------------------------
