@@ -1,0 +1,54 @@
+"""Calibration of the analytical VTA model against the simulator, and its use in the search."""
+
+import json
+
+import numpy as np
+
+from explorer.accel.calibrate import calibrate, load_calibration, simulate_pair
+from explorer.api import build_problem, run_search
+from explorer.config import load_config
+from tests.conftest import run_cli, tiny_config
+
+
+def test_calibration_beats_the_prior_on_held_out_pairs():
+    prob = build_problem(load_config(None, {"dataset": "digits"}))
+    wls = [w for s in prob.space.cost_slots() for v in s.table.values() for w in v]
+    res = calibrate(prob.cost_model, wls, 500, seed=1)
+    cal, prior = res["held_out"]["calibrated"], res["held_out"]["prior"]
+    assert cal["n"] == 100
+    assert cal["within_10pct"] >= 0.95 and cal["within_10pct"] > prior["within_10pct"]
+    assert all(w >= 0 for w in res["weights"])
+
+
+def test_simulate_pair_reports_configs_that_do_not_fit():
+    from explorer.cost.workload import conv
+    from explorer.space.hardware import HWConfig
+
+    prob = build_problem(load_config(None, {"dataset": "digits"}))
+    w = next(x for s in prob.space.cost_slots() for v in s.table.values() for x in v if x.kind == "conv")
+    assert simulate_pair(w, prob.hw.default_config()) > 0
+    small = HWConfig(tuple({**dict(prob.hw.default_config().values), "LOG_WGT_BUFF_SIZE": 16,
+                            "LOG_BLOCK_IN": 5, "LOG_BLOCK_OUT": 5}.items()))
+    assert simulate_pair(conv("big", 512, 512, 7, 7, 3), small) is None
+
+
+def test_cli_calibrate_and_search_with_it(tmp_path):
+    out = tmp_path / "cal.json"
+    r = run_cli("calibrate", "--dataset", "digits", "--samples", "200", "--out", str(out))
+    assert r.returncode == 0 and "calibrated held-out" in r.stdout, r.stderr
+    cal = load_calibration(out)
+    cfg = tiny_config(steps=30, epochs=1)
+    cfg.calibration = str(out)
+    cfg.search.measure_every = 10
+    prob = build_problem(cfg)
+    assert prob.cost_model.correction == tuple(cal["weights"])
+    s = run_search(cfg, tmp_path / "run", progress=False)
+    sim = s["simulated"]
+    assert sim["simulated_cycles"] > 0 and abs(sim["rel_error"]) < 0.25
+    hist = [json.loads(x) for x in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    got = [m for h in hist for m in h.get("measured", []) if "measured_s" in m]
+    assert got and all(np.isfinite(m["rel_error"]) for m in got)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    r = run_cli("search", "--dataset", "digits", "--calibration", str(bad), "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "not a VTA calibration file" in r.stderr
