@@ -296,8 +296,11 @@ def _compile_vta(a) -> int:
           f"stores {t['out_store_bytes']} B")
     if "numerics" in s:
         n = s["numerics"]
-        line = (f"int8 on the simulator vs onnxruntime QDQ ({n['inputs']} inputs): layer inputs within "
-                f"{n['worst_layer_input_diff_lsb']:.0f} LSB, outputs within {n['worst_output_abs_diff']:.3g}")
+        if "worst_layer_input_diff_lsb" in n:
+            line = (f"int8 on the simulator vs onnxruntime QDQ ({n['inputs']} inputs): layer inputs within "
+                    f"{n['worst_layer_input_diff_lsb']:.0f} LSB, outputs within {n['worst_output_abs_diff']:.3g}")
+        else:
+            line = f"{n['bits']['activations']}-bit activations on the simulator ({n['inputs']} inputs; {n['qdq_reference']})"
         if "accuracy_float" in n:
             line += f"; top-1 {n['accuracy_int8_simulated'] * 100:.2f}% int8 vs {n['accuracy_float'] * 100:.2f}% float"
         print(line)

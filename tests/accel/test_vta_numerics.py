@@ -69,3 +69,15 @@ def test_cli_compile_vta_with_calibration(trained, tmp_path):
     assert s["numerics"]["worst_layer_input_diff_lsb"] <= 1 and s["numerics"]["inputs"] == 50
     bad = run_cli("compile", str(p), "--target", "vta", "--calib", "4", "--data", "mnist5k", "--out", str(tmp_path / "t.json"))
     assert bad.returncode == 2 and "do not match" in bad.stderr
+
+
+def test_four_bit_activations_run_without_an_int8_reference(trained, tmp_path):
+    d, p = trained
+    hw = tmp_path / "hw4.json"
+    hw.write_text(json.dumps({"LOG_INP_WIDTH": 2, "LOG_WGT_WIDTH": 2}))
+    r = run_cli("compile", str(p), "--target", "vta", "--hw", str(hw), "--calib", "16", "--data", "digits",
+                "--check", "100", "--out", str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr
+    n = json.loads((tmp_path / "s.json").read_text())["numerics"]
+    assert n["bits"] == {"activations": 4, "weights": 4} and "qdq_reference" in n
+    assert 0.0 < n["accuracy_int8_simulated"] <= 1.0

@@ -79,4 +79,4 @@ def test_real_workload_timings_are_cached(tmp_path):
         assert got[items[0]] > got[items[1]]
         n = st.count()
         again = measure_workloads(items, "cpu", 1, st, tc)
-        assert again == got and st.count() == n  # from the store, not measured again
+        assert again == pytest.approx(got) and st.count() == n  # from the store, not measured again
