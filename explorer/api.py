@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .config import LIMIT_KEYS, RunConfig
+from .config import RunConfig
 from .cost import UNITS, CostModel, create_cost_model
 from .data import DataSplits, load_dataset
 from .errors import ConfigError
@@ -61,6 +61,11 @@ def build_problem(cfg: RunConfig, store_path=None, progress: bool = False) -> Pr
     if unpriced:
         raise ConfigError(f"target {target.name!r} prices {', '.join(resources)}; it has no {', '.join(unpriced)} limit")
     if target.cost_model == "measured":
+        from .cost.measured import KNOBS
+
+        missing = [k for k in KNOBS if k not in {kn.name for kn in hw.knobs}]
+        if missing:
+            raise ConfigError(f"target {target.name!r}: a measured target needs knobs {missing}")
         cm = _measured_model(space, hw, target, store_path, progress)
     else:
         cm = create_cost_model(target.cost_model, space.cost_slots(), space.choices(), hw)
@@ -141,6 +146,8 @@ def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force:
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file, not a run folder; choose another --out")
     if out.exists() and any(out.iterdir()) and not force:
         raise ConfigError(f"{out} already holds a run; choose another --out or pass --force to replace it")
     prob = build_problem(cfg, progress=progress)
@@ -150,21 +157,19 @@ def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force:
     work.mkdir(parents=True)
     _atomic_json(work / "config.json", {**cfg.as_dict(), "method": method, "space_options_resolved": prob.space.options(),
                                         "data": prob.data.summary(), "lower_bounds": _units(prob.lower_bounds)})
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     bar = _Progress(cfg, prob, enabled=progress, method=method)
-    hist_f = open(work / "history.jsonl", "w")
-
-    def on_step(rec):
-        hist_f.write(history_line(rec) + "\n")
-        hist_f.flush()
-        bar.update(rec)
-
     t0 = time.monotonic()
-    try:
-        result = _run_method(prob, method, on_step)
-    finally:
-        bar.close()
-    hist_f.close()
+    with open(work / "history.jsonl", "w") as hist_f:
+
+        def on_step(rec):
+            hist_f.write(history_line(rec) + "\n")
+            hist_f.flush()
+            bar.update(rec)
+
+        try:
+            result = _run_method(prob, method, on_step)
+        finally:
+            bar.close()
     search_s = time.monotonic() - t0
     d = result.design
     _atomic_json(work / "design.json", {**d.as_json(), "genotype_str": prob.space.format_genotype(result.genotype), "key": d.key()})
@@ -198,13 +203,13 @@ def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force:
         torch.save(net.state_dict(), work / "weights.pt")
         if prob.target.cost_model == "vta":
             summary["simulated"] = _simulate_derived(prob, result, work)
-    _atomic_json(work / "summary.json", summary)
     try:
         from .report import plot_history
 
         plot_history(work / "history.jsonl", work / "search.png", cfg.limits_si())
     except Exception as e:  # a plot must never cost the results
-        summary["plot_error"] = str(e)
+        summary["plot_error"] = f"{type(e).__name__}: {e}"
+    _atomic_json(work / "summary.json", summary)
     if out.exists():
         shutil.rmtree(out)
     os.replace(work, out)
@@ -221,10 +226,9 @@ def _simulate_derived(prob: Problem, result: SearchResult, work: Path) -> dict:
     export_onnx(build_module(result.design, work / "weights.pt"), result.design.input_shape, work / "model.onnx")
     stats = compile_stats(work / "model.onnx", result.hw_config.to_vta_json(), work / "vta_stats.json")
     cm = prob.cost_model
-    w = cm.correction if cm.correction is not None else None
     from .cost.vta import DEFAULT_CYCLE_WEIGHTS
 
-    weights = w or DEFAULT_CYCLE_WEIGHTS
+    weights = cm.correction or DEFAULT_CYCLE_WEIGHTS
     predicted = sum(sum(a * b for a, b in zip(weights, cm.layer_features(x, result.hw_config)))
                     for x in cm.space_workloads(result.genotype) if x.kind == "conv")
     f_hz = result.hw_config["HW_FREQ_MHZ"] * 1e6
@@ -275,7 +279,6 @@ class _Progress:
             return
         from tqdm import tqdm
 
-        self.limits = {LIMIT_KEYS[k][0]: k for k in cfg.limits}
         self.bar = tqdm(total=cfg.search.steps, desc=f"{method} {cfg.space}/{cfg.target}", unit="step", dynamic_ncols=True)
 
     def update(self, rec):

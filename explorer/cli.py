@@ -60,13 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("model", metavar="MODEL.onnx")
     c.add_argument("--target", default="cpu", help="cpu, gpu, or vta (the VTA-style accelerator)")
     c.add_argument("--hw", help="vta: hardware config JSON (vta_config.json names; default: VTA's 1x16x16 int8)")
-    c.add_argument("--calib", type=int, default=0, metavar="N",
+    c.add_argument("--calib", type=int, default=0, metavar="N",  # 0: timing only
                    help="vta: calibrate on N inputs, run int8 on the simulator and check it against onnxruntime's QDQ model")
     c.add_argument("--data", default=None, help="vta: data set for --calib and the check (default: random inputs)")
-    c.add_argument("--check", type=int, default=200, metavar="M", help="vta: inputs of the test split checked (with --calib)")
+    c.add_argument("--check", type=_positive(int), default=200, metavar="M", help="vta: inputs of the test split checked (with --calib)")
     c.add_argument("--shape", action="append", metavar="NAME=1x1x28x28", help="static shape of an input")
     c.add_argument("--out", help="library path (default MODEL.<target>.so)")
-    c.add_argument("--num-cores", type=int, dest="num_cores", help="threads (default: all cores)")
+    c.add_argument("--num-cores", type=_positive(int), dest="num_cores", help="threads (default: all cores)")
     c.add_argument("--arch", help="CUDA arch, e.g. sm_80")
     c.add_argument("--schedules", help="MetaSchedule database folder to apply (default: schedules/<target>/ if present)")
     c.add_argument("--store", help="measurement store (default runs/store.sqlite or $EXPLORER_STORE)")
@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--shape", action="append", metavar="NAME=1x1x28x28")
     m.add_argument("--repeat", type=_positive(int), default=30)
     m.add_argument("--number", type=_positive(int), default=10, help="runs per repeat")
-    m.add_argument("--num-cores", type=int, dest="num_cores")
+    m.add_argument("--num-cores", type=_positive(int), dest="num_cores")
     m.add_argument("--vs", choices=["onnxruntime"], help="also time onnxruntime on the same input and threads")
     m.add_argument("--store", help="measurement store (default runs/store.sqlite or $EXPLORER_STORE)")
 
@@ -140,14 +140,20 @@ def cmd_costmodel(a) -> int:
         if shape_s is None:  # take shape and options from the first design in the file
             import csv
 
-            with open(a.records, newline="") as fh:
-                first = next(csv.DictReader(fh), None)
-            if not first or "design_json" not in first:
-                raise ConfigError("--space chain needs design_json records (or --input-shape and --option)")
-            d = json.loads(first["design_json"])
-            shape_s = "x".join(map(str, d["input_shape"]))
-            options = {**d.get("space_options", {}), **options}
-            a.classes = d["num_classes"]
+            from .errors import DataError
+            from .space.design import DesignPoint
+
+            try:
+                with open(a.records, newline="") as fh:
+                    first = next(csv.DictReader(fh), None)
+                if not first or "design_json" not in first:
+                    raise ConfigError("--space chain needs design_json records (or --input-shape and --option)")
+                d = DesignPoint.from_json(json.loads(first["design_json"]))
+            except (OSError, UnicodeDecodeError, csv.Error, json.JSONDecodeError) as e:
+                raise DataError(f"{a.records}: cannot read the first record ({type(e).__name__}: {e})") from None
+            shape_s = "x".join(map(str, d.input_shape))
+            options = {**json.loads(d.space_options), **options}
+            a.classes = d.num_classes
     try:
         shape = tuple(int(v) for v in shape_s.split("x"))
     except ValueError:
@@ -314,7 +320,9 @@ def _vta_numerics(a, hw: dict, out: Path) -> dict:
     from .accel.execute import QuantizedModel, check_against_qdq
     from .errors import ConfigError
 
-    q = QuantizedModel(a.model, hw, parse_shapes_or_none(a.shape))
+    from .deploy.tvm_build import parse_shapes
+
+    q = QuantizedModel(a.model, hw, parse_shapes(a.shape))
     shape, _ = next(iter(q.model.inputs.values()))
     y = None
     if a.data:
@@ -336,12 +344,6 @@ def _vta_numerics(a, hw: dict, out: Path) -> dict:
     res.update({"calibration_inputs": int(a.calib), "data": a.data or "random uniform",
                 "bits": {"activations": q.p.inp_bits, "weights": q.p.wgt_bits}})
     return res
-
-
-def parse_shapes_or_none(specs):
-    from .deploy.tvm_build import parse_shapes
-
-    return parse_shapes(specs) if specs else None
 
 
 def cmd_measure(a) -> int:

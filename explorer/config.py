@@ -123,9 +123,13 @@ def validate(cfg: RunConfig) -> RunConfig:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
-    if not isinstance(s.stages, list) or any(
-        not (isinstance(x, list) and len(x) == 2 and 0 < float(x[0]) < 1 and int(x[1]) >= 1) for x in s.stages
-    ):
+    def stage_ok(x) -> bool:
+        try:
+            return isinstance(x, list) and len(x) == 2 and 0 < float(x[0]) < 1 and int(x[1]) >= 1
+        except (TypeError, ValueError):
+            return False
+
+    if not isinstance(s.stages, list) or not all(stage_ok(x) for x in s.stages):
         raise ConfigError("search.stages must be [[fraction in (0,1), keep >= 1], ...]")
     for k, v in cfg.limits.items():
         if k not in LIMIT_KEYS:

@@ -18,6 +18,8 @@ def plot_history(history_path: str | Path, out_png: str | Path, limits_si: dict 
     recs = [json.loads(line) for line in Path(history_path).read_text().splitlines() if line.strip()]
     recs = [r for r in recs if "step" in r and "event" not in r and "expected" in r]
     limits_si = limits_si or {}
+    if not recs:
+        raise ValueError("no search steps in the history to plot (a random-search run has samples, not steps)")
     fig, axes = plt.subplots(2, 4, figsize=(18, 7))
     steps = list(range(len(recs)))
     for key, ax in zip(("L1", "L2", "L"), [axes[0, 0]] * 3):
@@ -25,7 +27,7 @@ def plot_history(history_path: str | Path, out_png: str | Path, limits_si: dict 
         ax.plot(steps, ys, label=key, lw=0.8)
     axes[0, 0].set_title("losses (L1 hardware step, L2 network step, L = L1 + L2)")
     axes[0, 0].legend()
-    units = {"latency_s": ("ms", 1e3), "energy_j": ("mJ", 1e3), "area_mm2": ("mm2", 1.0)}
+    from .cost.base import UNITS as units
     for ax, k in zip((axes[0, 1], axes[0, 2], axes[1, 0]), units):
         if k not in recs[0]["expected"]:
             ax.axis("off")

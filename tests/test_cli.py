@@ -34,6 +34,7 @@ def test_bad_input_one_message_exit_2(tmp_path, args, message):
         ("[limits]\nlatency_ms = -1", "latency_ms must be a positive number"),
         ("[limits]\nwatts = 1", "unknown limit 'watts'"),
         ("[space_options]\nstages = [[8, 0, 1]]", "space.chain.stages"),
+        ("[search]\nstages = [['a', 2]]", "search.stages must be"),
     ],
 )
 def test_malformed_config_exit_2(tmp_path, text, message):
@@ -71,3 +72,22 @@ def test_search_end_to_end_on_digits(tmp_path):
 def test_limit_the_target_does_not_price(tmp_path):
     r = run("search", "--target", "cpu", "--dataset", "digits", "--area-mm2", "1", "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "has no area_mm2 limit" in r.stderr, r.stderr
+
+
+def test_out_that_is_a_file(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("keep me")
+    r = run("search", "--dataset", "digits", "--out", str(f))
+    assert r.returncode == 2 and "is a file" in r.stderr and f.read_text() == "keep me"
+
+
+def test_random_baseline_run_folder(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[space_options]\nstem_channels = 8\nstages = [[8, 1, 2], [16, 1, 1]]\n")
+    r = run("search", "--config", str(cfg), "--dataset", "digits", "--method", "random", "--steps", "2",
+            "--epochs", "1", "--out", str(tmp_path / "run"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    import json
+
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["method"] == "random" and "no search steps" in s["plot_error"]

@@ -6,7 +6,10 @@
    area; the derived designs must meet them.
 3. Supernet vs plain network: training-step time and peak memory, each measured in a fresh process.
 
-Usage: python tools/bench.py [--budget-min 3] [--out bench-out] [--skip compare,limits,supernet]
+4. TVM (untuned) vs onnxruntime on the demo network and MobileNetV2.
+5. ResNet-18 on the VTA-style target, and calibration of the analytical model against the simulator.
+
+Usage: python tools/bench.py [--budget-min 3] [--out bench-out] [--skip supernet,compare,limits,compiler,vta]
 Prints Markdown tables (paste into BENCHMARKS.md with the command, machine and date).
 """
 
@@ -111,6 +114,47 @@ def supernet(args, out: Path):
           f"peak memory {res['supernet']['peak_mb'] / max(1e-9, res['plain']['peak_mb']):.1f}x")
 
 
+def _cli(*args) -> str:
+    r = subprocess.run([sys.executable, "-m", "explorer.cli", *args], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if r.returncode != 0:
+        raise SystemExit(f"explorer {' '.join(args)} failed: {r.stderr.strip()}")
+    return r.stdout
+
+
+def compiler(args, out: Path):
+    """TVM (untuned) vs onnxruntime on the demo network (co-search run of this bench) and MobileNetV2."""
+    print("\n## TVM vs onnxruntime, same input and threads\n")
+    from explorer.deploy.export import export_onnx
+    from explorer.zoo import MobileNetV2
+    import torch
+
+    run = out / "cosearch"
+    if not (run / "weights.pt").is_file():
+        print("(skipped: needs the co-search run of the compare section)")
+        return
+    _cli("export", str(run), "--out", str(out / "demo.onnx"))
+    torch.manual_seed(0)
+    export_onnx(MobileNetV2().eval(), (3, 224, 224), out / "mbv2.onnx")
+    for name, extra in (("demo.onnx", []), ("mbv2.onnx", ["--repeat", "10", "--number", "3"])):
+        print(f"{name}:\n" + _cli("measure", str(out / name), "--vs", "onnxruntime", "--store", str(out / "store.sqlite"), *extra))
+
+
+def vta(args, out: Path):
+    """ResNet-18 on the VTA-style target, and the calibration of the analytical model."""
+    print("\n## VTA-style target: ResNet-18 (224x224) and calibration\n")
+    from explorer.deploy.export import export_onnx
+    from explorer.zoo import ResNet18
+    import torch
+
+    torch.manual_seed(0)
+    export_onnx(ResNet18().eval(), (3, 224, 224), out / "resnet18.onnx")
+    t = time.monotonic()
+    print(_cli("compile", str(out / "resnet18.onnx"), "--target", "vta", "--out", str(out / "resnet18.vta.json")))
+    print(f"(compile + simulate: {time.monotonic() - t:.1f} s)")
+    print(_cli("calibrate", "--samples", "1500", "--out", str(out / "vta_calibration.json")))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget-min", type=float, default=3.0)
@@ -121,7 +165,8 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     skip = set(filter(None, args.skip.split(",")))
     print(f"# bench {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()} ({os.cpu_count()} cores, {platform.processor() or platform.machine()})")
-    for name, fn in (("supernet", supernet), ("compare", compare), ("limits", limits)):
+    for name, fn in (("supernet", supernet), ("compare", compare), ("limits", limits), ("compiler", compiler),
+                     ("vta", vta)):
         if name not in skip:
             fn(args, out)
 

@@ -136,7 +136,6 @@ class SimRefiner:
         X = np.array([p[0] for p in self.points])
         y = np.array([p[1] for p in self.points])
         self.cm.correction = fit_weights(X, y)
-        job.info["self_updated"] = True
         self.done.append(job)
         return True
 

@@ -114,7 +114,10 @@ class QuantizedModel:
                 if call.op == conv_op and int(call.attrs.groups) == 1:
                     w = self.const_value(call.args[1])
                     pads = [int(v) for v in call.attrs.padding]
-                    if w is not None and len(set(pads)) == 1:
+                    a = call.attrs
+                    symmetric = (len(set(pads)) == 1 and int(a.strides[0]) == int(a.strides[1])
+                                 and int(a.dilation[0]) == int(a.dilation[1]))
+                    if w is not None and symmetric:
                         layer = _Layer("conv", w, int(call.attrs.strides[0]), pads[0], int(call.attrs.dilation[0]))
                 elif call.op == matmul_op and len(call.args[0].ty.shape) == 2:
                     w = self.const_value(call.args[1])
@@ -144,7 +147,10 @@ class QuantizedModel:
                 m.builder_.update_func(gv, m.visit_expr(func))
         rewritten = m.builder_.get()
         if len(self.layers) != len(planned):
-            raise RuntimeError(f"offload plan has {len(planned)} layers but the rewrite found {len(self.layers)}")
+            from ..deploy.tvm_build import ModelError
+
+            raise ModelError(f"{onnx_path}: cannot run int8: the offload plan has {len(planned)} layers but only "
+                             f"{len(self.layers)} have weights this rewrite can read as constants")
         self.planned = planned
         from ..deploy.tvm_build import make_target
 

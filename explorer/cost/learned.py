@@ -98,7 +98,8 @@ def read_records(path: str | Path, space) -> tuple[np.ndarray, np.ndarray, list[
 
     p = Path(path)
     try:
-        rows = list(csv.DictReader(p.open(newline="")))
+        with p.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{p}: not a readable CSV ({e})") from None
     if not rows:

@@ -110,7 +110,9 @@ class VTACostModel(CostModel):
         names = [k.name for k in hw.knobs]
         missing = [k for k in GRID + RELAXED if k not in names]
         if missing:
-            raise ValueError(f"VTA cost model needs knobs {missing}")
+            from ..errors import ConfigError
+
+            raise ConfigError(f"the VTA cost model needs knobs {missing} in the target")
         self.net_choices = {k: list(v) for k, v in net_choices.items()}
         offsets, off = {}, 0
         for k, v in self.net_choices.items():

@@ -103,9 +103,6 @@ class BackgroundMeasurer:
                 time.sleep(0.05)
         return done
 
-    def pending(self) -> int:
-        return len(self.queue) + (self.running is not None)
-
     def close(self) -> None:
         if self.running is not None:
             self.running[1].kill()

@@ -33,7 +33,6 @@ def random_search(space, hw, cost_model, data, cfg: RunConfig, constraints: Cons
     t0 = time.monotonic()
     budget_s = cfg.search.budget_min * 60
     best, history, n = None, [], 0
-    constraints.ref = constraints.ref or {k: 1.0 for k in constraints.objective}
     while time.monotonic() - t0 < budget_s and n < cfg.search.steps:
         g = space.random_genotype(rng)
         c = hw.config_from_indices({k.name: int(rng.integers(len(k.values))) for k in hw.knobs})
@@ -67,7 +66,9 @@ def random_search(space, hw, cost_model, data, cfg: RunConfig, constraints: Cons
         if best is None or score < best[0]:
             best = (score, n, g, c, fig, val_acc)
     if best is None:
-        raise RuntimeError("random search found no design within the limits in its budget")
+        from ..errors import InfeasibleLimitsError
+
+        raise InfeasibleLimitsError("random search found no design within the limits in its budget")
     _, bn, g, c, fig, val_acc = best
     return SearchResult(DesignPoint.make(space, g, target, c), g, c, fig, True, bn, n,
                         time.monotonic() - t0, "budget", [], val_acc, history)

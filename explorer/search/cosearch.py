@@ -101,6 +101,10 @@ class CoSearch:
         names = {k.name for k in hw.knobs}
         self.has_bits = {"LOG_INP_WIDTH", "LOG_WGT_WIDTH"} <= names
         bits = tuple(2 ** v for v in hw.knob("LOG_INP_WIDTH").values) if self.has_bits else (8,)
+        if self.has_bits and hw.knob("LOG_WGT_WIDTH").values != hw.knob("LOG_INP_WIDTH").values:
+            from ..errors import ConfigError
+
+            raise ConfigError("target: LOG_INP_WIDTH and LOG_WGT_WIDTH must offer the same widths")
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             if supernet is None:

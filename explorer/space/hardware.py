@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from .base import entropy, relaxed_probs
+from .base import relaxed_probs
 
 __all__ = ["Knob", "HWConfig", "HardwareSpace"]
 
@@ -144,15 +144,6 @@ class HardwareSpace(nn.Module):
 
     def config_from_indices(self, idx: dict[str, int]) -> HWConfig:
         return HWConfig(tuple((k.name, k.values[idx[k.name]]) for k in self.knobs), tuple(self.fixed.items()))
-
-    def size(self) -> int:
-        n = 1
-        for k in self.knobs:
-            n *= len(k.values)
-        return n
-
-    def entropies(self, probs: dict[str, torch.Tensor]) -> dict[str, float]:
-        return {k: entropy(p) for k, p in probs.items()}
 
     def load_config(self, path: str | Path) -> HWConfig:
         try:

@@ -26,21 +26,15 @@ class OpSpec:
     """``build(cin, cout, stride, qstate)`` -> module; ``workloads(cin, cout, h, w, stride)`` -> list.
 
     ``needs_residual``: only legal where the layer adds its input back (so it cannot cut the graph).
-    ``keeps_shape``: only legal when ``cin == cout`` and ``stride == 1``.
     """
 
     name: str
     build: Callable[..., nn.Module]
     workloads: Callable[..., list[Workload]]
     needs_residual: bool = False
-    keeps_shape: bool = False
 
     def legal(self, cin: int, cout: int, stride: int, residual: bool) -> bool:
-        if self.needs_residual and not residual:
-            return False
-        if self.keeps_shape and (cin != cout or stride != 1):
-            return False
-        return True
+        return residual or not self.needs_residual
 
 
 def out_hw(h: int, w: int, stride: int) -> tuple[int, int]:
@@ -189,7 +183,6 @@ _register(
         "avg_pool_3x3",
         lambda cin, cout, stride, qs: _PoolProj("avg", cin, cout, stride, qs),
         OPS.create("avgpool").workloads,
-        keeps_shape=False,
     )
 )
 
