@@ -40,6 +40,10 @@ class SearchConfig:
     measure_every: int = 25
     measure_drain_s: float = 60.0
     stages: list = field(default_factory=lambda: [[0.45, 4], [0.75, 2]])
+    # What stage boundaries and the temperature schedule follow: "steps" (the same seed gives the
+    # same result on any machine, however loaded) or "time" (fractions of budget_min: for runs
+    # compared at equal wall-clock budgets).
+    progress: str = "steps"
 
 
 @dataclass
@@ -110,6 +114,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         (s.batch_size >= 2, "search.batch_size must be >= 2"),
         (s.warmup_steps >= 0, "search.warmup_steps must be >= 0"),
         (s.relax in ("softmax", "gumbel"), f"search.relax must be 'softmax' or 'gumbel', got {s.relax!r}"),
+        (s.progress in ("steps", "time"), f"search.progress must be 'steps' or 'time', got {s.progress!r}"),
         (s.tau_start > 0 and s.tau_end > 0, "search.tau_start and tau_end must be > 0"),
         (min(s.w_lr, s.alpha_lr, s.theta_lr) > 0, "learning rates must be > 0"),
         (s.dual_lr >= 0, "search.dual_lr must be >= 0"),

@@ -43,6 +43,7 @@ def compare(args, out: Path):
     print(HEADER)
     for method in ("cosearch", "sequential", "random"):
         cfg = load_config(None, {"budget_min": args.budget_min, "steps": 100000})  # time binds for all
+        cfg.search.progress = "time"
         s = run_search(cfg, out / method, method=method, force=True, progress=False)
         print(row(method, s), flush=True)
 
@@ -51,6 +52,7 @@ def limits(args, out: Path):
     print(f"\n## limits hold (mnist5k, chain, vta; {args.budget_min} min per search)\n")
     print("| run | limit | test acc % | latency ms | energy mJ | area mm2 | met | repair moves |\n|---|---|---|---|---|---|---|---|")
     base = load_config(None, {"budget_min": args.budget_min})
+    base.search.progress = "time"
     base.objective = {}
     free = run_search(base, out / "unconstrained", force=True, progress=False)
     f = free["figures"]
@@ -63,6 +65,7 @@ def limits(args, out: Path):
     line("unconstrained (accuracy only)", "-", free)
     for key, val in (("latency_ms", f["latency_ms"] / 2), ("area_mm2", f["area_mm2"] / 2)):
         cfg = load_config(None, {"budget_min": args.budget_min, key: val})
+        cfg.search.progress = "time"
         cfg.objective = {}
         s = run_search(cfg, out / f"limit-{key}", force=True, progress=False)
         line(f"{key} <= half", f"{val:.4g}", s)

@@ -240,9 +240,9 @@ class CoSearch:
         warm_done = False
         for step in range(1, cfg.steps + 1):
             elapsed = time.monotonic() - t0
-            progress = max(step / cfg.steps, elapsed / budget_s)
+            progress = step / cfg.steps if cfg.progress == "steps" else max(step / cfg.steps, elapsed / budget_s)
             tau = self._tau(progress)
-            if not warm_done and (step > warmup or elapsed > 0.2 * budget_s):
+            if not warm_done and (step > warmup or (cfg.progress == "time" and elapsed > 0.2 * budget_s)):
                 warm_done = True
             while warm_done and stage_i < len(stages) and progress >= stages[stage_i][0]:
                 if self.update_alpha:
