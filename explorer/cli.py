@@ -81,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--vs", choices=["onnxruntime"], help="also time onnxruntime on the same input and threads")
     m.add_argument("--store", help="measurement store (default runs/store.sqlite or $EXPLORER_STORE)")
 
+    dp = sub.add_parser("deploy", help="a run's design as a folder: ONNX, TVM library, hardware config, example, card")
+    dp.add_argument("run", metavar="RUN")
+    dp.add_argument("--target", default="cpu", help="cpu or gpu")
+    dp.add_argument("--out", required=True)
+
     cal = sub.add_parser("calibrate", help="fit the VTA cost model to the simulator on sampled (layer, config) pairs")
     cal.add_argument("--target", default="vta")
     cal.add_argument("--space", default="chain")
@@ -171,6 +176,20 @@ def cmd_costmodel(a) -> int:
         show("held-out", evaluate_predictions(model.predict(X[test]), y[test]))
     model.save(a.out)
     print(f"wrote {a.out} (fitted on {len(train)} records)")
+    return 0
+
+
+def cmd_deploy(a) -> int:
+    from .deploy.package import deploy
+
+    c = deploy(a.run, a.target, a.out)
+    lat = c["latency_ms"]
+    print(f"deployed {c['design_key']} for {c['target']} to {a.out}/ (model.so, model.onnx, hw_config.json, "
+          "run_example.py, card.json)")
+    print(f"latency: TVM {lat['tvm_median']:.4f} ms, onnxruntime {lat['onnxruntime_median']:.4f} ms "
+          f"(ratio {lat['tvm_over_onnxruntime']:.2f}); " + (
+              f"test accuracy of the library {c['accuracy']['test_accuracy'] * 100:.2f}% on {c['accuracy']['dataset']}"
+              if c["accuracy"] else "no data set recorded in the run"))
     return 0
 
 
@@ -392,7 +411,7 @@ def main(argv=None) -> int:
     try:
         return {"search": cmd_search, "list": cmd_list, "export": cmd_export, "compile": cmd_compile,
                 "measure": cmd_measure, "costmodel": cmd_costmodel,
-                "calibrate": cmd_calibrate}[a.cmd](a)
+                "calibrate": cmd_calibrate, "deploy": cmd_deploy}[a.cmd](a)
     except ExplorerError as e:
         print(f"explorer: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,96 @@
+"""``explorer deploy``: a run's design as a deployable folder for a target.
+
+The folder holds the ONNX model (trained weights), the TVM library built for the target (with the
+target's schedule database when there is one), the hardware configuration, a short usage example
+that loads the library and runs one input, and a card with the measured latency and the library's
+own accuracy on the run's test split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+
+__all__ = ["deploy"]
+
+EXAMPLE = '''"""Run the deployed model on one input: python run_example.py [input.npy]"""
+import sys
+
+import numpy as np
+import tvm
+from tvm import relax
+
+here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+vm = relax.VirtualMachine(tvm.runtime.load_module(f"{here}/model.so"), tvm.cpu())
+shape = {shape}
+x = np.load(sys.argv[1]).astype("float32").reshape(shape) if len(sys.argv) > 1 else np.zeros(shape, "float32")
+logits = vm["main"](tvm.runtime.tensor(x)).numpy()
+print("class", int(logits.argmax()), "logits", np.round(logits, 3).tolist())
+'''
+
+
+def deploy(run_dir: str | os.PathLike, target: str, out: str | os.PathLike, repeat: int = 30) -> dict:
+    """Export, build, measure and test a run's design; write the folder ``out``."""
+    import tvm
+    from tvm import relax
+
+    from ..data import load_dataset
+    from ..deploy.export import build_module, export_onnx, load_design
+    from ..deploy.tvm_build import build, load_onnx
+    from ..measure.local import measure_onnxruntime, measure_tvm
+
+    run_dir, out = Path(run_dir), Path(out)
+    if target not in ("cpu", "gpu"):
+        raise ConfigError(f"deploy --target {target!r}: valid: cpu, gpu (the VTA-style target: explorer compile --target vta)")
+    design, weights = load_design(run_dir)
+    if weights is None:
+        raise ConfigError(f"{run_dir}: no weights.pt; deploy needs a retrained run (epochs > 0)")
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out} is not empty; choose another --out")
+    work = out.with_name(out.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    exp = export_onnx(build_module(design, weights), design.input_shape, work / "model.onnx")
+    m = load_onnx(work / "model.onnx")
+    card = build(m, target, work / "model.so")
+    lat = measure_tvm(work / "model.so", m.inputs, repeat=repeat, number=10, device="cpu" if target == "cpu" else "gpu")
+    threads = card["target"].get("num-cores", os.cpu_count()) if isinstance(card["target"], dict) else os.cpu_count()
+    ort = measure_onnxruntime(work / "model.onnx", m.inputs, int(threads or 1), repeat=repeat)
+    accuracy = None
+    cfg_path = run_dir / "config.json"
+    if cfg_path.is_file():
+        dataset = json.loads(cfg_path.read_text()).get("dataset")
+        seed = json.loads(cfg_path.read_text()).get("seed", 0)
+        d = load_dataset(dataset, seed=seed)
+        dev = tvm.cpu() if target == "cpu" else tvm.cuda()
+        vm = relax.VirtualMachine(tvm.runtime.load_module(str(work / "model.so")), dev)
+        hits = 0
+        for i in range(len(d.y_test)):
+            logits = vm["main"](tvm.runtime.tensor(np.ascontiguousarray(d.x_test[i : i + 1]), dev)).numpy()
+            hits += int(logits.argmax() == d.y_test[i])
+        accuracy = {"dataset": dataset, "test_accuracy": hits / len(d.y_test), "n": int(len(d.y_test))}
+    shutil.copy(run_dir / "hw_config.json", work / "hw_config.json") if (run_dir / "hw_config.json").is_file() else None
+    shutil.copy(run_dir / "design.json", work / "design.json")
+    (work / "run_example.py").write_text(EXAMPLE.replace("{shape}", repr(tuple(m.inputs["input"][0]))))
+    deployed = {
+        "design_key": design.key(),
+        "target": target,
+        "library": "model.so",
+        "onnx": "model.onnx",
+        "export_max_abs_diff": exp.max_abs_diff,
+        "build": {k: card[k] for k in ("target", "toolchain", "schedule_database", "scheduled_kernels", "build_s")},
+        "latency_ms": {"tvm_median": lat["median_ms"], "tvm_p10": lat["p10_ms"], "tvm_p90": lat["p90_ms"],
+                       "onnxruntime_median": ort["median_ms"], "tvm_over_onnxruntime": lat["median_ms"] / ort["median_ms"]},
+        "accuracy": accuracy,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    (work / "card.json").write_text(json.dumps(deployed, indent=2) + "\n")
+    os.replace(work, out)
+    return deployed

@@ -1,0 +1,25 @@
+"""explorer deploy: a run becomes a folder a user can load and run."""
+
+import json
+import subprocess
+import sys
+
+from explorer.api import run_search
+from tests.conftest import run_cli, tiny_config
+
+
+def test_deploy_a_run(tmp_path):
+    run_search(tiny_config(steps=12, epochs=2), tmp_path / "run", progress=False)
+    r = run_cli("deploy", str(tmp_path / "run"), "--out", str(tmp_path / "dep"))
+    assert r.returncode == 0, r.stderr
+    card = json.loads((tmp_path / "dep" / "card.json").read_text())
+    assert card["latency_ms"]["tvm_median"] > 0 and card["latency_ms"]["onnxruntime_median"] > 0
+    assert card["accuracy"]["dataset"] == "digits" and 0 <= card["accuracy"]["test_accuracy"] <= 1
+    assert card["export_max_abs_diff"] <= 1e-4
+    ex = subprocess.run([sys.executable, str(tmp_path / "dep" / "run_example.py")], capture_output=True, text=True,
+                        timeout=120)
+    assert ex.returncode == 0 and ex.stdout.startswith("class "), ex.stderr
+    again = run_cli("deploy", str(tmp_path / "run"), "--out", str(tmp_path / "dep"))
+    assert again.returncode == 2 and "not empty" in again.stderr
+    bad = run_cli("deploy", str(tmp_path / "run"), "--target", "vta", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "valid: cpu, gpu" in bad.stderr
