@@ -8,13 +8,21 @@ import torch
 
 from ..registry import Registry
 
-__all__ = ["CostModel", "COST_MODELS", "RESOURCES", "UNITS"]
+__all__ = ["CostModel", "COST_MODELS", "RESOURCES", "UNITS", "joint_probs"]
 
 COST_MODELS: Registry = Registry("cost model")
 
 # Resource name -> (unit shown to people, factor from SI).
 RESOURCES = ("latency_s", "energy_j", "area_mm2")
 UNITS = {"latency_s": ("ms", 1e3), "energy_j": ("mJ", 1e3), "area_mm2": ("mm2", 1.0)}
+
+
+def joint_probs(probs: dict[str, torch.Tensor], names) -> torch.Tensor:
+    """Probabilities of every combination of the independent choices ``names`` (C order), flattened."""
+    p = probs[names[0]]
+    for k in names[1:]:
+        p = (p[:, None] * probs[k][None, :]).reshape(-1)
+    return p
 
 
 class CostModel(ABC):

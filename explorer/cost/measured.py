@@ -22,7 +22,7 @@ import torch
 
 from ..space.base import Slot
 from ..space.hardware import HWConfig, HardwareSpace
-from .base import COST_MODELS, CostModel
+from .base import COST_MODELS, CostModel, joint_probs
 
 __all__ = ["MeasuredCostModel", "KNOBS"]
 
@@ -69,10 +69,7 @@ class MeasuredCostModel(CostModel):
         return flat[self.combo_idx].prod(-1)
 
     def _setting_probs(self, hw_probs):
-        p = hw_probs[KNOBS[0]]
-        for k in KNOBS[1:]:
-            p = (p[:, None] * hw_probs[k][None, :]).reshape(-1)
-        return p
+        return joint_probs(hw_probs, KNOBS)
 
     def _per_setting(self, pc):
         raw = pc @ self.per_combo  # [settings]

@@ -21,9 +21,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..space.base import Slot
+from ..space.base import Slot, slot_workloads
 from ..space.hardware import HWConfig, HardwareSpace
-from .base import COST_MODELS, CostModel
+from .base import COST_MODELS, CostModel, joint_probs
 
 __all__ = ["VTACostModel"]
 
@@ -163,10 +163,7 @@ class VTACostModel(CostModel):
         return out
 
     def _grid_probs(self, hw_probs) -> torch.Tensor:
-        p = hw_probs[GRID[0]]
-        for k in GRID[1:]:
-            p = (p[:, None] * hw_probs[k][None, :]).reshape(-1)
-        return p
+        return joint_probs(hw_probs, GRID)
 
     def area_mm2(self, r: dict[str, torch.Tensor]) -> torch.Tensor:
         """Area for every core shape: [R, 1, G]."""
@@ -269,11 +266,7 @@ class VTACostModel(CostModel):
 
     def space_workloads(self, genotype: dict[str, str]) -> list:
         """The workloads of one derived network, from the slots this model was built on."""
-        out = []
-        for s in self.slots:
-            key = tuple(self.net_choices[a].index(genotype[a]) for a in s.axes)
-            out.extend(s.table[key])
-        return out
+        return slot_workloads(self.slots, self.net_choices, genotype)
 
     def correction_state(self) -> dict:
         return {"cycle_weights": list(self.correction) if self.correction is not None else None}

@@ -190,12 +190,15 @@ class SearchSpace(ABC):
 
     def workloads(self, genotype: dict[str, str]) -> list[Workload]:
         """Workloads of one derived network (the slots evaluated at the genotype's options)."""
-        ch = self.choices()
-        out = []
-        for s in self.cost_slots():
-            key = tuple(ch[a].index(genotype[a]) for a in s.axes)
-            out.extend(s.table[key])
-        return out
+        return slot_workloads(self.cost_slots(), self.choices(), genotype)
+
+
+def slot_workloads(slots: list[Slot], choices: dict[str, list[str]], genotype: dict[str, str]) -> list[Workload]:
+    """The workloads ``slots`` give for one genotype: each slot's table at the genotype's options."""
+    out = []
+    for s in slots:
+        out.extend(s.table[tuple(choices[a].index(genotype[a]) for a in s.axes)])
+    return out
 
 
 def full_table(axes_options: list[list[str]], fn) -> dict[tuple[int, ...], list[Workload]]:
