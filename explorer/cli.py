@@ -81,6 +81,22 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--vs", choices=["onnxruntime"], help="also time onnxruntime on the same input and threads")
     m.add_argument("--store", help="measurement store (default runs/store.sqlite or $EXPLORER_STORE)")
 
+    t = sub.add_parser("tune", help="autotune a model's kernels with MetaSchedule into a schedule database")
+    t.add_argument("model", metavar="MODEL.onnx|RUN", help="ONNX model, or a run folder (its design is exported)")
+    t.add_argument("--target", default="cpu", help="cpu (this machine, or the RPC servers' CPU with --rpc)")
+    t.add_argument("--trials", type=_positive(int), default=512,
+                   help="total trials for this model's kernels, counting those already in the database")
+    t.add_argument("--db", help="schedule database folder (default schedules/<target>/, used by compile, deploy and search)")
+    t.add_argument("--rpc", metavar="HOST:PORT", help="TVM RPC tracker; candidates are run on its servers")
+    t.add_argument("--key", help="device key of the RPC servers (with --rpc)")
+    t.add_argument("--num-cores", type=_positive(int), dest="num_cores", help="threads of the target (default: all cores)")
+    t.add_argument("--per-iter", type=_positive(int), default=8, dest="per_iter",
+                   help="candidates measured per batch (a killed run loses at most one batch)")
+    t.add_argument("--shape", action="append", metavar="NAME=1x1x28x28")
+    t.add_argument("--report", help="write the per-kernel breakdown as JSON here")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--no-progress", action="store_true")
+
     dp = sub.add_parser("deploy", help="a run's design as a folder: ONNX, TVM library, hardware config, example, card")
     dp.add_argument("run", metavar="RUN")
     dp.add_argument("--target", default="cpu", help="cpu or gpu")
@@ -176,6 +192,44 @@ def cmd_costmodel(a) -> int:
         show("held-out", evaluate_predictions(model.predict(X[test]), y[test]))
     model.save(a.out)
     print(f"wrote {a.out} (fitted on {len(train)} records)")
+    return 0
+
+
+def cmd_tune(a) -> int:
+    import tempfile
+
+    from .deploy.tune import parse_rpc, tune_module
+    from .deploy.tvm_build import import_relax, load_onnx, parse_shapes
+
+    rpc = parse_rpc(a.rpc, a.key)
+    path = Path(a.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        if path.is_dir():
+            from .deploy.export import build_module, export_onnx, load_design
+
+            design, weights = load_design(path)
+            path = export_onnx(build_module(design, weights), design.input_shape, Path(tmp) / "model.onnx").path
+        m = load_onnx(path, parse_shapes(a.shape))
+        mod = import_relax(m)
+    kw = dict(trials=a.trials, db_dir=a.db, num_cores=a.num_cores, per_iter=a.per_iter, rpc=rpc,
+              progress=not a.no_progress, seed=a.seed, label=f"tune {Path(a.model).name}")
+    try:
+        r = tune_module(mod, a.target, **kw)
+    except KeyboardInterrupt:
+        print("explorer: interrupted; every finished batch is in the database, run the same command to go on",
+              file=sys.stderr)
+        return 130
+    rep = r.as_json()
+    print(f"{'kernel':<52} {'calls':>5} {'trials':>6} {'best us':>10} {'share':>6}")
+    for k in sorted(rep["tasks"], key=lambda k: -k["share"]):
+        best = f"{k['best_us']:.2f}" if k["best_us"] is not None else "-"
+        print(f"{k['name'][:52]:<52} {k['weight']:>5} {k['trials']:>6} {best:>10} {k['share'] * 100:>5.1f}%")
+    est = r.estimated_ms()
+    print(f"{rep['trials_this_run']} trials this run, {rep['trials_total']} in the database for these kernels "
+          f"(budget {a.trials}), {r.elapsed_s:.0f} s; sum of best kernel times "
+          + (f"{est:.4f} ms" if est is not None else "unknown (some kernels untried)") + f"; database {r.database}")
+    if a.report:
+        Path(a.report).write_text(json.dumps(rep, indent=2) + "\n")
     return 0
 
 
@@ -410,7 +464,7 @@ def main(argv=None) -> int:
     a = _parser().parse_args(argv)
     try:
         return {"search": cmd_search, "list": cmd_list, "export": cmd_export, "compile": cmd_compile,
-                "measure": cmd_measure, "costmodel": cmd_costmodel,
+                "measure": cmd_measure, "costmodel": cmd_costmodel, "tune": cmd_tune,
                 "calibrate": cmd_calibrate, "deploy": cmd_deploy}[a.cmd](a)
     except ExplorerError as e:
         print(f"explorer: error: {e}", file=sys.stderr)

@@ -102,12 +102,29 @@ def extract(mod, target) -> list[TaskState]:
     return out
 
 
+def _repair(f: Path) -> None:
+    """Drop a torn last line (a run killed while appending); every complete line is kept."""
+    if not f.is_file():
+        return
+    data = f.read_bytes()
+    if data and not data.endswith(b"\n"):
+        f.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
 def _open_db(path: Path):
     from tvm.s_tir import meta_schedule as ms
 
+    if path.exists() and not path.is_dir():
+        raise ExplorerError(f"--db {path}: not a folder")
     path.mkdir(parents=True, exist_ok=True)
-    return ms.database.JSONDatabase(str(path / "database_workload.json"), str(path / "database_tuning_record.json"),
-                                    allow_missing=True, module_equality="structural")
+    for name in ("database_workload.json", "database_tuning_record.json"):
+        _repair(path / name)
+    try:
+        return ms.database.JSONDatabase(str(path / "database_workload.json"), str(path / "database_tuning_record.json"),
+                                        allow_missing=True, module_equality="structural")
+    except Exception as e:
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        raise ExplorerError(f"{path}: not a readable schedule database ({msg[:200]})") from None
 
 
 def _records(db, mod) -> list:
