@@ -102,6 +102,34 @@ def extract(mod, target) -> list[TaskState]:
     return out
 
 
+def _host_intrinsics_only() -> None:
+    """Register only the host CPU's tensor intrinsics before MetaSchedule asks for all of them.
+
+    ``TuneContext`` imports ``tvm.s_tir.tensor_intrin``, which builds every target's intrinsics
+    (CUDA alone takes 14 s of a 21 s import on a 2-core machine). A CPU tuning session needs the
+    host's only; the package is entered in ``sys.modules`` without running its ``__init__``.
+    """
+    import importlib
+    import importlib.util
+    import platform
+    import sys
+
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules:
+        return
+    import tvm.s_tir
+
+    spec = importlib.util.find_spec(name)
+    pkg = importlib.util.module_from_spec(spec)
+    sys.modules[name] = pkg
+    tvm.s_tir.tensor_intrin = pkg
+    machine = platform.machine().lower()
+    subs = ["x86"] if machine in ("x86_64", "amd64", "i686") else ["arm_cpu"] if machine.startswith(("arm", "aarch")) \
+        else ["riscv_cpu"] if machine.startswith("riscv") else ["x86", "arm_cpu", "riscv_cpu"]
+    for sub in subs:
+        importlib.import_module(f"{name}.{sub}")
+
+
 def _repair(f: Path) -> None:
     """Drop a torn last line (a run killed while appending); every complete line is kept."""
     if not f.is_file():
@@ -186,6 +214,7 @@ def tune_module(mod, target_kind: str = "cpu", trials: int = 256, db_dir: str | 
 
     if target_kind != "cpu":
         raise ExplorerError(f"tune --target {target_kind!r}: only cpu is supported (local or over RPC)")
+    _host_intrinsics_only()
     num_cores = int(num_cores or os.cpu_count() or 1)
     target = make_target(target_kind, num_cores)
     db_path = database_dir(target_kind, db_dir)
