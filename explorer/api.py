@@ -87,7 +87,7 @@ def cost_model_resources(kind: str) -> tuple[str, ...]:
 
 def _measured_model(space, hw, target, store_path, progress):
     from .cost.measured import MeasuredCostModel, distinct_items
-    from .deploy.tvm_build import toolchain_versions
+    from .deploy.tvm_build import database_id, default_database, toolchain_versions
     from .measure.store import Store, default_store_path
     from .measure.workloads import measure_workloads
 
@@ -97,6 +97,8 @@ def _measured_model(space, hw, target, store_path, progress):
     tc = toolchain_versions()
     with Store(store_path or default_store_path()) as st:
         for device in hw.knob("DEVICE").values:
+            db = default_database(device)
+            dtc = {**tc, "schedules": database_id(db)} if db else tc
             for threads in hw.knob("THREADS").values:
                 bar = None
                 if progress:
@@ -109,7 +111,7 @@ def _measured_model(space, hw, target, store_path, progress):
                         bar.n = done
                         bar.refresh()
 
-                got = measure_workloads(items, device, threads, st, tc, progress=tick)
+                got = measure_workloads(items, device, threads, st, dtc, progress=tick, database=db)
                 if bar is not None:
                     bar.close()
                 for (w, b), sec in got.items():

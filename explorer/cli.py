@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="library path (default MODEL.<target>.so)")
     c.add_argument("--num-cores", type=_positive(int), dest="num_cores", help="threads (default: all cores)")
     c.add_argument("--arch", help="CUDA arch, e.g. sm_80")
-    c.add_argument("--schedules", help="MetaSchedule database folder to apply (default: schedules/<target>/ if present)")
+    c.add_argument("--schedules", help="MetaSchedule database folder to apply (default: schedules/<target>/ if present; 'none': untuned)")
     c.add_argument("--store", help="measurement store (default runs/store.sqlite or $EXPLORER_STORE)")
 
     m = sub.add_parser("measure", help="measure a model's latency with TVM (and onnxruntime side by side)")
@@ -346,7 +346,7 @@ def cmd_compile(a) -> int:
         except ExplorerError as e:
             st.add(MeasureRecord(m.sha256, "build", a.target, knobs, toolchain_versions(), ok=False, error=str(e)))
             raise
-        st.add(MeasureRecord(m.sha256, "build", a.target, knobs, card["toolchain"], payload=card))
+        st.add(MeasureRecord(m.sha256, "build", a.target, knobs, card["toolchain"], tuned=card["tuned"], payload=card))
     sched = f", {card['scheduled_kernels']} with tuned schedules" if card["schedule_database"] else ", untuned"
     print(f"wrote {out} and {out}.json ({len(card['workloads'])} kernels{sched}, built in {card['build_s']:.1f} s)")
     return 0
@@ -439,7 +439,7 @@ def cmd_measure(a) -> int:
         m = load_onnx(path, parse_shapes(a.shape))
         inputs, onnx_path, key = m.inputs, path, m.sha256
         lib = Path(os.environ.get("TMPDIR", "/tmp")) / f"explorer-{key[:16]}-{a.target}-{threads}.so"
-        build(m, a.target, lib, num_cores=threads)
+        card = build(m, a.target, lib, num_cores=threads)
     knobs = {"threads": threads, "repeat": a.repeat, "number": a.number}
     with _store(a) as st:
         try:
@@ -447,9 +447,12 @@ def cmd_measure(a) -> int:
         except ExplorerError as e:
             st.add(MeasureRecord(key, "measure", a.target, knobs, toolchain_versions(), ok=False, error=str(e)))
             raise
-        st.add(MeasureRecord(key, "measure", a.target, knobs, toolchain_versions(), latency_ms=t["median_ms"], payload=t))
+        tuned = bool(card.get("tuned"))
+        st.add(MeasureRecord(key, "measure", a.target, knobs, toolchain_versions(), latency_ms=t["median_ms"], tuned=tuned,
+                             payload={**t, "schedule_database_id": card.get("schedule_database_id")}))
         print(f"tvm          median {t['median_ms']:.4f} ms   p10 {t['p10_ms']:.4f}   p90 {t['p90_ms']:.4f}   "
-              f"({t['n']} x {a.number} runs, {threads} threads)")
+              f"({t['n']} x {a.number} runs, {threads} threads, "
+              f"{'tuned' if tuned else 'untuned' if not card.get('scheduled_kernels') else 'partly tuned'})")
         if a.vs == "onnxruntime":
             if not onnx_path.is_file():
                 raise ModelError(f"{onnx_path}: the ONNX model of this library is gone; measure the .onnx instead")

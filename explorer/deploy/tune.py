@@ -227,7 +227,7 @@ def tune_module(mod, target_kind: str = "cpu", trials: int = 256, db_dir: str | 
     for t in tasks:
         t.best_s = _best(_records(db, t.mod))
         t.trials = counts.get(id(t), 0)
-    remaining = max(0, trials - sum(t.trials for t in tasks))
+    remaining = _left(tasks, trials, per_iter)
     t_start = time.monotonic()
     bar = None
     if progress and remaining:
@@ -237,8 +237,8 @@ def tune_module(mod, target_kind: str = "cpu", trials: int = 256, db_dir: str | 
     runner = _runner(rpc)
     cost_model = ms.cost_model.XGBModel(num_tuning_cores=num_cores, tree_method="auto")
     try:
-        while remaining > 0:
-            t = _pick(tasks)
+        while res.new_trials < trials:
+            t = _pick(tasks, trials, per_iter)
             if t is None:
                 break
             if t.ctx is None:
@@ -251,7 +251,7 @@ def tune_module(mod, target_kind: str = "cpu", trials: int = 256, db_dir: str | 
             if not cands:
                 t.exhausted = True
                 continue
-            cands = list(cands)[:remaining]
+            cands = list(cands)[: trials - res.new_trials]
             secs = _measure(cands, target, runner)
             wl = db.commit_workload(t.mod)
             results = []
@@ -268,8 +268,8 @@ def tune_module(mod, target_kind: str = "cpu", trials: int = 256, db_dir: str | 
             t.trials += n
             t.new_trials += n
             res.new_trials += n
-            remaining -= n
             if bar is not None:
+                bar.total = bar.n + n + _left(tasks, trials, per_iter)
                 est = res.estimated_ms()
                 bar.set_postfix_str(f"est. {est:.3f} ms" if est is not None else f"{sum(x.best_s is None for x in tasks)} untried")
                 bar.update(n)
@@ -285,16 +285,48 @@ def tune_module(mod, target_kind: str = "cpu", trials: int = 256, db_dir: str | 
     return res
 
 
-def _pick(tasks: list[TaskState]) -> TaskState | None:
-    """Untried tasks first (their latency is unknown); then the largest latency share per trial spent."""
+def _targets(tasks: list[TaskState], trials: int, floor: int = 0) -> dict[int, float]:
+    """Each kernel's part of the model's ``trials``: in proportion to its share of the latency
+    (weight x best time), but at least ``floor`` (its first batch), summing to ``trials``.
+
+    A kernel not measured yet counts with the mean share until its first batch gives it a latency.
+    """
+    known = [t for t in tasks if t.best_s is not None]
+    mean = (sum(t.cost_s() for t in known) / len(known)) if known else 1.0
+    cost = {id(t): (t.cost_s() if t.best_s is not None else mean) for t in tasks}
+    total = sum(cost.values()) or 1.0
+    share = {k: v / total for k, v in cost.items()}
+    if floor * len(tasks) >= trials:
+        return {k: trials / len(tasks) for k in share}
+    lo, hi = 0.0, float(trials) / max(min(share.values()), 1e-12)
+    for _ in range(60):  # water-filling: sum(max(floor, x * share)) == trials
+        x = (lo + hi) / 2
+        lo, hi = (x, hi) if sum(max(floor, x * v) for v in share.values()) < trials else (lo, x)
+    return {k: max(floor, lo * v) for k, v in share.items()}
+
+
+def _deficit(tasks: list[TaskState], trials: int, per_iter: int) -> dict[int, float]:
+    tg = _targets(tasks, trials, per_iter)
+    return {id(t): tg[id(t)] - t.trials for t in tasks}
+
+
+def _pick(tasks: list[TaskState], trials: int, per_iter: int = 8) -> TaskState | None:
+    """Kernels never measured first (their latency is unknown); then the kernel furthest below its
+    part of the budget, if that is at least half a batch. None when every kernel has its part
+    (e.g. it was tuned before, for another model that shares it)."""
     live = [t for t in tasks if not t.exhausted]
-    if not live:
-        return None
-    untried = [t for t in live if t.best_s is None and t.new_trials == 0]
+    untried = [t for t in live if t.best_s is None and t.trials == 0]
     if untried:
         return untried[0]
-    total = sum(t.cost_s() or 0.0 for t in tasks) or 1.0
-    return max(live, key=lambda t: ((t.cost_s() or 0.0) / total) / (t.trials + 1))
+    d = _deficit(tasks, trials, per_iter)
+    live = [t for t in live if d[id(t)] >= per_iter / 2 and t.best_s is not None]
+    return max(live, key=lambda t: d[id(t)]) if live else None
+
+
+def _left(tasks: list[TaskState], trials: int, per_iter: int) -> int:
+    """Trials still to spend (an estimate while some kernels are unmeasured)."""
+    d = _deficit(tasks, trials, per_iter)
+    return int(round(sum(max(0.0, d[id(t)]) for t in tasks if not t.exhausted)))
 
 
 def _build(cands, target) -> list[str | None]:

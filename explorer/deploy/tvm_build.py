@@ -187,9 +187,26 @@ def apply_schedules(mod, target, database: str | os.PathLike):
     mod = _lower_for_schedules(mod)
     with target, ms.database.JSONDatabase(str(wl), str(rec)):
         mod = relax.transform.MetaScheduleApplyDatabase()(mod)
-    n = sum(1 for _, f in mod.functions.items()
-            if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and bool(f.attrs.get("tirx.is_scheduled", False)))
-    return mod, n
+    return mod, scheduled_kernels(mod)[0]
+
+
+def database_id(database: str | os.PathLike | None) -> str | None:
+    """Identity of a schedule database's contents (hash of its two files), or None."""
+    if database is None:
+        return None
+    h = hashlib.sha256()
+    for name in ("database_workload.json", "database_tuning_record.json"):
+        f = Path(database) / name
+        h.update(f.read_bytes() if f.is_file() else b"")
+    return h.hexdigest()[:16]
+
+
+def scheduled_kernels(mod) -> tuple[int, int]:
+    """(kernels with a tuned schedule, all kernels) of a lowered module."""
+    import tvm
+
+    fs = [f for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+    return sum(1 for f in fs if f.attrs is not None and bool(f.attrs.get("tirx.is_scheduled", False))), len(fs)
 
 
 def default_database(target_kind: str) -> Path | None:
@@ -209,7 +226,10 @@ def build(m: OnnxModel, target_kind: str, out_lib: str | os.PathLike, num_cores:
 
     mod = import_relax(m)
     target = make_target(target_kind, num_cores, arch)
-    database = database or default_database(target_kind)
+    if isinstance(database, str) and database.lower() == "none":  # untuned on purpose (e.g. to compare)
+        database = None
+    else:
+        database = database or default_database(target_kind)
     scheduled = 0
     if database is not None:
         mod, scheduled = apply_schedules(mod, target, database)
@@ -237,7 +257,10 @@ def build(m: OnnxModel, target_kind: str, out_lib: str | os.PathLike, num_cores:
         "workloads": workloads(mod) if database is None else sorted(
             gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)),
         "schedule_database": str(database) if database else None,
+        "schedule_database_id": database_id(database),
         "scheduled_kernels": scheduled,
+        # every kernel runs a tuned schedule: what the store's `tuned` flag records
+        "tuned": bool(database) and scheduled == scheduled_kernels(mod)[1] and scheduled > 0,
         "build_s": round(build_s, 3),
         "library": str(out_lib),
     }

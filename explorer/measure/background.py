@@ -76,7 +76,8 @@ class BackgroundMeasurer:
                     res = json.loads(line[7:])
                     job.latency_s = res["median_ms"] / 1e3
                     self.store.add(MeasureRecord(job.key, "e2e", job.knobs["device"], job.knobs, self.toolchain,
-                                                 latency_ms=res["median_ms"], payload={**res, "design": job.design}))
+                                                 latency_ms=res["median_ms"], tuned=bool(res.get("tuned")),
+                                                 payload={**res, "design": job.design}))
                 else:
                     job.error = json.loads(line[6:]) if line else f"worker exited with code {p.returncode}"
                     self.store.add(MeasureRecord(job.key, "e2e", job.knobs["device"], job.knobs, self.toolchain, ok=False,

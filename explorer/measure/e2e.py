@@ -26,9 +26,12 @@ def measure(req: dict) -> dict:
         p = Path(tmp) / "m.onnx"
         export_onnx(net, design.input_shape, p, batch=int(req.get("batch", 1)))
         m = load_onnx(p)
-        build(m, req.get("device", "cpu"), Path(tmp) / "m.so", num_cores=int(req["threads"]))
-        return measure_tvm(Path(tmp) / "m.so", m.inputs, repeat=int(req.get("repeat", 15)),
-                           number=int(req.get("number", 10)), device=req.get("device", "cpu"))
+        card = build(m, req.get("device", "cpu"), Path(tmp) / "m.so", num_cores=int(req["threads"]))
+        out = measure_tvm(Path(tmp) / "m.so", m.inputs, repeat=int(req.get("repeat", 15)),
+                          number=int(req.get("number", 10)), device=req.get("device", "cpu"))
+        out.update({"tuned": card["tuned"], "scheduled_kernels": card["scheduled_kernels"],
+                    "kernels": len(card["workloads"]), "schedule_database_id": card["schedule_database_id"]})
+        return out
 
 
 def main() -> int:

@@ -4,6 +4,11 @@ All workloads of one (device, threads) setting are built as functions of ONE Rel
 compiler invocation), then each function is timed with ``time_evaluator``. The build and timing run
 in a child process so that the thread count (``TVM_NUM_THREADS``) is really applied. Results are
 cached in the store, keyed by the workload, batch, device, threads and toolchain.
+
+When the target has a schedule database (``schedules/<device>/``, written by ``explorer tune`` and
+``tools/build_schedules.py``), it is applied before the build, so the cost model prices tuned code;
+each record says whether all of its kernels had a tuned schedule (``tuned``), and the database's
+identity is part of the toolchain key, so tuning more re-measures instead of mixing old figures.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ import tvm
 from tvm import relax
 from explorer.cost.workload import Workload
 from explorer.measure.workloads import relax_function
-from explorer.deploy.tvm_build import make_target
+from explorer.deploy.tvm_build import apply_schedules, make_target
 req = json.loads(sys.stdin.read())
 bb = relax.BlockBuilder()
 names = []
@@ -75,7 +80,17 @@ for i, (w, batch) in enumerate(req["items"]):
     relax_function(bb, f"w{i}", Workload(**w), batch)
     names.append(f"w{i}")
 target = make_target(req["device"], num_cores=req["threads"])
-ex = tvm.compile(bb.get(), target=target)
+mod = bb.get()
+tuned = [False] * len(names)
+if req.get("database"):
+    import re
+    mod, _ = apply_schedules(mod, target, req["database"])
+    done = {gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)
+            and f.attrs is not None and bool(f.attrs.get("tirx.is_scheduled", False))}
+    for i, n in enumerate(names):
+        called = set(re.findall(r"cls\.(\w+)", mod[n].script()))
+        tuned[i] = bool(called) and called <= done
+ex = tvm.compile(mod, target=target)
 dev = tvm.cpu() if req["device"] == "cpu" else tvm.cuda()
 vm = relax.VirtualMachine(ex, dev)
 import numpy as np
@@ -85,15 +100,16 @@ for (w, batch), n in zip(req["items"], names):
     vm[n](x)
     r = vm.time_evaluator(n, dev, number=req["number"], repeat=req["repeat"], min_repeat_ms=0)(x)
     out.append(sorted(r.results)[len(r.results) // 2])
-print("RESULT " + json.dumps(out))
+print("RESULT " + json.dumps({"seconds": out, "tuned": tuned}))
 """
 
 
 def measure_workloads(items: list[tuple[Workload, int]], device: str, threads: int, store: Store, toolchain: dict,
-                      repeat: int = 7, number: int = 5, chunk: int = 400, progress=None) -> dict:
+                      repeat: int = 7, number: int = 5, chunk: int = 400, progress=None, database=None) -> dict:
     """Latency (s) of each (workload, batch) on ``device`` with ``threads``; measured once, then cached.
 
-    Returns ``{(workload, batch): seconds}``. ``progress(done, total)`` is called per chunk.
+    ``database``: a schedule database applied before the build (its identity belongs in
+    ``toolchain``). Returns ``{(workload, batch): seconds}``. ``progress(done, total)`` is called per chunk.
     """
     knobs = {"device": device, "threads": threads}
     have = {}
@@ -104,7 +120,7 @@ def measure_workloads(items: list[tuple[Workload, int]], device: str, threads: i
     for i in range(0, len(todo), chunk):
         part = todo[i : i + chunk]
         req = {"items": [(asdict(w), b) for w, b in part], "device": device, "threads": threads,
-               "repeat": repeat, "number": number}
+               "repeat": repeat, "number": number, "database": str(database) if database else None}
         env = {**os.environ, "TVM_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
         p = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(req), capture_output=True, text=True, env=env)
         lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -115,8 +131,9 @@ def measure_workloads(items: list[tuple[Workload, int]], device: str, threads: i
             from ..deploy.tvm_build import ModelError
 
             raise ModelError(f"measuring {len(part)} workloads on {device} failed: {err}")
-        for (w, b), sec in zip(part, json.loads(lines[-1][7:])):
-            store.add(MeasureRecord(_key(w, b), "workload", device, knobs, toolchain, latency_ms=sec * 1e3))
+        got = json.loads(lines[-1][7:])
+        for (w, b), sec, tuned in zip(part, got["seconds"], got["tuned"]):
+            store.add(MeasureRecord(_key(w, b), "workload", device, knobs, toolchain, latency_ms=sec * 1e3, tuned=tuned))
             have[_key(w, b)] = sec
         done += len(part)
         if progress:

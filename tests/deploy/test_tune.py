@@ -1,0 +1,185 @@
+"""`explorer tune` with real MetaSchedule, TVM builds, a real JSON database and (slow) a real RPC tracker."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from explorer.deploy.export import build_module, export_onnx
+from explorer.deploy.tune import TaskState, _pick, _targets
+from explorer.space import create_space
+from explorer.space.design import DesignPoint
+from explorer.targets import load_target
+
+from tests.conftest import run_cli as cli
+
+
+def _records(db):
+    f = db / "database_tuning_record.json"
+    return sum(1 for ln in f.read_text().splitlines() if ln.strip()) if f.is_file() else 0
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    """A two-layer chain-space network: a handful of small kernels, quick to tune."""
+    d = tmp_path_factory.mktemp("tune")
+    space = create_space("chain", (1, 8, 8), 4, stem_channels=4, stages=[[8, 1, 2]], ops=["conv3x3"], activations=["relu"])
+    hw = load_target("vta").hardware_space()
+    dp = DesignPoint.make(space, space.random_genotype(np.random.default_rng(0)), "vta",
+                          hw.config_from_indices({k.name: 0 for k in hw.knobs}))
+    torch.manual_seed(0)
+    export_onnx(build_module(dp, None), dp.input_shape, d / "tiny.onnx")
+    return d / "tiny.onnx"
+
+
+def _tune(model, db, trials, *extra):
+    return cli("tune", str(model), "--trials", str(trials), "--db", str(db), "--num-cores", "1", "--per-iter", "4",
+               "--no-progress", *extra)
+
+
+def test_tune_resumes_and_compile_applies_it(tiny_onnx, tmp_path):
+    db = tmp_path / "db"
+    r = _tune(tiny_onnx, db, 12, "--report", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["trials_this_run"] == _records(db) == rep["trials_total"] >= 8
+    assert all(t["trials"] >= 4 for t in rep["tasks"])  # every kernel measured before any gets more
+    assert "best us" in r.stdout and "trials this run" in r.stdout
+    # the same command again: every kernel has its share already, nothing is re-tuned
+    again = _tune(tiny_onnx, db, 12, "--report", str(tmp_path / "r2.json"))
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "r2.json").read_text())["trials_this_run"] == 0 and _records(db) == rep["trials_total"]
+    # a larger budget extends the same database
+    more = _tune(tiny_onnx, db, 24, "--report", str(tmp_path / "r3.json"))
+    assert more.returncode == 0, more.stderr
+    r3 = json.loads((tmp_path / "r3.json").read_text())
+    assert r3["trials_this_run"] > 0 and _records(db) == r3["trials_total"] == rep["trials_total"] + r3["trials_this_run"]
+    # compile applies it to every kernel: the card and the store say tuned
+    c = cli("compile", str(tiny_onnx), "--schedules", str(db), "--num-cores", "1", "--out", str(tmp_path / "t.so"),
+            "--store", str(tmp_path / "s.sqlite"))
+    assert c.returncode == 0, c.stderr
+    card = json.loads((tmp_path / "t.so.json").read_text())
+    assert card["tuned"] and card["scheduled_kernels"] == len(card["workloads"]) and card["schedule_database_id"]
+    m = cli("measure", str(tmp_path / "t.so"), "--num-cores", "1", "--repeat", "3", "--store", str(tmp_path / "s.sqlite"))
+    assert m.returncode == 0 and "threads, tuned)" in m.stdout, m.stdout + m.stderr
+    from explorer.measure.store import Store
+
+    with Store(tmp_path / "s.sqlite") as st:
+        assert [r.tuned for r in st.query(kind="measure")] == [True]
+    plain = cli("compile", str(tiny_onnx), "--schedules", "none", "--out", str(tmp_path / "u.so"), "--store", str(tmp_path / "s.sqlite"))
+    assert plain.returncode == 0 and not json.loads((tmp_path / "u.so.json").read_text())["tuned"]
+
+
+def test_killed_tune_loses_at_most_the_batch_in_flight(tiny_onnx, tmp_path):
+    db = tmp_path / "db"
+    p = subprocess.Popen([sys.executable, "-m", "explorer.cli", "tune", str(tiny_onnx), "--trials", "40", "--db", str(db),
+                          "--num-cores", "1", "--per-iter", "4", "--no-progress"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while _records(db) < 8 and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert p.poll() is None, "finished before it could be killed"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    with open(db / "database_tuning_record.json", "a") as f:  # a torn line, as if killed mid-write
+        f.write('[0, [[["GetSBlock"')
+    before = _records(db) - 1
+    r = _tune(tiny_onnx, db, 40, "--report", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "r.json").read_text())
+    # every record written before the kill counts: the restart runs only what is left of the budget
+    assert rep["trials_total"] == _records(db) == before + rep["trials_this_run"]
+    assert 40 - 4 <= rep["trials_total"] <= 40 + 4 * len(rep["tasks"])
+
+
+def test_budget_goes_by_latency_share():
+    def task(name, best_us, trials, weight=1):
+        return TaskState(name, weight, None, trials=trials, best_s=None if best_us is None else best_us * 1e-6)
+
+    # an unmeasured kernel comes first, whatever the others' shares
+    ts = [task("big", 100, 8), task("new", None, 0)]
+    assert _pick(ts, 64, 8).name == "new"
+    # then trials follow latency: 3/4 of the budget to a kernel with 3/4 of the time
+    ts = [task("a", 30, 8), task("b", 10, 8)]
+    tg = _targets(ts, 80, 8)
+    assert tg[id(ts[0])] == pytest.approx(60) and tg[id(ts[1])] == pytest.approx(20)
+    while (t := _pick(ts, 80, 8)) is not None:
+        t.trials += 8
+    assert abs(ts[0].trials - 60) <= 4 and abs(ts[1].trials - 20) <= 4  # within half a batch of its part
+    # a kernel with a tiny share still keeps its first batch; the rest is shared out by latency
+    tg = _targets([task("big", 1000, 8), task("tiny", 0.01, 8)], 80, 8)
+    assert sorted(tg.values()) == pytest.approx([8, 72])
+    # calls per inference count: a kernel run 3 times weighs 3 times its latency
+    ts = [task("x", 10, 8, weight=3), task("y", 10, 8)]
+    assert _pick(ts, 80, 8).name == "x"
+    # kernels tuned before (for another model) are not tuned again: nothing to do
+    assert _pick([task("a", 30, 60), task("b", 10, 20)], 80, 8) is None
+    # ... but the one new kernel of a second model is, up to its own part
+    ts = [task("a", 30, 60), task("b", 10, 20), task("c", None, 0)]
+    assert _pick(ts, 80, 8).name == "c"
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--rpc", "localhost"], "expected HOST:PORT"),
+    (["--rpc", "localhost:9190"], "--rpc needs --key"),
+    (["--key", "k"], "--key needs --rpc"),
+    (["--target", "vta"], "only cpu"),
+])
+def test_bad_tune_arguments(tiny_onnx, tmp_path, args, msg):
+    r = _tune(tiny_onnx, tmp_path / "db", 4, *args)
+    assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_bad_database_and_model(tiny_onnx, tmp_path):
+    (tmp_path / "file").write_text("x")
+    r = _tune(tiny_onnx, tmp_path / "file", 4)
+    assert r.returncode == 2 and "not a folder" in r.stderr and "Traceback" not in r.stderr
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "database_workload.json").write_text("this is not json\n")
+    r = _tune(tiny_onnx, bad, 4)
+    assert r.returncode == 2 and "not a readable schedule database" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert (bad / "database_workload.json").read_text() == "this is not json\n"  # left as it was
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07garbage")
+    r = _tune(tmp_path / "m.onnx", tmp_path / "db", 4)
+    assert r.returncode == 2 and "not a valid ONNX file" in r.stderr
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.sample
+def test_tune_over_rpc_tracker_on_loopback(tiny_onnx, tmp_path):
+    """TVM's own RPC tracker and server on loopback; candidates are run on the server."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    server = None
+    try:
+        time.sleep(2)
+        server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}",
+                                   "--key", "loopback-cpu", "--host", "127.0.0.1", "--port", str(_free_port())],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        time.sleep(4)
+        r = _tune(tiny_onnx, tmp_path / "db", 8, "--rpc", f"127.0.0.1:{port}", "--key", "loopback-cpu",
+                  "--report", str(tmp_path / "r.json"))
+        assert r.returncode == 0, r.stderr
+        rep = json.loads((tmp_path / "r.json").read_text())
+        assert rep["trials_this_run"] >= 8 and all(t["best_us"] for t in rep["tasks"])
+    finally:
+        for p in (server, tracker):
+            if p is not None:
+                p.kill()
+                p.wait()
