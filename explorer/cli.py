@@ -101,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     dp.add_argument("run", metavar="RUN")
     dp.add_argument("--target", default="cpu", help="cpu or gpu")
     dp.add_argument("--out", required=True)
+    dp.add_argument("--schedules", help="schedule database (default: schedules/<target>/ if present; 'none': untuned)")
 
     cal = sub.add_parser("calibrate", help="fit the VTA cost model to the simulator on sampled (layer, config) pairs")
     cal.add_argument("--target", default="vta")
@@ -236,10 +237,11 @@ def cmd_tune(a) -> int:
 def cmd_deploy(a) -> int:
     from .deploy.package import deploy
 
-    c = deploy(a.run, a.target, a.out)
-    lat = c["latency_ms"]
+    c = deploy(a.run, a.target, a.out, schedules=a.schedules)
+    lat, b = c["latency_ms"], c["build"]
+    tuned = "tuned" if b["tuned"] else f"{b['scheduled_kernels']} of {c['kernels']} kernels tuned"
     print(f"deployed {c['design_key']} for {c['target']} to {a.out}/ (model.so, model.onnx, hw_config.json, "
-          "run_example.py, card.json)")
+          f"run_example.py, card.json); library {tuned}")
     print(f"latency: TVM {lat['tvm_median']:.4f} ms, onnxruntime {lat['onnxruntime_median']:.4f} ms "
           f"(ratio {lat['tvm_over_onnxruntime']:.2f}); " + (
               f"test accuracy of the library {c['accuracy']['test_accuracy'] * 100:.2f}% on {c['accuracy']['dataset']}"

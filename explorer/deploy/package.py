@@ -36,8 +36,10 @@ print("class", int(logits.argmax()), "logits", np.round(logits, 3).tolist())
 '''
 
 
-def deploy(run_dir: str | os.PathLike, target: str, out: str | os.PathLike, repeat: int = 30) -> dict:
-    """Export, build, measure and test a run's design; write the folder ``out``."""
+def deploy(run_dir: str | os.PathLike, target: str, out: str | os.PathLike, repeat: int = 30,
+           schedules: str | os.PathLike | None = None) -> dict:
+    """Export, build (with the target's schedule database, or ``schedules``), measure and test a
+    run's design; write the folder ``out``."""
     import tvm
     from tvm import relax
 
@@ -59,7 +61,7 @@ def deploy(run_dir: str | os.PathLike, target: str, out: str | os.PathLike, repe
     work.mkdir(parents=True)
     exp = export_onnx(build_module(design, weights), design.input_shape, work / "model.onnx")
     m = load_onnx(work / "model.onnx")
-    card = build(m, target, work / "model.so")
+    card = build(m, target, work / "model.so", database=schedules)
     lat = measure_tvm(work / "model.so", m.inputs, repeat=repeat, number=10, device="cpu" if target == "cpu" else "gpu")
     threads = card["target"].get("num-cores", os.cpu_count()) if isinstance(card["target"], dict) else os.cpu_count()
     ort = measure_onnxruntime(work / "model.onnx", m.inputs, int(threads or 1), repeat=repeat)
@@ -85,7 +87,9 @@ def deploy(run_dir: str | os.PathLike, target: str, out: str | os.PathLike, repe
         "library": "model.so",
         "onnx": "model.onnx",
         "export_max_abs_diff": exp.max_abs_diff,
-        "build": {k: card[k] for k in ("target", "toolchain", "schedule_database", "scheduled_kernels", "build_s")},
+        "build": {k: card[k] for k in ("target", "toolchain", "schedule_database", "schedule_database_id", "scheduled_kernels",
+                                        "tuned", "build_s")},
+        "kernels": len(card["workloads"]),
         "latency_ms": {"tvm_median": lat["median_ms"], "tvm_p10": lat["p10_ms"], "tvm_p90": lat["p90_ms"],
                        "onnxruntime_median": ort["median_ms"], "tvm_over_onnxruntime": lat["median_ms"] / ort["median_ms"]},
         "accuracy": accuracy,

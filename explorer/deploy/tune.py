@@ -28,6 +28,7 @@ from .tvm_build import SCHEDULES_DIR, ModelError, _lower_for_schedules, make_tar
 
 __all__ = ["TaskState", "TuneResult", "tune_module", "tune_onnx", "extract", "parse_rpc", "database_dir"]
 
+MAX_CONTEXTS = 64  # search states kept alive at once (a rebuilt one is seeded from the database)
 FAILED_S = 1e10  # run time recorded for a candidate that failed to build or run (MetaSchedule's convention)
 
 
@@ -41,6 +42,7 @@ class TaskState:
     best_s: float | None = None
     exhausted: bool = False
     ctx: object = None
+    last_used: int = 0
 
     def cost_s(self) -> float | None:
         return None if self.best_s is None else self.weight * self.best_s
@@ -89,16 +91,28 @@ def parse_rpc(spec: str | None, key: str | None):
     return host, int(port), key
 
 
-def extract(mod, target) -> list[TaskState]:
-    """The module's tunable kernels (already-scheduled ones left out), weight = calls per inference."""
+def extract(mods, target) -> list[TaskState]:
+    """The tunable kernels of one Relax module or several (already-scheduled ones left out).
+
+    A kernel's weight is its calls per inference, summed over the modules; the same kernel from
+    several modules (structurally equal) is one task.
+    """
     from tvm.s_tir import meta_schedule as ms
 
-    out = []
-    for t in ms.relax_integration.extract_tasks(_lower_for_schedules(mod), target):
-        f = t.dispatched[0]
-        if f.attrs is not None and f.attrs.get("tirx.is_scheduled", False):
-            continue
-        out.append(TaskState(t.task_name, int(t.weight), f))
+    seen = ms.database.MemoryDatabase(module_equality="structural")
+    out, index = [], {}
+    for mod in mods if isinstance(mods, (list, tuple)) else [mods]:
+        for t in ms.relax_integration.extract_tasks(_lower_for_schedules(mod), target):
+            f = t.dispatched[0]
+            if f.attrs is not None and f.attrs.get("tirx.is_scheduled", False):
+                continue
+            wl = seen.commit_workload(f)
+            key = next((k for k, w in index.items() if w.same_as(wl)), None)
+            if key is not None:
+                out[key].weight += int(t.weight)
+                continue
+            index[len(out)] = wl
+            out.append(TaskState(t.task_name, int(t.weight), f))
     return out
 
 
@@ -209,7 +223,6 @@ def tune_module(mod, target_kind: str = "cpu", trials: int = 256, db_dir: str | 
 
     ``trials`` is the total for this module's kernels, counting the database's earlier records.
     """
-    import tvm
     from tvm.s_tir import meta_schedule as ms
 
     if target_kind != "cpu":
@@ -242,17 +255,24 @@ def tune_module(mod, target_kind: str = "cpu", trials: int = 256, db_dir: str | 
             if t is None:
                 break
             if t.ctx is None:
+                _evict(tasks, keep=MAX_CONTEXTS - 1)
                 t.ctx = ms.TuneContext(mod=t.mod, target=target, space_generator="post-order-apply",
-                                       search_strategy=ms.search_strategy.EvolutionarySearch(population_size=128), task_name=t.name, num_threads=num_cores,
-                                       rand_state=seed + tasks.index(t)).clone()
+                                       search_strategy=ms.search_strategy.EvolutionarySearch(population_size=128),
+                                       task_name=t.name, num_threads=num_cores, rand_state=seed + tasks.index(t)).clone()
+                # the database's best records for this kernel seed the evolutionary search (resume)
                 t.ctx.pre_tuning(max_trials=1 << 20, num_trials_per_iter=per_iter,
                                  design_spaces=t.ctx.generate_design_space(), database=db, cost_model=cost_model)
+            t.last_used = res.new_trials
             cands = t.ctx.generate_measure_candidates()
             if not cands:
                 t.exhausted = True
                 continue
             cands = list(cands)[: trials - res.new_trials]
-            secs = _measure(cands, target, runner)
+            secs, run_errors = _measure(cands, target, runner)
+            if all(x is None for x in secs) and len(run_errors) == len(cands):
+                # nothing ran at all (an RPC tracker without servers, a device gone): not the
+                # schedules' fault, so nothing is recorded
+                raise ExplorerError(f"no candidate of {t.name} could be run: {run_errors[0][-300:]}")
             wl = db.commit_workload(t.mod)
             results = []
             for c, s in zip(cands, secs):
@@ -281,8 +301,14 @@ def tune_module(mod, target_kind: str = "cpu", trials: int = 256, db_dir: str | 
                 t.ctx.post_tuning()
                 t.ctx = None
         res.elapsed_s = time.monotonic() - t_start
-    _ = tvm
     return res
+
+
+def _evict(tasks: list[TaskState], keep: int) -> None:
+    live = sorted((t for t in tasks if t.ctx is not None), key=lambda t: t.last_used)
+    for t in live[: max(0, len(live) - keep)]:
+        t.ctx.post_tuning()
+        t.ctx = None
 
 
 def _targets(tasks: list[TaskState], trials: int, floor: int = 0) -> dict[int, float]:
@@ -346,12 +372,13 @@ def _build(cands, target) -> list[str | None]:
     return paths
 
 
-def _measure(cands, target, runner) -> list[float | None]:
+def _measure(cands, target, runner) -> tuple[list[float | None], list[str]]:
     """Build and run one batch; seconds per candidate (mean of the runner's repeats) or None on failure."""
     from tvm.s_tir import meta_schedule as ms
 
     built = _build(cands, target)
     out: list[float | None] = [None] * len(cands)
+    errors: list[str] = []
     to_run = [(i, p) for i, p in enumerate(built) if p is not None]
     dev = "cuda" if target.kind.name == "cuda" else "cpu"
     futures = runner.run([ms.runner.RunnerInput(p, device_type=dev, args_info=cands[i].args_info) for i, p in to_run])
@@ -359,8 +386,10 @@ def _measure(cands, target, runner) -> list[float | None]:
         r = f.result()
         if r.error_msg is None and r.run_secs:
             out[i] = sum(_f(s) for s in r.run_secs) / len(r.run_secs)
+        else:
+            errors.append(str(r.error_msg).strip().splitlines()[-1] if r.error_msg else "no result")
         shutil.rmtree(os.path.dirname(p), ignore_errors=True)
-    return out
+    return out, errors
 
 
 def tune_onnx(path, target_kind: str = "cpu", **kw) -> TuneResult:

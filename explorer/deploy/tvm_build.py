@@ -176,7 +176,6 @@ def _lower_for_schedules(mod):
 def apply_schedules(mod, target, database: str | os.PathLike):
     """Apply a MetaSchedule JSON database (a folder with database_workload.json and
     database_tuning_record.json) to the module's kernels. Returns (module, kernels scheduled)."""
-    import tvm
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 

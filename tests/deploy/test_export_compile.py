@@ -179,7 +179,8 @@ def test_schedule_database_is_applied(design_dir, tmp_path):
     assert tuned.returncode == 0, tuned.stderr
     card = json.loads((tmp_path / "t.so.json").read_text())
     assert card["schedule_database"] and card["scheduled_kernels"] >= 1
-    plain = cli("compile", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "u.so"), "--store", str(tmp_path / "s.sqlite"))
+    plain = cli("compile", str(tmp_path / "m.onnx"), "--schedules", "none", "--out", str(tmp_path / "u.so"),
+                "--store", str(tmp_path / "s.sqlite"))
     assert plain.returncode == 0 and json.loads((tmp_path / "u.so.json").read_text())["scheduled_kernels"] == 0
     bad = cli("compile", str(tmp_path / "m.onnx"), "--schedules", str(tmp_path / "nope"), "--store", str(tmp_path / "s.sqlite"))
     assert bad.returncode == 2 and "not a schedule database" in bad.stderr

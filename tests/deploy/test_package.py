@@ -23,3 +23,16 @@ def test_deploy_a_run(tmp_path):
     assert again.returncode == 2 and "not empty" in again.stderr
     bad = run_cli("deploy", str(tmp_path / "run"), "--target", "vta", "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and "valid: cpu, gpu" in bad.stderr
+    assert card["build"]["tuned"] is False  # no database for this run's kernels yet
+
+
+def test_deploy_tuned_library(tmp_path):
+    """`explorer tune RUN` then `deploy`: every kernel of the library runs a tuned schedule."""
+    run_search(tiny_config(steps=6, epochs=1), tmp_path / "run", progress=False)
+    t = run_cli("tune", str(tmp_path / "run"), "--trials", "24", "--per-iter", "2", "--db", str(tmp_path / "db"),
+                "--num-cores", "1", "--no-progress")
+    assert t.returncode == 0, t.stderr
+    r = run_cli("deploy", str(tmp_path / "run"), "--out", str(tmp_path / "dep"), "--schedules", str(tmp_path / "db"))
+    assert r.returncode == 0 and "library tuned" in r.stdout, r.stdout + r.stderr
+    card = json.loads((tmp_path / "dep" / "card.json").read_text())
+    assert card["build"]["tuned"] and card["build"]["scheduled_kernels"] == card["kernels"]

@@ -1,0 +1,109 @@
+"""Rebuild (or extend) the repository's schedule database for the built-in search spaces.
+
+What is tuned, each distinct kernel once (MetaSchedule's structural hash), into ``schedules/cpu/``:
+
+* every standalone workload the measured cost model times for the CPU target (``targets/cpu.toml``:
+  all BATCH values), for each built-in space at the default data set's input shape, so a
+  ``search --target cpu`` prices tuned code;
+* the fused kernels of sampled derived networks of each space (conv + bias + activation + residual
+  add, as the ONNX export lowers them) and of the demo run's design when it exists, so candidates
+  compiled during a search start tuned.
+
+The run is resumable: records already in the database count (``explorer tune``'s rules), so a
+stopped rebuild goes on where it stopped, and raising ``--trials`` extends it.
+
+Usage: python tools/build_schedules.py [--trials 2400] [--per-iter 4] [--networks 12] [--db schedules/cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def workload_module(space, hw):
+    """One Relax module holding every distinct standalone workload of ``space`` for the CPU target."""
+    from tvm import relax
+
+    from explorer.cost.measured import distinct_items
+    from explorer.measure.workloads import relax_function
+
+    bb = relax.BlockBuilder()
+    items = distinct_items(space.cost_slots(), hw)
+    for i, (w, b) in enumerate(items):
+        relax_function(bb, f"w{i}", w, b)
+    return bb.get(), len(items)
+
+
+def network_modules(space, n: int, seed: int, tmp: Path, extra_designs=()):
+    """Relax modules of ``n`` random derived networks of ``space`` (and of ``extra_designs``)."""
+    import torch
+
+    from explorer.deploy.export import build_module, export_onnx
+    from explorer.deploy.tvm_build import import_relax, load_onnx
+    from explorer.space.design import DesignPoint
+    from explorer.targets import load_target
+
+    hw = load_target("vta").hardware_space()  # the export only reads the weight width from it
+    cfg = hw.config_from_indices({k.name: 0 for k in hw.knobs})
+    rng = np.random.default_rng(seed)
+    designs = [DesignPoint.make(space, space.random_genotype(rng), "vta", cfg) for _ in range(n)] + list(extra_designs)
+    mods = []
+    for i, d in enumerate(designs):
+        torch.manual_seed(i)
+        p = export_onnx(build_module(d, None), d.input_shape, tmp / f"n{i}.onnx").path
+        mods.append(import_relax(load_onnx(p)))
+    return mods
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, default=2400)
+    ap.add_argument("--per-iter", type=int, default=4)
+    ap.add_argument("--networks", type=int, default=12, help="random derived networks per space")
+    ap.add_argument("--dataset", default="mnist5k", help="sets the input shape of the spaces' layers")
+    ap.add_argument("--db", default=None, help="default: schedules/cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+
+    from explorer.data import load_dataset
+    from explorer.deploy.export import load_design
+    from explorer.deploy.tune import tune_module
+    from explorer.space import SPACES, create_space
+    from explorer.targets import load_target
+
+    d = load_dataset(a.dataset, seed=0)
+    shape, classes = tuple(d.x_train.shape[1:]), int(d.num_classes)
+    hw = load_target("cpu").hardware_space()
+    mods, notes = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in sorted(SPACES.names()):
+            space = create_space(name, shape, classes)
+            mod, n = workload_module(space, hw)
+            mods.append(mod)
+            extra = []
+            if name == "chain" and Path("runs/demo/design.json").is_file():
+                extra = [load_design("runs/demo")[0]]
+            mods += network_modules(space, a.networks, a.seed, Path(tmp), extra)
+            notes.append(f"{name}: {n} standalone workloads, {a.networks + len(extra)} networks")
+    print(f"# schedules for {a.dataset} {shape}: " + "; ".join(notes))
+    t = time.monotonic()
+    r = tune_module(mods, "cpu", trials=a.trials, db_dir=a.db, num_cores=os.cpu_count(), per_iter=a.per_iter,
+                    seed=a.seed, label="schedules/cpu")
+    rep = r.as_json()
+    print(f"{len(rep['tasks'])} distinct kernels; {rep['trials_this_run']} trials this run, {rep['trials_total']} in total; "
+          f"{time.monotonic() - t:.0f} s; database {r.database}")
+    Path(r.database, "README.json").write_text(json.dumps({
+        "built_by": "tools/build_schedules.py", "dataset": a.dataset, "input_shape": list(shape), "spaces": notes,
+        "target": rep["target"], "kernels": len(rep["tasks"]), "trials": rep["trials_total"],
+        "date": time.strftime("%Y-%m-%d")}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
