@@ -201,6 +201,30 @@ def _trial_counts(db, tasks) -> dict:
     return counts
 
 
+def tracker_keys(host: str, port: int, timeout_s: float = 5.0) -> dict:
+    """``{key: free servers}`` registered with the TVM RPC tracker at host:port."""
+    import socket
+
+    from tvm import rpc as tvm_rpc
+
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as e:
+        raise ExplorerError(f"--rpc {host}:{port}: cannot reach a TVM RPC tracker ({e.strerror or e})") from None
+    summary = tvm_rpc.connect_tracker(host, port).summary()
+    out = {k: int(v.get("free", 0)) for k, v in summary.get("queue_info", {}).items()}
+    for srv in summary.get("server_info", []):  # {"key": "server:KEY", "addr": [...]}
+        out.setdefault(str(srv.get("key", "")).split(":", 1)[-1], 0)
+    return out
+
+
+def check_tracker(host: str, port: int, key: str) -> None:
+    keys = tracker_keys(host, port)
+    if key not in keys:
+        raise ExplorerError(f"--key {key!r}: no RPC server of that key is registered with the tracker at {host}:{port}"
+                            f" (keys there: {', '.join(sorted(keys)) or 'none'})")
+
+
 def _runner(rpc):
     from tvm.s_tir import meta_schedule as ms
 
@@ -209,6 +233,7 @@ def _runner(rpc):
                                                                                   enable_cpu_cache_flush=False))
     else:
         host, port, key = rpc
+        check_tracker(host, port, key)
         runner = ms.runner.RPCRunner(
             rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=key, session_timeout_sec=120),
             evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False),

@@ -46,18 +46,18 @@ def _tune(model, db, trials, *extra):
 
 def test_tune_resumes_and_compile_applies_it(tiny_onnx, tmp_path):
     db = tmp_path / "db"
-    r = _tune(tiny_onnx, db, 12, "--report", str(tmp_path / "r.json"))
+    r = _tune(tiny_onnx, db, 16, "--report", str(tmp_path / "r.json"))  # 4 kernels, batches of 4
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["trials_this_run"] == _records(db) == rep["trials_total"] >= 8
     assert all(t["trials"] >= 4 for t in rep["tasks"])  # every kernel measured before any gets more
     assert "best us" in r.stdout and "trials this run" in r.stdout
     # the same command again: every kernel has its share already, nothing is re-tuned
-    again = _tune(tiny_onnx, db, 12, "--report", str(tmp_path / "r2.json"))
+    again = _tune(tiny_onnx, db, 16, "--report", str(tmp_path / "r2.json"))
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "r2.json").read_text())["trials_this_run"] == 0 and _records(db) == rep["trials_total"]
     # a larger budget extends the same database
-    more = _tune(tiny_onnx, db, 24, "--report", str(tmp_path / "r3.json"))
+    more = _tune(tiny_onnx, db, 32, "--report", str(tmp_path / "r3.json"))
     assert more.returncode == 0, more.stderr
     r3 = json.loads((tmp_path / "r3.json").read_text())
     assert r3["trials_this_run"] > 0 and _records(db) == r3["trials_total"] == rep["trials_total"] + r3["trials_this_run"]
@@ -131,6 +131,7 @@ def test_budget_goes_by_latency_share():
     (["--rpc", "localhost:9190"], "--rpc needs --key"),
     (["--key", "k"], "--key needs --rpc"),
     (["--target", "vta"], "only cpu"),
+    (["--rpc", "127.0.0.1:1", "--key", "k"], "cannot reach a TVM RPC tracker"),
 ])
 def test_bad_tune_arguments(tiny_onnx, tmp_path, args, msg):
     r = _tune(tiny_onnx, tmp_path / "db", 4, *args)
@@ -152,6 +153,21 @@ def test_bad_database_and_model(tiny_onnx, tmp_path):
     assert r.returncode == 2 and "not a valid ONNX file" in r.stderr
 
 
+def _reachable(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _wait(cond, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out waiting for the RPC tracker/server"
+        time.sleep(0.5)
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -164,20 +180,27 @@ def test_tune_over_rpc_tracker_on_loopback(tiny_onnx, tmp_path):
     """TVM's own RPC tracker and server on loopback; candidates are run on the server."""
     port = _free_port()
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port)],
+    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
+                                "--port-end", str(port + 1)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     server = None
     try:
-        time.sleep(2)
+        _wait(lambda: _reachable(port))
+        # a tracker without the key's server: one clear line, nothing recorded
+        r = _tune(tiny_onnx, tmp_path / "db", 8, "--rpc", f"127.0.0.1:{port}", "--key", "loopback-cpu")
+        assert r.returncode == 2 and "no RPC server of that key" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        sp = _free_port()
         server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}",
-                                   "--key", "loopback-cpu", "--host", "127.0.0.1", "--port", str(_free_port())],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        time.sleep(4)
-        r = _tune(tiny_onnx, tmp_path / "db", 8, "--rpc", f"127.0.0.1:{port}", "--key", "loopback-cpu",
+                                   "--key", "loopback-cpu", "--host", "127.0.0.1", "--port", str(sp),
+                                   "--port-end", str(sp + 50)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        from explorer.deploy.tune import tracker_keys
+
+        _wait(lambda: "loopback-cpu" in tracker_keys("127.0.0.1", port))
+        r = _tune(tiny_onnx, tmp_path / "db", 16, "--rpc", f"127.0.0.1:{port}", "--key", "loopback-cpu",
                   "--report", str(tmp_path / "r.json"))
         assert r.returncode == 0, r.stderr
         rep = json.loads((tmp_path / "r.json").read_text())
-        assert rep["trials_this_run"] >= 8 and all(t["best_us"] for t in rep["tasks"])
+        assert rep["trials_this_run"] == 16 and all(t["best_us"] for t in rep["tasks"])  # every kernel ran there
     finally:
         for p in (server, tracker):
             if p is not None:
