@@ -88,7 +88,7 @@ if req.get("database"):
     done = {gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)
             and f.attrs is not None and bool(f.attrs.get("tirx.is_scheduled", False))}
     for i, n in enumerate(names):
-        called = set(re.findall(r"cls\.(\w+)", mod[n].script()))
+        called = set(re.findall(r"call_tir\(\s*(?:cls\.)?(\w+)", mod[n].script()))
         tuned[i] = bool(called) and called <= done
 ex = tvm.compile(mod, target=target)
 dev = tvm.cpu() if req["device"] == "cpu" else tvm.cuda()

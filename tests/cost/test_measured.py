@@ -1,5 +1,6 @@
 """The measured-latency model: gradient identity on a synthetic table, real TVM timings, refit."""
 
+import json
 import numpy as np
 import pytest
 import torch
@@ -80,3 +81,28 @@ def test_real_workload_timings_are_cached(tmp_path):
         n = st.count()
         again = measure_workloads(items, "cpu", 1, st, tc)
         assert again == pytest.approx(got) and st.count() == n  # from the store, not measured again
+
+
+def test_workload_table_with_a_schedule_database_is_tuned(tmp_path):
+    """The cost model's standalone workloads, tuned into a database, are timed with it applied:
+    records say tuned, the database's identity keys the cache, tuned code is faster than untuned."""
+    from tvm import relax
+
+    from explorer.deploy.tune import tune_module
+    from explorer.deploy.tvm_build import database_id
+    from explorer.measure.workloads import relax_function
+
+    items = [(conv("c", 16, 32, 14, 14, 3), 1), (alu("act.relu", 16, 6, 6, 6, 6, 1), 1)]
+    bb = relax.BlockBuilder()
+    relax_function(bb, "w0", *items[0])
+    r = tune_module(bb.get(), "cpu", trials=8, db_dir=tmp_path / "db", num_cores=1, per_iter=4, progress=False)
+    assert r.new_trials == 8 and all(t.best_s for t in r.tasks)
+    tc = toolchain_versions()
+    with Store(tmp_path / "s.sqlite") as st:
+        plain = measure_workloads(items, "cpu", 1, st, tc, repeat=5, number=5)
+        dtc = {**tc, "schedules": database_id(tmp_path / "db")}
+        tuned = measure_workloads(items, "cpu", 1, st, dtc, repeat=5, number=5, database=tmp_path / "db")
+        flags = {json.loads(rec.key)["name"]: rec.tuned for rec in st.query(kind="workload", toolchain=dtc)}
+        assert flags == {"c": True, "act.relu": False}  # only the conv's kernel is in the database
+        assert not any(rec.tuned for rec in st.query(kind="workload", toolchain=tc))
+    assert tuned[items[0]] < plain[items[0]] / 2  # the default schedule is a naive loop nest
