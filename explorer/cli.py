@@ -79,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--number", type=_positive(int), default=10, help="runs per repeat")
     m.add_argument("--num-cores", type=_positive(int), dest="num_cores")
     m.add_argument("--vs", choices=["onnxruntime"], help="also time onnxruntime on the same input and threads")
+    m.add_argument("--schedules", help="for an .onnx: schedule database (default: schedules/<target>/ if present; 'none': untuned)")
     m.add_argument("--store", help="measurement store (default runs/store.sqlite or $EXPLORER_STORE)")
 
     t = sub.add_parser("tune", help="autotune a model's kernels with MetaSchedule into a schedule database")
@@ -441,7 +442,7 @@ def cmd_measure(a) -> int:
         m = load_onnx(path, parse_shapes(a.shape))
         inputs, onnx_path, key = m.inputs, path, m.sha256
         lib = Path(os.environ.get("TMPDIR", "/tmp")) / f"explorer-{key[:16]}-{a.target}-{threads}.so"
-        card = build(m, a.target, lib, num_cores=threads)
+        card = build(m, a.target, lib, num_cores=threads, database=a.schedules)
     knobs = {"threads": threads, "repeat": a.repeat, "number": a.number}
     with _store(a) as st:
         try:

@@ -6,7 +6,8 @@
    area; the derived designs must meet them.
 3. Supernet vs plain network: training-step time and peak memory, each measured in a fresh process.
 
-4. TVM (untuned) vs onnxruntime on the demo network and MobileNetV2.
+4. TVM (untuned, and with the repository's schedules/cpu/) vs onnxruntime on the demo network and
+   MobileNetV2 (tuned figures for both: tools/tune_bench.py).
 5. ResNet-18 on the VTA-style target, and calibration of the analytical model against the simulator.
 
 Usage: python tools/bench.py [--budget-min 3] [--out bench-out] [--skip supernet,compare,limits,compiler,vta]
@@ -126,7 +127,7 @@ def _cli(*args) -> str:
 
 
 def compiler(args, out: Path):
-    """TVM (untuned) vs onnxruntime on the demo network (co-search run of this bench) and MobileNetV2."""
+    """TVM (untuned / schedules/cpu/) vs onnxruntime on the demo network (this bench's co-search run) and MobileNetV2."""
     print("\n## TVM vs onnxruntime, same input and threads\n")
     from explorer.deploy.export import export_onnx
     from explorer.zoo import MobileNetV2
@@ -140,7 +141,10 @@ def compiler(args, out: Path):
     torch.manual_seed(0)
     export_onnx(MobileNetV2().eval(), (3, 224, 224), out / "mbv2.onnx")
     for name, extra in (("demo.onnx", []), ("mbv2.onnx", ["--repeat", "10", "--number", "3"])):
-        print(f"{name}:\n" + _cli("measure", str(out / name), "--vs", "onnxruntime", "--store", str(out / "store.sqlite"), *extra))
+        for sched in ("none", "default"):
+            pick = ["--schedules", "none"] if sched == "none" else []
+            print(f"{name} ({'untuned' if sched == 'none' else 'schedules/cpu/'}):\n" +
+                  _cli("measure", str(out / name), "--vs", "onnxruntime", "--store", str(out / "store.sqlite"), *extra, *pick))
 
 
 def vta(args, out: Path):

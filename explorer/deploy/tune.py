@@ -282,7 +282,7 @@ def tune_module(mod, target_kind: str = "cpu", trials: int = 256, db_dir: str | 
             if t.ctx is None:
                 _evict(tasks, keep=MAX_CONTEXTS - 1)
                 t.ctx = ms.TuneContext(mod=t.mod, target=target, space_generator="post-order-apply",
-                                       search_strategy=ms.search_strategy.EvolutionarySearch(population_size=128),
+                                       search_strategy=_strategy(per_iter),
                                        task_name=t.name, num_threads=num_cores, rand_state=seed + tasks.index(t)).clone()
                 # the database's best records for this kernel seed the evolutionary search (resume)
                 t.ctx.pre_tuning(max_trials=1 << 20, num_trials_per_iter=per_iter,
@@ -327,6 +327,16 @@ def tune_module(mod, target_kind: str = "cpu", trials: int = 256, db_dir: str | 
                 t.ctx = None
         res.elapsed_s = time.monotonic() - t_start
     return res
+
+
+def _strategy(per_iter: int):
+    """MetaSchedule's evolutionary search, its population scaled to the batch: generating a batch
+    costs ~population x genetic iterations cost-model predictions, which for batches of 2 dominates
+    the time of a trial at the default population of 512 (128 here for batches of 8)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    pop = max(32, 16 * per_iter)
+    return ms.search_strategy.EvolutionarySearch(population_size=pop, init_min_unmeasured=min(50, pop // 2))
 
 
 def _evict(tasks: list[TaskState], keep: int) -> None:
