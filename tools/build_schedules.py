@@ -12,7 +12,9 @@ What is tuned, each distinct kernel once (MetaSchedule's structural hash), into 
 The run is resumable: records already in the database count (``explorer tune``'s rules), so a
 stopped rebuild goes on where it stopped, and raising ``--trials`` extends it.
 
-Usage: python tools/build_schedules.py [--trials 2400] [--per-iter 4] [--networks 12] [--db schedules/cpu]
+Usage: python tools/build_schedules.py [--trials 1200] [--per-iter 2] [--networks 12] [--db schedules/cpu]
+       python tools/build_schedules.py --trials 0 --coverage 10   # kernels of 10 unseen candidates per space
+                                                                  # that the database covers
 """
 
 from __future__ import annotations
@@ -62,10 +64,47 @@ def network_modules(space, n: int, seed: int, tmp: Path, extra_designs=()):
     return mods
 
 
+def coverage(shape, classes, n: int, seed: int, db: str) -> None:
+    """Compile ``n`` random candidates per space (not among the tuned ones) with the database:
+    the share of their kernels it schedules."""
+    from explorer.deploy.tvm_build import build, load_onnx
+    from explorer.space import SPACES, create_space
+
+    print("| space | candidates | kernels scheduled / all | fully tuned candidates |\n|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in sorted(SPACES.names()):
+            space = create_space(name, shape, classes)
+            mods_dir = Path(tmp) / name
+            mods_dir.mkdir()
+            done = total = full = 0
+            for i in range(n):
+                net = network_onnx(space, seed + i, mods_dir / f"c{i}.onnx")
+                card = build(load_onnx(net), "cpu", mods_dir / f"c{i}.so", database=db)
+                done += card["scheduled_kernels"]
+                total += len(card["workloads"])
+                full += int(card["tuned"])
+            print(f"| {name} | {n} | {done} / {total} ({100 * done / max(1, total):.0f}%) | {full} |")
+
+
+def network_onnx(space, seed: int, out: Path) -> Path:
+    import torch
+
+    from explorer.deploy.export import build_module, export_onnx
+    from explorer.space.design import DesignPoint
+    from explorer.targets import load_target
+
+    hw = load_target("vta").hardware_space()
+    d = DesignPoint.make(space, space.random_genotype(np.random.default_rng(seed)), "vta",
+                         hw.config_from_indices({k.name: 0 for k in hw.knobs}))
+    torch.manual_seed(seed)
+    return export_onnx(build_module(d, None), d.input_shape, out).path
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--trials", type=int, default=2400)
-    ap.add_argument("--per-iter", type=int, default=4)
+    ap.add_argument("--trials", type=int, default=1200)
+    ap.add_argument("--per-iter", type=int, default=2)
+    ap.add_argument("--coverage", type=int, default=0, help="then compile N unseen random candidates per space")
     ap.add_argument("--networks", type=int, default=12, help="random derived networks per space")
     ap.add_argument("--dataset", default="mnist5k", help="sets the input shape of the spaces' layers")
     ap.add_argument("--db", default=None, help="default: schedules/cpu")
@@ -99,6 +138,8 @@ def main():
     rep = r.as_json()
     print(f"{len(rep['tasks'])} distinct kernels; {rep['trials_this_run']} trials this run, {rep['trials_total']} in total; "
           f"{time.monotonic() - t:.0f} s; database {r.database}")
+    if a.coverage:
+        coverage(shape, classes, a.coverage, a.seed + 1000, r.database)
     Path(r.database, "README.json").write_text(json.dumps({
         "built_by": "tools/build_schedules.py", "dataset": a.dataset, "input_shape": list(shape), "spaces": notes,
         "target": rep["target"], "kernels": len(rep["tasks"]), "trials": rep["trials_total"],
