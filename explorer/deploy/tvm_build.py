@@ -184,9 +184,49 @@ def apply_schedules(mod, target, database: str | os.PathLike):
     if not (wl.is_file() and rec.is_file()):
         raise ModelError(f"{d}: not a schedule database (needs database_workload.json and database_tuning_record.json)")
     mod = _lower_for_schedules(mod)
-    with target, ms.database.JSONDatabase(str(wl), str(rec)):
-        mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wl, rec = _subset_database(mod, target, wl, rec, Path(tmp))
+        try:
+            db = ms.database.JSONDatabase(str(wl), str(rec))
+        except Exception as e:
+            msg = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            raise ModelError(f"{d}: not a readable schedule database ({msg[:200]})") from None
+        with target, db:
+            mod = relax.transform.MetaScheduleApplyDatabase()(mod)
     return mod, scheduled_kernels(mod)[0]
+
+
+def _subset_database(lowered, target, wl: Path, rec: Path, out: Path) -> tuple[Path, Path]:
+    """The database's entries for this module's kernels only, written to ``out``.
+
+    A database for a whole search space holds hundreds of kernels (tens of MB, ~7 s to load);
+    a model needs a dozen. Workload lines start with MetaSchedule's structural hash, so the
+    model's kernels are found without deserialising the others.
+    """
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+
+    wanted = {str(tvm_ffi.structural_hash(t.dispatched[0])) for t in ms.relax_integration.extract_tasks(lowered, target)}
+    remap, wl_lines = {}, []
+    for i, line in enumerate(x for x in wl.read_text().splitlines() if x.strip()):
+        h = line[2 : line.find('"', 2)] if line.startswith('["') else None
+        if h in wanted:
+            remap[i] = len(wl_lines)
+            wl_lines.append(line)
+    rec_lines = []
+    for line in rec.read_text().splitlines():
+        head, sep, rest = line.partition(",")
+        try:
+            idx = int(head.strip().lstrip("["))
+        except ValueError:
+            continue
+        if sep and idx in remap:
+            rec_lines.append(f"[{remap[idx]},{rest}")
+    (out / "w.json").write_text("".join(x + "\n" for x in wl_lines))
+    (out / "r.json").write_text("".join(x + "\n" for x in rec_lines))
+    return out / "w.json", out / "r.json"
 
 
 def database_id(database: str | os.PathLike | None) -> str | None:
