@@ -273,6 +273,7 @@ def tune_module(mod, target_kind: str = "cpu", trials: int = 256, db_dir: str | 
 
         bar = tqdm(total=remaining, desc=f"{label} {len(tasks)} kernels", unit="trial", dynamic_ncols=True)
     runner = _runner(rpc)
+    builder = _Builder(num_cores)
     cost_model = ms.cost_model.XGBModel(num_tuning_cores=num_cores, tree_method="auto")
     try:
         while res.new_trials < trials:
@@ -293,7 +294,7 @@ def tune_module(mod, target_kind: str = "cpu", trials: int = 256, db_dir: str | 
                 t.exhausted = True
                 continue
             cands = list(cands)[: trials - res.new_trials]
-            secs, run_errors = _measure(cands, target, runner)
+            secs, run_errors = _measure(cands, target, builder, runner)
             if all(x is None for x in secs) and len(run_errors) == len(cands):
                 # nothing ran at all (an RPC tracker without servers, a device gone): not the
                 # schedules' fault, so nothing is recorded
@@ -319,6 +320,7 @@ def tune_module(mod, target_kind: str = "cpu", trials: int = 256, db_dir: str | 
                 bar.set_postfix_str(f"est. {est:.3f} ms" if est is not None else f"{sum(x.best_s is None for x in tasks)} untried")
                 bar.update(n)
     finally:
+        builder.close()
         if bar is not None:
             bar.close()
         for t in tasks:
@@ -390,28 +392,44 @@ def _left(tasks: list[TaskState], trials: int, per_iter: int) -> int:
     return int(round(sum(max(0.0, d[id(t)]) for t in tasks if not t.exhausted)))
 
 
-def _build(cands, target) -> list[str | None]:
-    """Build a batch in this process (MetaSchedule's own build and export functions).
-
-    MetaSchedule's LocalBuilder starts a pool of fresh processes for every batch, each importing
-    TVM: about 3 s per candidate on a 2-core machine, against 0.17 s here.
+class _Builder:
+    """Builds candidates in a pool of worker processes kept for the whole session, each build
+    killed after ``timeout_s`` (a schedule that unrolls a large loop nest can keep LLVM busy for
+    minutes). MetaSchedule's LocalBuilder starts a fresh pool for every batch, each worker
+    importing TVM again: about 3 s per candidate on a 2-core machine, against 0.2 s here. The
+    pool is renewed every ``renew`` batches (the reason LocalBuilder does not keep one).
     """
-    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
 
-    paths: list[str | None] = []
-    for c in cands:
-        try:
-            paths.append(default_export(default_build(c.sch.mod, target, None)))
-        except Exception:  # a candidate that does not build is a failed trial, as in MetaSchedule
-            paths.append(None)
-    return paths
+    def __init__(self, workers: int, timeout_s: float = 30.0, renew: int = 100):
+        self.workers, self.timeout_s, self.renew = max(1, workers), timeout_s, renew
+        self.pool, self.used = None, 0
+
+    def build(self, cands, target) -> list[str | None]:
+        from tvm.s_tir.meta_schedule.builder.local_builder import _worker_func
+        from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
+
+        if self.pool is None or self.used >= self.renew:
+            self.close()
+            self.pool = PopenPoolExecutor(max_workers=self.workers, timeout=self.timeout_s,
+                                          initializer=_host_intrinsics_only)
+        self.used += 1
+        out: list[str | None] = []
+        for r in self.pool.map_with_error_catching(lambda x: _worker_func(*x),
+                                                   [(None, None, c.sch.mod, target, None) for c in cands]):
+            out.append(r.value if r.status == StatusKind.COMPLETE else None)
+        return out
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
 
 
-def _measure(cands, target, runner) -> tuple[list[float | None], list[str]]:
+def _measure(cands, target, builder, runner) -> tuple[list[float | None], list[str]]:
     """Build and run one batch; seconds per candidate (mean of the runner's repeats) or None on failure."""
     from tvm.s_tir import meta_schedule as ms
 
-    built = _build(cands, target)
+    built = builder.build(cands, target)
     out: list[float | None] = [None] * len(cands)
     errors: list[str] = []
     to_run = [(i, p) for i, p in enumerate(built) if p is not None]
