@@ -13,6 +13,7 @@ The run is resumable: records already in the database count (``explorer tune``'s
 stopped rebuild goes on where it stopped, and raising ``--trials`` extends it.
 
 Usage: python tools/build_schedules.py [--trials 1200] [--per-iter 2] [--networks 12] [--db schedules/cpu]
+       python tools/build_schedules.py --merge bench-out/tune/db   # add another database's records
        python tools/build_schedules.py --trials 0 --coverage 10   # kernels of 10 unseen candidates per space
                                                                   # that the database covers
 """
@@ -64,6 +65,23 @@ def network_modules(space, n: int, seed: int, tmp: Path, extra_designs=()):
     return mods
 
 
+def merge(src: Path, dst: Path | None) -> int:
+    """Add ``src``'s workloads and tuning records to ``dst`` (default schedules/cpu); the same
+    kernel (structural hash) becomes one workload with the records of both."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from explorer.deploy.tune import _open_db, database_dir
+
+    s_db = _open_db(src)
+    d_db = _open_db(database_dir("cpu", dst))
+    n = 0
+    for r in s_db.get_all_tuning_records():
+        wl = d_db.commit_workload(r.workload.mod)
+        d_db.commit_tuning_record(ms.database.TuningRecord(r.trace, wl, r.run_secs, r.target, r.args_info))
+        n += 1
+    return n
+
+
 def coverage(shape, classes, n: int, seed: int, db: str) -> None:
     """Compile ``n`` random candidates per space (not among the tuned ones) with the database:
     the share of their kernels it schedules."""
@@ -105,12 +123,17 @@ def main():
     ap.add_argument("--trials", type=int, default=1200)
     ap.add_argument("--per-iter", type=int, default=2)
     ap.add_argument("--coverage", type=int, default=0, help="then compile N unseen random candidates per space")
+    ap.add_argument("--merge", metavar="DIR", help="only add the records of another schedule database, then stop")
     ap.add_argument("--networks", type=int, default=12, help="random derived networks per space")
     ap.add_argument("--dataset", default="mnist5k", help="sets the input shape of the spaces' layers")
     ap.add_argument("--db", default=None, help="default: schedules/cpu")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
 
+    if a.merge:
+        n = merge(Path(a.merge), Path(a.db) if a.db else None)
+        print(f"merged {n} records from {a.merge}")
+        return
     from explorer.data import load_dataset
     from explorer.deploy.export import load_design
     from explorer.deploy.tune import tune_module
