@@ -74,12 +74,27 @@ def merge(src: Path, dst: Path | None) -> int:
 
     s_db = _open_db(src)
     d_db = _open_db(database_dir("cpu", dst))
-    n = 0
+    n = skipped = 0
     for r in s_db.get_all_tuning_records():
         wl = d_db.commit_workload(r.workload.mod)
+        if not wl.mod.same_as(r.workload.mod) and not _replays(r.trace, wl.mod):
+            skipped += 1  # structurally equal, but its blocks are named otherwise: the trace does not apply
+            continue
         d_db.commit_tuning_record(ms.database.TuningRecord(r.trace, wl, r.run_secs, r.target, r.args_info))
         n += 1
+    if skipped:
+        print(f"skipped {skipped} records whose traces name blocks the destination's copy of the kernel calls otherwise")
     return n
+
+
+def _replays(trace, mod) -> bool:
+    from tvm import s_tir
+
+    try:
+        trace.apply_to_schedule(s_tir.Schedule(mod), remove_postproc=False)
+        return True
+    except Exception:
+        return False
 
 
 def coverage(shape, classes, n: int, seed: int, db: str) -> None:
