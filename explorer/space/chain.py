@@ -85,7 +85,8 @@ class ChainSpace(SearchSpace):
         for si, (ch, n, stride) in enumerate(self.stages):
             for j in range(n):
                 s = stride if j == 0 else 1
-                self.layers.append(_Layer(len(self.layers), si, c, ch, s, c == ch and s == 1, h, w))
+                # residual inside a stage only: a stage's first layer changes width (its own multiplier)
+                self.layers.append(_Layer(len(self.layers), si, c, ch, s, j > 0, h, w))
                 h, w = out_hw(h, w, s)
                 c = ch
         self.out_hw = (h, w)

@@ -206,3 +206,29 @@ def test_tune_over_rpc_tracker_on_loopback(tiny_onnx, tmp_path):
             if p is not None:
                 p.kill()
                 p.wait()
+
+
+def test_kernel_shared_under_other_block_names(tmp_path):
+    """Two networks whose global-pool kernels are structurally equal but name their blocks
+    otherwise (lv7_red / lv11_red): tuning the second extends the first's records without making
+    the database unreadable, and both compile fully tuned."""
+    hw = load_target("vta").hardware_space()
+    paths = []
+    for i, stages in enumerate(([[8, 1, 2]], [[8, 1, 2], [8, 1, 1]])):
+        space = create_space("chain", (1, 8, 8), 4, stem_channels=4, stages=stages, ops=["conv3x3"],
+                             activations=["relu"], widths=["1.0"])
+        dp = DesignPoint.make(space, space.random_genotype(np.random.default_rng(0)), "vta",
+                              hw.config_from_indices({k.name: 0 for k in hw.knobs}))
+        torch.manual_seed(0)
+        paths.append(export_onnx(build_module(dp, None), dp.input_shape, tmp_path / f"n{i}.onnx").path)
+    db = tmp_path / "db"
+    assert _tune(paths[0], db, 16).returncode == 0
+    r = _tune(paths[1], db, 96, "--report", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    shared = [t for t in json.loads((tmp_path / "r.json").read_text())["tasks"] if t["name"] == "mean"]
+    assert shared and shared[0]["trials_this_run"] > 0  # the shared kernel got more trials
+    for i, p in enumerate(paths):
+        c = cli("compile", str(p), "--schedules", str(db), "--num-cores", "1", "--out", str(tmp_path / f"n{i}.so"),
+                "--store", str(tmp_path / "s.sqlite"))
+        assert c.returncode == 0, c.stderr
+        assert json.loads((tmp_path / f"n{i}.so.json").read_text())["tuned"]
