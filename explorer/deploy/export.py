@@ -93,6 +93,10 @@ def export_onnx(net: nn.Module, input_shape: tuple, out: str | os.PathLike, opse
     torch.onnx.export(net, (x,), str(tmp), dynamo=False, opset_version=opset, input_names=["input"],
                       output_names=["logits"])
     model = onnx.load(str(tmp))
+    if not any(i.name == "input" for i in model.graph.input):
+        tmp.unlink(missing_ok=True)
+        raise ConfigError("the network's output does not depend on its input (every path through a cell is "
+                          "'none' or 'zero'); there is nothing to export")
     onnx.checker.check_model(model, full_check=True)
     sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"input": x.numpy()})[0]
