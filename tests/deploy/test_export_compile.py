@@ -179,3 +179,16 @@ def test_schedule_database_is_applied(design_dir, tmp_path):
     assert plain.returncode == 0 and json.loads((tmp_path / "u.so.json").read_text())["scheduled_kernels"] == 0
     bad = cli("compile", str(tmp_path / "m.onnx"), "--schedules", str(tmp_path / "nope"), "--store", str(tmp_path / "s.sqlite"))
     assert bad.returncode == 2 and "not a schedule database" in bad.stderr
+
+
+def test_export_of_a_network_that_ignores_its_input(tmp_path):
+    """Every nb201 edge 'none': the output is a constant; export says so instead of failing in onnxruntime."""
+    from explorer.errors import ConfigError
+
+    space = create_space("nb201", (1, 8, 8), 4)
+    g = {k: "none" for k in space.choices()}
+    hw = load_target("vta").hardware_space()
+    dp = DesignPoint.make(space, g, "vta", hw.config_from_indices({k.name: 0 for k in hw.knobs}))
+    with pytest.raises(ConfigError, match="does not depend on its input"):
+        export_onnx(build_module(dp, None), dp.input_shape, tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())  # nothing half-written left behind
