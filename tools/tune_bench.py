@@ -6,9 +6,11 @@
 2. ratio:  compile each network with the database and time TVM against onnxruntime, same input,
            same threads, one after the other (demo, and MobileNetV2 with --mbv2-trials).
 3. resume: kill -9 a tuning run mid-way, start it again; count the records on disk before and after.
+4. table:  the CPU cost model's workload table (chain space, mnist5k shape, 2 threads, batch 1 and 4)
+           measured untuned and with schedules/cpu/, side by side.
 
 Usage: python tools/tune_bench.py [--run runs/demo] [--trials 512] [--mbv2-trials 800] [--out bench-out/tune]
-       [--skip share,ratio,mbv2,resume]
+       [--skip share,ratio,mbv2,resume,table]
 Prints Markdown (paste into BENCHMARKS.md with the command, machine and date).
 """
 
@@ -58,6 +60,32 @@ def neighbour(run: Path, out: Path) -> Path:
 def records(db: Path) -> int:
     f = db / "database_tuning_record.json"
     return sum(1 for ln in f.read_text().splitlines() if ln.strip()) if f.is_file() else 0
+
+
+def table(out: Path) -> None:
+    import statistics
+
+    from explorer.cost.measured import distinct_items
+    from explorer.deploy.tvm_build import database_id, default_database, toolchain_versions
+    from explorer.measure.store import Store
+    from explorer.measure.workloads import measure_workloads
+    from explorer.space import create_space
+    from explorer.targets import load_target
+
+    items = distinct_items(create_space("chain", (1, 28, 28), 10).cost_slots(), load_target("cpu").hardware_space())
+    db = default_database("cpu")
+    tc = toolchain_versions()
+    with Store(out / "table.sqlite") as st:
+        plain = measure_workloads(items, "cpu", 2, st, tc)
+        tuned = measure_workloads(items, "cpu", 2, st, {**tc, "schedules": database_id(db)}, database=db)
+        flags = [r.tuned for r in st.query(kind="workload", toolchain={**tc, "schedules": database_id(db)})]
+    speed = [plain[i] / tuned[i] for i in items]
+    conv = [plain[i] / tuned[i] for i in items if i[0].kind == "conv"]
+    print("\n## Cost-model workload table, untuned vs schedules/cpu/ (chain, 2 threads)\n")
+    print(f"{len(items)} workloads, {sum(flags)} with every kernel tuned; untuned / tuned time: median "
+          f"{statistics.median(speed):.1f}x (convolutions {statistics.median(conv):.1f}x), "
+          f"range {min(speed):.2f}-{max(speed):.0f}x; sum over the table {sum(plain.values()) * 1e3:.1f} ms -> "
+          f"{sum(tuned.values()) * 1e3:.1f} ms")
 
 
 def main():
@@ -120,6 +148,8 @@ def main():
         so, _ = cli("measure", str(out / "mbv2.tuned.so"), "--vs", "onnxruntime", "--num-cores", threads,
                     "--repeat", "10", "--number", "3", "--store", str(out / "store.sqlite"))
         print(f"```\n{so}```")
+    if "table" not in skip:
+        table(out)
     if "resume" not in skip:
         rdb = out / "resume-db"
         import shutil
