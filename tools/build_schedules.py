@@ -46,23 +46,29 @@ def workload_module(space, hw):
 
 def network_modules(space, n: int, seed: int, tmp: Path, extra_designs=()):
     """Relax modules of ``n`` random derived networks of ``space`` (and of ``extra_designs``)."""
-    import torch
-
-    from explorer.deploy.export import build_module, export_onnx
     from explorer.deploy.tvm_build import import_relax, load_onnx
+
+    rng = np.random.default_rng(seed)
+    designs = [random_design(space, rng) for _ in range(n)] + list(extra_designs)
+    return [import_relax(load_onnx(export(d, i, tmp / f"n{i}.onnx"))) for i, d in enumerate(designs)]
+
+
+def random_design(space, rng):
     from explorer.space.design import DesignPoint
     from explorer.targets import load_target
 
     hw = load_target("vta").hardware_space()  # the export only reads the weight width from it
-    cfg = hw.config_from_indices({k.name: 0 for k in hw.knobs})
-    rng = np.random.default_rng(seed)
-    designs = [DesignPoint.make(space, space.random_genotype(rng), "vta", cfg) for _ in range(n)] + list(extra_designs)
-    mods = []
-    for i, d in enumerate(designs):
-        torch.manual_seed(i)
-        p = export_onnx(build_module(d, None), d.input_shape, tmp / f"n{i}.onnx").path
-        mods.append(import_relax(load_onnx(p)))
-    return mods
+    return DesignPoint.make(space, space.random_genotype(rng), "vta", hw.config_from_indices({k.name: 0 for k in hw.knobs}))
+
+
+def export(design, seed: int, out: Path) -> Path:
+    """The design's network (random weights: kernels do not depend on them) as ONNX."""
+    import torch
+
+    from explorer.deploy.export import build_module, export_onnx
+
+    torch.manual_seed(seed)
+    return export_onnx(build_module(design, None), design.input_shape, out).path
 
 
 def merge(src: Path, dst: Path | None) -> int:
@@ -113,7 +119,7 @@ def coverage(shape, classes, n: int, seed: int, db: str) -> None:
             done = total = full = exported = 0
             for i in range(n):
                 try:
-                    net = network_onnx(space, seed + i, mods_dir / f"c{i}.onnx")
+                    net = export(random_design(space, np.random.default_rng(seed + i)), seed + i, mods_dir / f"c{i}.onnx")
                 except ExplorerError:  # a candidate whose output ignores its input: nothing to compile
                     continue
                 exported += 1
@@ -122,20 +128,6 @@ def coverage(shape, classes, n: int, seed: int, db: str) -> None:
                 total += len(card["workloads"])
                 full += int(card["tuned"])
             print(f"| {name} | {exported} of {n} sampled (the rest ignore their input) | {done} / {total} ({100 * done / max(1, total):.0f}%) | {full} |")
-
-
-def network_onnx(space, seed: int, out: Path) -> Path:
-    import torch
-
-    from explorer.deploy.export import build_module, export_onnx
-    from explorer.space.design import DesignPoint
-    from explorer.targets import load_target
-
-    hw = load_target("vta").hardware_space()
-    d = DesignPoint.make(space, space.random_genotype(np.random.default_rng(seed)), "vta",
-                         hw.config_from_indices({k.name: 0 for k in hw.knobs}))
-    torch.manual_seed(seed)
-    return export_onnx(build_module(d, None), d.input_shape, out).path
 
 
 def main():

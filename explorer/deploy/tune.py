@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ExplorerError
-from .tvm_build import SCHEDULES_DIR, ModelError, _lower_for_schedules, make_target
+from .tvm_build import SCHEDULES_DIR, ModelError, _lower_for_schedules, make_target, open_database
 
 __all__ = ["TaskState", "TuneResult", "tune_module", "tune_onnx", "extract", "parse_rpc", "database_dir"]
 
@@ -154,19 +154,13 @@ def _repair(f: Path) -> None:
 
 
 def _open_db(path: Path):
-    from tvm.s_tir import meta_schedule as ms
 
     if path.exists() and not path.is_dir():
         raise ExplorerError(f"--db {path}: not a folder")
     path.mkdir(parents=True, exist_ok=True)
     for name in ("database_workload.json", "database_tuning_record.json"):
         _repair(path / name)
-    try:
-        return ms.database.JSONDatabase(str(path / "database_workload.json"), str(path / "database_tuning_record.json"),
-                                        allow_missing=True, module_equality="structural")
-    except Exception as e:
-        msg = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-        raise ExplorerError(f"{path}: not a readable schedule database ({msg[:200]})") from None
+    return open_database(path / "database_workload.json", path / "database_tuning_record.json", path, allow_missing=True)
 
 
 def _records(db, mod) -> list:

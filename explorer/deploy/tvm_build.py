@@ -177,7 +177,6 @@ def apply_schedules(mod, target, database: str | os.PathLike):
     """Apply a MetaSchedule JSON database (a folder with database_workload.json and
     database_tuning_record.json) to the module's kernels. Returns (module, kernels scheduled)."""
     from tvm import relax
-    from tvm.s_tir import meta_schedule as ms
 
     d = Path(database)
     wl, rec = d / "database_workload.json", d / "database_tuning_record.json"
@@ -188,14 +187,20 @@ def apply_schedules(mod, target, database: str | os.PathLike):
 
     with tempfile.TemporaryDirectory() as tmp:
         wl, rec = _subset_database(mod, target, wl, rec, Path(tmp))
-        try:
-            db = ms.database.JSONDatabase(str(wl), str(rec))
-        except Exception as e:
-            msg = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-            raise ModelError(f"{d}: not a readable schedule database ({msg[:200]})") from None
-        with target, db:
+        with target, open_database(wl, rec, d):
             mod = relax.transform.MetaScheduleApplyDatabase()(mod)
     return mod, scheduled_kernels(mod)[0]
+
+
+def open_database(wl: Path, rec: Path, shown: Path, allow_missing: bool = False):
+    """MetaSchedule's JSONDatabase over two files; an unreadable one is one error naming ``shown``."""
+    from tvm.s_tir import meta_schedule as ms
+
+    try:
+        return ms.database.JSONDatabase(str(wl), str(rec), allow_missing=allow_missing, module_equality="structural")
+    except Exception as e:
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        raise ModelError(f"{shown}: not a readable schedule database ({msg[:200]})") from None
 
 
 def _subset_database(lowered, target, wl: Path, rec: Path, out: Path) -> tuple[Path, Path]:
