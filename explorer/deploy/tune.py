@@ -164,12 +164,10 @@ def _open_db(path: Path):
 
 
 def _records(db, mod) -> list:
-    from tvm.s_tir import meta_schedule as ms
-
+    """The workload's best record (``get_top_k`` sorts by mean run time), or none."""
     if not db.has_workload(mod):
         return []
-    wl = db.commit_workload(mod)
-    return list(db.get_top_k(wl, 1 << 30)) if isinstance(db, ms.database.Database) else []
+    return list(db.get_top_k(db.commit_workload(mod), 1))
 
 
 def _f(x) -> float:
