@@ -12,7 +12,9 @@ from pathlib import Path
 import torch
 
 from .config import RunConfig
-from .cost import UNITS, CostModel, create_cost_model
+from .backends import TargetBackend, load_target
+from .backends.target import Target
+from .cost import UNITS, CostModel
 from .data import DataSplits, load_dataset
 from .errors import ConfigError
 from .space import create_space
@@ -22,7 +24,6 @@ from .space.quant import QuantState
 from .search.constraints import Constraints, check_feasible
 from .search.cosearch import CoSearch, SearchResult, history_line
 from .search.train import retrain
-from .targets import Target, load_target
 
 __all__ = ["Problem", "build_problem", "run_search", "METHODS"]
 
@@ -40,6 +41,7 @@ class Problem:
     hw: HardwareSpace
     cost_model: CostModel
     lower_bounds: dict
+    backend: TargetBackend
 
     def constraints(self) -> Constraints:
         s = self.cfg.search
@@ -50,73 +52,20 @@ class Problem:
 def build_problem(cfg: RunConfig, store_path=None, progress: bool = False) -> Problem:
     """Load data, space, target and cost model; reject impossible limits before any training.
 
-    A measured target (cpu, cuda) first times every workload of the space that its store lacks.
+    The target's backend builds the cost model (a measured target first times every workload of
+    the space that its store lacks).
     """
     target = load_target(cfg.target)
+    backend = target.backend()
     data = load_dataset(cfg.dataset, seed=cfg.seed)
     space = create_space(cfg.space, data.input_shape, data.num_classes, **cfg.space_options)
     hw = target.hardware_space()
-    resources = cost_model_resources(target.cost_model)
-    unpriced = [k for k in cfg.limits_si() if k not in resources]
+    unpriced = [k for k in cfg.limits_si() if k not in backend.resources]
     if unpriced:
-        raise ConfigError(f"target {target.name!r} prices {', '.join(resources)}; it has no {', '.join(unpriced)} limit")
-    if target.cost_model == "measured":
-        from .cost.measured import KNOBS
-
-        missing = [k for k in KNOBS if k not in {kn.name for kn in hw.knobs}]
-        if missing:
-            raise ConfigError(f"target {target.name!r}: a measured target needs knobs {missing}")
-        cm = _measured_model(space, hw, target, store_path, progress)
-    else:
-        cm = create_cost_model(target.cost_model, space.cost_slots(), space.choices(), hw)
-        if cfg.calibration:
-            from .accel.calibrate import load_calibration
-
-            cm.correction = tuple(load_calibration(cfg.calibration)["weights"])
+        raise ConfigError(f"target {target.name!r} prices {', '.join(backend.resources)}; it has no {', '.join(unpriced)} limit")
+    cm = backend.cost_model(space, hw, calibration=cfg.calibration, store_path=store_path, progress=progress)
     lb = check_feasible(cm, cfg.limits_si())
-    return Problem(cfg, data, space, target, hw, cm, lb)
-
-
-def cost_model_resources(kind: str) -> tuple[str, ...]:
-    """The resources a cost model prices, without building it."""
-    from .cost import COST_MODELS
-    from .cost import measured as _m, vta as _v  # noqa: F401  (register)
-
-    return COST_MODELS.get(kind).resources
-
-
-def _measured_model(space, hw, target, store_path, progress):
-    from .cost.measured import MeasuredCostModel, distinct_items
-    from .deploy.tvm_build import database_id, default_database, toolchain_versions
-    from .measure.store import Store, default_store_path
-    from .measure.workloads import measure_workloads
-
-    slots = space.cost_slots()
-    items = distinct_items(slots, hw)
-    table = {}
-    tc = toolchain_versions()
-    with Store(store_path or default_store_path()) as st:
-        for device in hw.knob("DEVICE").values:
-            db = default_database(device)
-            dtc = {**tc, "schedules": database_id(db)} if db else tc
-            for threads in hw.knob("THREADS").values:
-                bar = None
-                if progress:
-                    from tqdm import tqdm
-
-                    bar = tqdm(total=len(items), desc=f"workloads {device}/{threads}t", unit="wl", dynamic_ncols=True)
-
-                def tick(done, total, bar=bar):
-                    if bar is not None:
-                        bar.n = done
-                        bar.refresh()
-
-                got = measure_workloads(items, device, threads, st, dtc, progress=tick, database=db)
-                if bar is not None:
-                    bar.close()
-                for (w, b), sec in got.items():
-                    table[(w, b, device, threads)] = sec
-    return MeasuredCostModel(slots, space.choices(), hw, table, core_w=dict(target.power).get("core_w", 10.0))
+    return Problem(cfg, data, space, target, hw, cm, lb, backend)
 
 
 def _units(figures: dict) -> dict:
@@ -175,7 +124,7 @@ def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force:
     search_s = time.monotonic() - t0
     d = result.design
     _atomic_json(work / "design.json", {**d.as_json(), "genotype_str": prob.space.format_genotype(result.genotype), "key": d.key()})
-    _atomic_json(work / "hw_config.json", result.hw_config.to_vta_json())
+    _atomic_json(work / "hw_config.json", prob.backend.hw_config_json(result.hw_config))
     summary = {
         "method": method,
         "design_key": d.key(),
@@ -203,8 +152,9 @@ def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force:
         summary["retrain"]["seconds"] = round(time.monotonic() - rt0, 1)
         summary["test_accuracy"] = summary["retrain"]["test_accuracy"]
         torch.save(net.state_dict(), work / "weights.pt")
-        if prob.target.cost_model == "vta":
-            summary["simulated"] = _simulate_derived(prob, result, work)
+        finished = prob.backend.finish(prob.space, result, prob.cost_model, work)
+        if finished:
+            summary[prob.backend.finish_key] = finished
     try:
         from .report import plot_history
 
@@ -219,52 +169,17 @@ def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force:
     return summary
 
 
-def _simulate_derived(prob: Problem, result: SearchResult, work: Path) -> dict:
-    """Export the retrained design, compile it for the VTA-style core and simulate it; compare the
-    simulated cycles of its GEMM layers with what the (calibrated) cost model predicts for them."""
-    from .accel.compile import compile_stats
-    from .deploy.export import build_module, export_onnx
-
-    export_onnx(build_module(result.design, work / "weights.pt"), result.design.input_shape, work / "model.onnx")
-    stats = compile_stats(work / "model.onnx", result.hw_config.to_vta_json(), work / "vta_stats.json")
-    cm = prob.cost_model
-    from .cost.vta import DEFAULT_CYCLE_WEIGHTS
-
-    weights = cm.correction or DEFAULT_CYCLE_WEIGHTS
-    predicted = sum(sum(a * b for a, b in zip(weights, cm.layer_features(x, result.hw_config)))
-                    for x in cm.space_workloads(result.genotype) if x.kind == "conv")
-    f_hz = result.hw_config["HW_FREQ_MHZ"] * 1e6
-    sim = stats["total"]["cycles"]
-    return {"gemm_layers": stats["offloaded_layers"], "simulated_cycles": sim, "predicted_cycles": predicted,
-            "simulated_ms": sim / f_hz * 1e3, "predicted_ms": predicted / f_hz * 1e3,
-            "rel_error": (predicted - sim) / sim, "stats": "vta_stats.json"}
-
-
 def _run_method(prob: Problem, method: str, on_step) -> SearchResult:
     cfg = prob.cfg
     con = prob.constraints()
     if method == "cosearch":
-        measurer = None
-        if prob.target.cost_model == "measured":
-            from .deploy.tvm_build import toolchain_versions
-            from .measure.background import BackgroundMeasurer
-            from .measure.store import Store, default_store_path
-
-            store = Store(default_store_path())
-            measurer = BackgroundMeasurer(store, toolchain_versions())
-        elif prob.target.cost_model == "vta":
-            from .accel.calibrate import SimRefiner, load_calibration
-
-            points = load_calibration(cfg.calibration)["points"] if cfg.calibration else []
-            measurer = SimRefiner(prob.cost_model, points)
+        measurer = prob.backend.measurer(prob.cost_model, calibration=cfg.calibration)
         try:
             return CoSearch(prob.space, prob.hw, prob.cost_model, prob.data, cfg.search, con, prob.target.name,
                             cfg.seed, on_step=on_step, measurer=measurer).run()
         finally:
             if measurer is not None:
                 measurer.close()
-                if hasattr(measurer, "store"):
-                    measurer.store.close()
     from .search.baselines import random_search, sequential_search
 
     if method == "sequential":

@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("search", help="run the alternating network + hardware co-search")
     s.add_argument("--config", help="TOML config (see README); flags below override it")
-    s.add_argument("--target", help="deployment target (targets/*.toml), default vta")
+    s.add_argument("--target", help="deployment target: a name (explorer list) or a target TOML, default vta")
     s.add_argument("--space", help="network search space: chain or nb201")
     s.add_argument("--dataset", help="mnist5k, digits, a .npz file (x, y) or an image folder")
     s.add_argument("--latency-ms", type=_positive(float), dest="latency_ms", help="latency limit")
@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compile", help="compile an ONNX model with TVM for a target")
     c.add_argument("model", metavar="MODEL.onnx")
-    c.add_argument("--target", default="cpu", help="cpu, gpu, or vta (the VTA-style accelerator)")
+    c.add_argument("--target", default="cpu", help="a target (explorer list): cpu, cuda, or vta (the VTA-style accelerator)")
     c.add_argument("--hw", help="vta: hardware config JSON (vta_config.json names; default: VTA's 1x16x16 int8)")
     c.add_argument("--calib", type=int, default=0, metavar="N",  # 0: timing only
                    help="vta: calibrate on N inputs, run int8 on the simulator and check it against onnxruntime's QDQ model")
@@ -68,26 +68,26 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="library path (default MODEL.<target>.so)")
     c.add_argument("--num-cores", type=_positive(int), dest="num_cores", help="threads (default: all cores)")
     c.add_argument("--arch", help="CUDA arch, e.g. sm_80")
-    c.add_argument("--schedules", help="MetaSchedule database folder to apply (default: schedules/<target>/ if present; 'none': untuned)")
-    c.add_argument("--store", help="measurement store (default runs/store.sqlite or $EXPLORER_STORE)")
+    c.add_argument("--schedules", help="MetaSchedule database folder to apply (default: the user's and the shipped ones for the target; 'none': untuned)")
+    c.add_argument("--store", help="measurement store (default $EXPLORER_STORE, else $EXPLORER_HOME/store.sqlite; EXPLORER_HOME defaults to runs)")
 
     m = sub.add_parser("measure", help="measure a model's latency with TVM (and onnxruntime side by side)")
     m.add_argument("model", metavar="MODEL.onnx|LIB.so")
-    m.add_argument("--target", default="cpu", help="cpu or gpu")
+    m.add_argument("--target", default="cpu", help="a TVM target: cpu or cuda")
     m.add_argument("--shape", action="append", metavar="NAME=1x1x28x28")
     m.add_argument("--repeat", type=_positive(int), default=30)
     m.add_argument("--number", type=_positive(int), default=10, help="runs per repeat")
     m.add_argument("--num-cores", type=_positive(int), dest="num_cores")
     m.add_argument("--vs", choices=["onnxruntime"], help="also time onnxruntime on the same input and threads")
-    m.add_argument("--schedules", help="for an .onnx: schedule database (default: schedules/<target>/ if present; 'none': untuned)")
-    m.add_argument("--store", help="measurement store (default runs/store.sqlite or $EXPLORER_STORE)")
+    m.add_argument("--schedules", help="for an .onnx: schedule database (default: the user's and the shipped ones; 'none': untuned)")
+    m.add_argument("--store", help="measurement store (default $EXPLORER_STORE, else $EXPLORER_HOME/store.sqlite; EXPLORER_HOME defaults to runs)")
 
     t = sub.add_parser("tune", help="autotune a model's kernels with MetaSchedule into a schedule database")
     t.add_argument("model", metavar="MODEL.onnx|RUN", help="ONNX model, or a run folder (its design is exported)")
     t.add_argument("--target", default="cpu", help="cpu (this machine, or the RPC servers' CPU with --rpc)")
     t.add_argument("--trials", type=_positive(int), default=512,
                    help="total trials for this model's kernels, counting those already in the database")
-    t.add_argument("--db", help="schedule database folder (default schedules/<target>/, used by compile, deploy and search)")
+    t.add_argument("--db", help="schedule database folder (default $EXPLORER_HOME/schedules/<target>/, used by compile, deploy and search)")
     t.add_argument("--rpc", metavar="HOST:PORT", help="TVM RPC tracker; candidates are run on its servers")
     t.add_argument("--key", help="device key of the RPC servers (with --rpc)")
     t.add_argument("--num-cores", type=_positive(int), dest="num_cores", help="threads of the target (default: all cores)")
@@ -100,9 +100,9 @@ def _parser() -> argparse.ArgumentParser:
 
     dp = sub.add_parser("deploy", help="a run's design as a folder: ONNX, TVM library, hardware config, example, card")
     dp.add_argument("run", metavar="RUN")
-    dp.add_argument("--target", default="cpu", help="cpu or gpu")
+    dp.add_argument("--target", default="cpu", help="a TVM target: cpu or cuda")
     dp.add_argument("--out", required=True)
-    dp.add_argument("--schedules", help="schedule database (default: schedules/<target>/ if present; 'none': untuned)")
+    dp.add_argument("--schedules", help="schedule database (default: the user's and the shipped ones; 'none': untuned)")
 
     cal = sub.add_parser("calibrate", help="fit the VTA cost model to the simulator on sampled (layer, config) pairs")
     cal.add_argument("--target", default="vta")
@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--dataset", default="mnist5k", help="sets the input shape of the space's layers")
     cal.add_argument("--samples", type=_positive(int), default=400)
     cal.add_argument("--seed", type=int, default=0)
-    cal.add_argument("--out", default="runs/vta_calibration.json")
+    cal.add_argument("--out", default=None, help="default $EXPLORER_HOME/<target>_calibration.json")
 
     cm = sub.add_parser("costmodel", help="fit or evaluate a learned latency model from measured records")
     cms = cm.add_subparsers(dest="cm_cmd", required=True)
@@ -200,9 +200,11 @@ def cmd_costmodel(a) -> int:
 def cmd_tune(a) -> int:
     import tempfile
 
-    from .deploy.tune import parse_rpc, tune_module
+    from .backends import load_target
+    from .deploy.tune import parse_rpc
     from .deploy.tvm_build import import_relax, load_onnx, parse_shapes
 
+    backend = load_target(a.target).backend()
     rpc = parse_rpc(a.rpc, a.key)
     path = Path(a.model)
     with tempfile.TemporaryDirectory() as tmp:
@@ -213,10 +215,10 @@ def cmd_tune(a) -> int:
             path = export_onnx(build_module(design, weights), design.input_shape, Path(tmp) / "model.onnx").path
         m = load_onnx(path, parse_shapes(a.shape))
         mod = import_relax(m)
-    kw = dict(trials=a.trials, db_dir=a.db, num_cores=a.num_cores, per_iter=a.per_iter, rpc=rpc,
+    kw = dict(trials=a.trials, db=a.db, num_cores=a.num_cores, per_iter=a.per_iter, rpc=rpc,
               progress=not a.no_progress, seed=a.seed, label=f"tune {Path(a.model).name}")
     try:
-        r = tune_module(mod, a.target, **kw)
+        r = backend.tune(mod, **kw)
     except KeyboardInterrupt:
         print("explorer: interrupted; every finished batch is in the database, run the same command to go on",
               file=sys.stderr)
@@ -236,9 +238,9 @@ def cmd_tune(a) -> int:
 
 
 def cmd_deploy(a) -> int:
-    from .deploy.package import deploy
+    from .backends import load_target
 
-    c = deploy(a.run, a.target, a.out, schedules=a.schedules)
+    c = load_target(a.target).backend().deploy(a.run, a.out, schedules=a.schedules)
     lat, b = c["latency_ms"], c["build"]
     tuned = "tuned" if b["tuned"] else f"{b['scheduled_kernels']} of {c['kernels']} kernels tuned"
     print(f"deployed {c['design_key']} for {c['target']} to {a.out}/ (model.so, model.onnx, hw_config.json, "
@@ -251,21 +253,22 @@ def cmd_deploy(a) -> int:
 
 
 def cmd_calibrate(a) -> int:
-    from .accel.calibrate import calibrate
-    from .api import build_problem
-    from .config import load_config
-    from .errors import ConfigError
+    from .backends import load_target
+    from .data import load_dataset
+    from .space import create_space
 
-    if a.target != "vta":
-        raise ConfigError(f"calibrate fits the VTA-style model to its simulator; --target {a.target!r} is measured instead")
-    prob = build_problem(load_config(None, {"target": "vta", "space": a.space, "dataset": a.dataset}))
-    wls = [w for s in prob.space.cost_slots() for v in s.table.values() for w in v]
+    backend = load_target(a.target).backend()
+    data = load_dataset(a.dataset)
+    space = create_space(a.space, data.input_shape, data.num_classes)
     from tqdm import tqdm
 
     bar = tqdm(total=a.samples, desc="simulate (layer, config)", unit="pair")
-    res = calibrate(prob.cost_model, wls, a.samples, seed=a.seed,
-                    progress=lambda d, n: (bar.update(d - bar.n), None)[1])
+    res = backend.calibrate(space, a.samples, seed=a.seed, progress=lambda d, n: (bar.update(d - bar.n), None)[1])
     bar.close()
+    if a.out is None:
+        from .paths import home
+
+        a.out = str(home() / f"{backend.name}_calibration.json")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
     for name in ("prior", "calibrated"):
@@ -273,7 +276,7 @@ def cmd_calibrate(a) -> int:
         print(f"{name:10s} held-out n={m['n']}: within +-10% {m['within_10pct'] * 100:.1f}%, "
               f"mean abs rel err {m['mean_abs_rel_err'] * 100:.1f}%, kendall tau {m['kendall_tau']:.3f}")
     print(f"wrote {a.out} ({res['pairs']} simulated pairs in {res['seconds']} s); "
-          f"use it with: explorer search --target vta --calibration {a.out}")
+          f"use it with: explorer search --target {a.target} --calibration {a.out}")
     return 0
 
 
@@ -286,7 +289,9 @@ def cmd_search(a) -> int:
     overrides = {k: getattr(a, k) for k in ("target", "space", "dataset", "latency_ms", "energy_mj", "area_mm2",
                                              "budget_min", "steps", "epochs", "seed", "calibration")}
     cfg = load_config(a.config, overrides)
-    out = a.out or f"runs/{cfg.space}-{cfg.target}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from .paths import home
+
+    out = a.out or str(home() / f"{cfg.space}-{Path(cfg.target).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     summary = run_search(cfg, out, method=a.method, force=a.force, progress=not a.no_progress)
     fig = summary["figures"]
     print(f"design      {summary['genotype']}")
@@ -306,10 +311,10 @@ def cmd_list(a) -> int:
     from .data import DATASETS
     from .space import SPACES
     from .space.ops import OPS
-    from .targets import target_names
+    from .backends import backend_names, target_names
 
     print(json.dumps({"datasets": DATASETS.names(), "spaces": SPACES.names(), "targets": target_names(),
-                      "ops": OPS.names()}, indent=2))
+                      "backends": backend_names(), "ops": OPS.names()}, indent=2))
     return 0
 
 
@@ -328,141 +333,25 @@ def cmd_export(a) -> int:
     return 0
 
 
-def _store(a):
-    from .measure.store import Store, default_store_path
-
-    return Store(a.store or default_store_path())
-
-
 def cmd_compile(a) -> int:
-    from .deploy.tvm_build import build, load_onnx, parse_shapes, toolchain_versions
-    from .measure.store import MeasureRecord
-
-    if a.target == "vta":
-        return _compile_vta(a)
-    m = load_onnx(a.model, parse_shapes(a.shape))
-    out = a.out or str(Path(a.model).with_suffix(f".{a.target}.so"))
-    knobs = {"num_cores": a.num_cores, "arch": a.arch}
-    with _store(a) as st:
-        try:
-            card = build(m, a.target, out, num_cores=a.num_cores, arch=a.arch, database=a.schedules)
-        except ExplorerError as e:
-            st.add(MeasureRecord(m.sha256, "build", a.target, knobs, toolchain_versions(), ok=False, error=str(e)))
-            raise
-        st.add(MeasureRecord(m.sha256, "build", a.target, knobs, card["toolchain"], tuned=card["tuned"], payload=card))
-    sched = f", {card['scheduled_kernels']} with tuned schedules" if card["schedule_database"] else ", untuned"
-    print(f"wrote {out} and {out}.json ({len(card['workloads'])} kernels{sched}, built in {card['build_s']:.1f} s)")
-    return 0
-
-
-def _compile_vta(a) -> int:
-    from .accel.compile import compile_stats
-    from .deploy.tvm_build import parse_shapes
-    from .targets import load_target
-
-    hw_space = load_target("vta").hardware_space()
-    cfg = hw_space.load_config(a.hw) if a.hw else hw_space.default_config()
-    out = a.out or str(Path(a.model).with_suffix(".vta.json"))
-    s = compile_stats(a.model, cfg.to_vta_json(), None, parse_shapes(a.shape))
-    if a.calib > 0:
-        s["numerics"] = _vta_numerics(a, cfg.to_vta_json(), Path(out))
-    Path(out).write_text(json.dumps(s, indent=2) + "\n")
-    t = s["total"]
-    print(f"offloaded {s['offloaded_layers']} layers to the GEMM core; on the host: "
-          + (", ".join(f"{k} x{v}" for k, v in sorted(s["host_ops"].items())) or "nothing"))
-    for n in s["notes"]:
-        print(f"note: {n}")
-    print(f"simulated {t['cycles']} cycles = {t['seconds'] * 1e3:.3f} ms at {cfg['HW_FREQ_MHZ']} MHz; "
-          f"GEMM ops {t['gemm_ops']}, ALU ops {t['alu_ops']}; loads inp {t['inp_load_bytes']} B, "
-          f"wgt {t['wgt_load_bytes']} B, acc {t['acc_load_bytes']} B, uop {t['uop_load_bytes']} B; "
-          f"stores {t['out_store_bytes']} B")
-    if "numerics" in s:
-        n = s["numerics"]
-        if "worst_layer_input_diff_lsb" in n:
-            line = (f"int8 on the simulator vs onnxruntime QDQ ({n['inputs']} inputs): layer inputs within "
-                    f"{n['worst_layer_input_diff_lsb']:.0f} LSB, outputs within {n['worst_output_abs_diff']:.3g}")
-        else:
-            line = f"{n['bits']['activations']}-bit activations on the simulator ({n['inputs']} inputs; {n['qdq_reference']})"
-        if "accuracy_float" in n:
-            line += f"; top-1 {n['accuracy_int8_simulated'] * 100:.2f}% int8 vs {n['accuracy_float'] * 100:.2f}% float"
-        print(line)
-    print(f"wrote {out}")
-    return 0
-
-
-def _vta_numerics(a, hw: dict, out: Path) -> dict:
-    import numpy as np
-
-    from .accel.execute import QuantizedModel, check_against_qdq
-    from .errors import ConfigError
-
+    from .backends import load_target
     from .deploy.tvm_build import parse_shapes
 
-    q = QuantizedModel(a.model, hw, parse_shapes(a.shape))
-    shape, _ = next(iter(q.model.inputs.values()))
-    y = None
-    if a.data:
-        from .data import load_dataset
-
-        d = load_dataset(a.data)
-        if tuple(d.input_shape) != tuple(shape[1:]):
-            raise ConfigError(f"--data {a.data}: inputs {d.input_shape} do not match the model's {tuple(shape[1:])}")
-        calib = d.x_train[: a.calib, None]
-        x, y = d.x_test[: a.check, None], d.y_test[: a.check]
-    else:
-        rng = np.random.default_rng(0)
-        calib = rng.random((a.calib, *shape), dtype=np.float32)
-        x = rng.random((a.check, *shape), dtype=np.float32)
-    if shape[0] != 1:
-        raise ConfigError(f"--calib needs a model with batch 1 inputs; this one has {shape}")
-    q.calibrate(calib)
-    res = check_against_qdq(q, x, y, a.model, out.with_suffix(".qdq.onnx"))
-    res.update({"calibration_inputs": int(a.calib), "data": a.data or "random uniform",
-                "bits": {"activations": q.p.inp_bits, "weights": q.p.wgt_bits}})
-    return res
+    _, lines = load_target(a.target).backend().compile(
+        a.model, out=a.out, shapes=parse_shapes(a.shape), num_cores=a.num_cores, arch=a.arch, schedules=a.schedules,
+        store=a.store, hw=a.hw, calib=a.calib, data=a.data, check=a.check)
+    print("\n".join(lines))
+    return 0
 
 
 def cmd_measure(a) -> int:
-    import os
+    from .backends import load_target
+    from .deploy.tvm_build import parse_shapes
 
-    from .deploy.tvm_build import ModelError, build, load_onnx, parse_shapes, toolchain_versions
-    from .measure.local import measure_onnxruntime, measure_tvm
-    from .measure.store import MeasureRecord
-
-    path = Path(a.model)
-    threads = a.num_cores or os.cpu_count() or 1
-    if path.suffix == ".so":
-        card_path = path.with_suffix(".so.json")
-        if not card_path.is_file():
-            raise ModelError(f"{path}: no card {card_path.name} beside the library (built by explorer compile?)")
-        card = json.loads(card_path.read_text())
-        inputs = {k: (tuple(v["shape"]), v["dtype"]) for k, v in card["inputs"].items()}
-        lib, onnx_path, key = path, Path(card["model"]), card["model_sha256"]
-    else:
-        m = load_onnx(path, parse_shapes(a.shape))
-        inputs, onnx_path, key = m.inputs, path, m.sha256
-        lib = Path(os.environ.get("TMPDIR", "/tmp")) / f"explorer-{key[:16]}-{a.target}-{threads}.so"
-        card = build(m, a.target, lib, num_cores=threads, database=a.schedules)
-    knobs = {"threads": threads, "repeat": a.repeat, "number": a.number}
-    with _store(a) as st:
-        try:
-            t = measure_tvm(lib, inputs, repeat=a.repeat, number=a.number, device=a.target)
-        except ExplorerError as e:
-            st.add(MeasureRecord(key, "measure", a.target, knobs, toolchain_versions(), ok=False, error=str(e)))
-            raise
-        tuned = bool(card.get("tuned"))
-        st.add(MeasureRecord(key, "measure", a.target, knobs, toolchain_versions(), latency_ms=t["median_ms"], tuned=tuned,
-                             payload={**t, "schedule_database_id": card.get("schedule_database_id")}))
-        print(f"tvm          median {t['median_ms']:.4f} ms   p10 {t['p10_ms']:.4f}   p90 {t['p90_ms']:.4f}   "
-              f"({t['n']} x {a.number} runs, {threads} threads, "
-              f"{'tuned' if tuned else 'untuned' if not card.get('scheduled_kernels') else 'partly tuned'})")
-        if a.vs == "onnxruntime":
-            if not onnx_path.is_file():
-                raise ModelError(f"{onnx_path}: the ONNX model of this library is gone; measure the .onnx instead")
-            o = measure_onnxruntime(onnx_path, inputs, threads, repeat=a.repeat, number=a.number)
-            st.add(MeasureRecord(key, "measure", "onnxruntime", knobs, toolchain_versions(), latency_ms=o["median_ms"], payload=o))
-            print(f"onnxruntime  median {o['median_ms']:.4f} ms   p10 {o['p10_ms']:.4f}   p90 {o['p90_ms']:.4f}")
-            print(f"ratio tvm / onnxruntime = {t['median_ms'] / o['median_ms']:.2f}")
+    lines = load_target(a.target).backend().measure(
+        a.model, shapes=parse_shapes(a.shape), repeat=a.repeat, number=a.number, num_cores=a.num_cores, vs=a.vs,
+        schedules=a.schedules, store=a.store)
+    print("\n".join(lines))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Errors that reach the user as one clear message and exit code 2."""
 
-__all__ = ["ExplorerError", "ConfigError", "UnknownNameError", "InfeasibleLimitsError", "DataError"]
+__all__ = ["ExplorerError", "ConfigError", "UnknownNameError", "InfeasibleLimitsError", "DataError", "ModelError"]
 
 
 class ExplorerError(Exception):
@@ -21,3 +21,7 @@ class InfeasibleLimitsError(ExplorerError):
 
 class DataError(ExplorerError):
     """A data set could not be read or has the wrong shape or labels."""
+
+
+class ModelError(ExplorerError):
+    """An ONNX model (or a library built from one) cannot be read, imported, built or run."""

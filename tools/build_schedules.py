@@ -1,6 +1,6 @@
 """Rebuild (or extend) the repository's schedule database for the built-in search spaces.
 
-What is tuned, each distinct kernel once (MetaSchedule's structural hash), into ``schedules/cpu/``:
+What is tuned, each distinct kernel once (MetaSchedule's structural hash), into the shipped ``explorer/resources/schedules/cpu/``:
 
 * every standalone workload the measured cost model times for the CPU target (``targets/cpu.toml``:
   all BATCH values), for each built-in space at the default data set's input shape, so a
@@ -12,7 +12,7 @@ What is tuned, each distinct kernel once (MetaSchedule's structural hash), into 
 The run is resumable: records already in the database count (``explorer tune``'s rules), so a
 stopped rebuild goes on where it stopped, and raising ``--trials`` extends it.
 
-Usage: python tools/build_schedules.py [--trials 1200] [--per-iter 2] [--networks 12] [--db schedules/cpu]
+Usage: python tools/build_schedules.py [--trials 1200] [--per-iter 2] [--networks 12] [--db DIR]
        python tools/build_schedules.py --merge bench-out/tune/db   # add another database's records
        python tools/build_schedules.py --trials 0 --coverage 10   # kernels of 10 unseen candidates per space
                                                                   # that the database covers
@@ -72,41 +72,20 @@ def export(design, seed: int, out: Path) -> Path:
 
 
 def merge(src: Path, dst: Path | None) -> int:
-    """Add ``src``'s workloads and tuning records to ``dst`` (default schedules/cpu); the same
-    kernel (structural hash) becomes one workload with the records of both."""
-    from tvm.s_tir import meta_schedule as ms
+    """Add ``src``'s workloads and tuning records to ``dst`` (default: the shipped schedules/cpu)."""
+    from explorer.deploy.schedules import merge as merge_db
+    from explorer.paths import shipped_schedules
 
-    from explorer.deploy.tune import _open_db, database_dir
-
-    s_db = _open_db(src)
-    d_db = _open_db(database_dir("cpu", dst))
-    n = skipped = 0
-    for r in s_db.get_all_tuning_records():
-        wl = d_db.commit_workload(r.workload.mod)
-        if not wl.mod.same_as(r.workload.mod) and not _replays(r.trace, wl.mod):
-            skipped += 1  # structurally equal, but its blocks are named otherwise: the trace does not apply
-            continue
-        d_db.commit_tuning_record(ms.database.TuningRecord(r.trace, wl, r.run_secs, r.target, r.args_info))
-        n += 1
+    n, skipped = merge_db(src, dst or shipped_schedules("cpu"))
     if skipped:
         print(f"skipped {skipped} records whose traces name blocks the destination's copy of the kernel calls otherwise")
     return n
 
 
-def _replays(trace, mod) -> bool:
-    from tvm import s_tir
-
-    try:
-        trace.apply_to_schedule(s_tir.Schedule(mod), remove_postproc=False)
-        return True
-    except Exception:
-        return False
-
-
 def coverage(shape, classes, n: int, seed: int, db: str) -> None:
     """Compile ``n`` random candidates per space (not among the tuned ones) with the database:
     the share of their kernels it schedules."""
-    from explorer.deploy.tvm_build import build, load_onnx
+    from explorer.deploy.tvm_build import build, host_target, load_onnx
     from explorer.errors import ExplorerError
     from explorer.space import SPACES, create_space
 
@@ -123,7 +102,7 @@ def coverage(shape, classes, n: int, seed: int, db: str) -> None:
                 except ExplorerError:  # a candidate whose output ignores its input: nothing to compile
                     continue
                 exported += 1
-                card = build(load_onnx(net), "cpu", mods_dir / f"c{i}.so", database=db)
+                card = build(load_onnx(net), host_target(), mods_dir / f"c{i}.so", database=db)
                 done += card["scheduled_kernels"]
                 total += len(card["workloads"])
                 full += int(card["tuned"])
@@ -138,7 +117,7 @@ def main():
     ap.add_argument("--merge", metavar="DIR", help="only add the records of another schedule database, then stop")
     ap.add_argument("--networks", type=int, default=12, help="random derived networks per space")
     ap.add_argument("--dataset", default="mnist5k", help="sets the input shape of the spaces' layers")
-    ap.add_argument("--db", default=None, help="default: schedules/cpu")
+    ap.add_argument("--db", default=None, help="default: the shipped database, explorer/resources/schedules/cpu")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
 
@@ -168,8 +147,11 @@ def main():
             notes.append(f"{name}: {n} standalone workloads, {a.networks + len(extra)} networks")
     print(f"# schedules for {a.dataset} {shape}: " + "; ".join(notes))
     t = time.monotonic()
-    r = tune_module(mods, "cpu", trials=a.trials, db_dir=a.db, num_cores=os.cpu_count(), per_iter=a.per_iter,
-                    seed=a.seed, label="schedules/cpu")
+    from explorer.deploy.tvm_build import host_target
+    from explorer.paths import shipped_schedules
+
+    r = tune_module(mods, host_target(os.cpu_count()), a.db or shipped_schedules("cpu"), trials=a.trials,
+                    num_cores=os.cpu_count(), per_iter=a.per_iter, seed=a.seed, label="schedules/cpu")
     rep = r.as_json()
     print(f"{len(rep['tasks'])} distinct kernels; {rep['trials_this_run']} trials this run, {rep['trials_total']} in total; "
           f"{time.monotonic() - t:.0f} s; database {r.database}")

@@ -18,7 +18,8 @@ import numpy as np
 from tqdm import tqdm
 
 from explorer.data import load_dataset
-from explorer.deploy.tvm_build import toolchain_versions
+from explorer.backends import load_target
+from explorer.deploy.tvm_build import target_json, toolchain_versions
 from explorer.measure.e2e import measure
 from explorer.measure.store import MeasureRecord, Store, default_store_path
 from explorer.space import create_space
@@ -43,11 +44,14 @@ def main():
     rng = np.random.default_rng(args.seed)
     cfg = HWConfig((("DEVICE", "cpu"), ("THREADS", args.threads), ("BATCH", 1)))
     knobs = {"device": "cpu", "threads": args.threads, "batch": 1}
+    backend = load_target("cpu").backend()
     rows = []
     with Store(args.store) as st:
         for _ in tqdm(range(args.n), desc="measure designs", unit="design"):
             dp = DesignPoint.make(space, space.random_genotype(rng), "cpu", cfg)
-            t = measure({"design": dp.as_json(), "threads": args.threads, "batch": 1, "repeat": args.repeat})
+            t = measure({"design": dp.as_json(), "threads": args.threads, "batch": 1, "repeat": args.repeat,
+                         "target": target_json(backend.tvm_target(args.threads)), "device_type": backend.device_type,
+                         "database": [str(x) for x in backend.databases()]})
             st.add(MeasureRecord(dp.key(), "e2e", "cpu", knobs, toolchain_versions(), latency_ms=t["median_ms"],
                                  payload={**t, "design": dp.as_json()}))
             rows.append({"design_json": json.dumps(dp.as_json()), "latency_ms": f"{t['median_ms']:.6f}"})

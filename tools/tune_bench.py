@@ -66,14 +66,16 @@ def table(out: Path) -> None:
     import statistics
 
     from explorer.cost.measured import distinct_items
-    from explorer.deploy.tvm_build import database_id, default_database, toolchain_versions
+    from explorer.deploy.schedules import database_id
+    from explorer.deploy.tvm_build import toolchain_versions
+    from explorer.paths import shipped_schedules
     from explorer.measure.store import Store
     from explorer.measure.workloads import measure_workloads
     from explorer.space import create_space
     from explorer.targets import load_target
 
     items = distinct_items(create_space("chain", (1, 28, 28), 10).cost_slots(), load_target("cpu").hardware_space())
-    db = default_database("cpu")
+    db = shipped_schedules("cpu")
     tc = toolchain_versions()
     with Store(out / "table.sqlite") as st:
         plain = measure_workloads(items, "cpu", 2, st, tc)

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ..cost.vta import CYCLE_FEATURES, DEFAULT_CYCLE_WEIGHTS, VTACostModel
-from ..cost.workload import Workload
+from ..slots import Workload
 from ..space.hardware import HWConfig
-from .params import VTAParams
+from .params import VTAParams, vta_json
 from .sim import BufferCapacityError, ConvLayer, run_layer
 
 __all__ = ["conv_layer", "simulate_pair", "fit_weights", "calibrate", "load_calibration", "SimRefiner"]
@@ -31,7 +31,7 @@ def conv_layer(w: Workload) -> ConvLayer:
 def simulate_pair(w: Workload, config: HWConfig) -> int | None:
     """Simulated cycles of a GEMM workload on a configuration (None if it does not fit)."""
     try:
-        return run_layer(conv_layer(w), VTAParams.from_config(config.to_vta_json())).cycles
+        return run_layer(conv_layer(w), VTAParams.from_config(vta_json(config))).cycles
     except BufferCapacityError:
         return None
 

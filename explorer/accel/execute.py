@@ -147,14 +147,14 @@ class QuantizedModel:
                 m.builder_.update_func(gv, m.visit_expr(func))
         rewritten = m.builder_.get()
         if len(self.layers) != len(planned):
-            from ..deploy.tvm_build import ModelError
+            from ..errors import ModelError
 
             raise ModelError(f"{onnx_path}: cannot run int8: the offload plan has {len(planned)} layers but only "
                              f"{len(self.layers)} have weights this rewrite can read as constants")
         self.planned = planned
-        from ..deploy.tvm_build import make_target
+        from ..deploy.tvm_build import host_target
 
-        self.vm = relax.VirtualMachine(tvm.compile(rewritten, target=make_target("cpu")), tvm.cpu())
+        self.vm = relax.VirtualMachine(tvm.compile(rewritten, target=host_target()), tvm.cpu())
         self._calibrating = True
         self._tvm = tvm
 

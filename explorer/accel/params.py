@@ -6,7 +6,27 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 
-__all__ = ["VTAParams"]
+__all__ = ["VTAParams", "vta_json", "from_vta_json"]
+
+
+def vta_json(config) -> dict:
+    """A configuration as ``vta_config.json`` fields (``LOG_BLOCK`` too where IN equals OUT)."""
+    d = config.as_dict()
+    if "LOG_BLOCK_IN" in d and d.get("LOG_BLOCK_IN") == d.get("LOG_BLOCK_OUT"):
+        d["LOG_BLOCK"] = d["LOG_BLOCK_IN"]  # the older single-block field, for tools that read it
+    return d
+
+
+def from_vta_json(d: dict, space):
+    """Parse ``vta_config.json`` fields against a hardware space (``LOG_BLOCK`` sets IN and OUT)."""
+    from ..space.hardware import HWConfig
+
+    d = dict(d)
+    if "LOG_BLOCK" in d:
+        blk = d.pop("LOG_BLOCK")
+        d.setdefault("LOG_BLOCK_IN", blk)
+        d.setdefault("LOG_BLOCK_OUT", blk)
+    return HWConfig.from_dict(d, space)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A learned latency model: non-negative linear regression on workload features.
 
-Each network is described by the workloads its slots lower to (see :mod:`explorer.cost.workload`):
+Each network is described by the workloads its slots lower to (see :mod:`explorer.slots`):
 multiply-accumulates per convolution kind, ALU element-operations, bytes moved, and the number of
 kernels. Latency is fitted as a non-negative combination of these (``scipy.optimize.nnls``), so the
 model stays linear in the workload table and its expectation over the op distribution is
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cost.workload import Workload
+from ..slots import Workload
 from ..errors import ConfigError, DataError
 
 __all__ = ["FEATURES", "workload_features", "LatencyModel", "read_records", "evaluate_predictions"]

@@ -15,14 +15,13 @@ Energy per sample is ``threads * core_w * latency / batch`` (an assumption the t
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import torch
 
-from ..space.base import Slot
+from ..slots import ComboTable, Slot, joint_probs
 from ..space.hardware import HWConfig, HardwareSpace
-from .base import COST_MODELS, CostModel, joint_probs
+from .base import COST_MODELS, CostModel, Measurement
 
 __all__ = ["MeasuredCostModel", "KNOBS"]
 
@@ -41,23 +40,12 @@ class MeasuredCostModel(CostModel):
     resources = ("latency_s", "energy_j")
 
     def __init__(self, slots: list[Slot], net_choices: dict, hw: HardwareSpace, table: dict, core_w: float = 10.0):
-        self.hw, self.net_choices, self.slots = hw, {k: list(v) for k, v in net_choices.items()}, slots
+        self.hw, self.slots = hw, slots
+        self.combos = ComboTable(slots, net_choices)
+        self.net_choices = self.combos.choices
         self.settings = list(itertools.product(*[hw.knob(k).values for k in KNOBS]))
-        offsets, off = {}, 0
-        for k, v in self.net_choices.items():
-            offsets[k] = off
-            off += len(v)
-        max_axes = max([len(s.axes) for s in slots] + [1])
-        idx, rows, self.combo_slot = [], [], []
-        for si, s in enumerate(slots):
-            for combo, wls in s.table.items():
-                ids = [offsets[a] + j for a, j in zip(s.axes, combo)]
-                idx.append(ids + [off] * (max_axes - len(ids)))
-                self.combo_slot.append(si)
-                rows.append([sum(table[(w, b, d, t)] for w in wls) for d, t, b in self.settings])
-        self.combo_idx = torch.tensor(idx, dtype=torch.long)
+        rows = [[sum(table[(w, b, d, t)] for w in wls) for d, t, b in self.settings] for wls in self.combos.row_workloads]
         self.per_combo = torch.tensor(rows, dtype=torch.float64).float()  # [combos, settings] seconds
-        self.combo_slot_t = torch.tensor(self.combo_slot)
         self.power = torch.tensor([t * core_w for d, t, b in self.settings])
         self.batch = torch.tensor([float(b) for d, t, b in self.settings])
         self.scale, self.offset_s = 1.0, 0.0
@@ -65,8 +53,7 @@ class MeasuredCostModel(CostModel):
 
     # -- probabilities ---------------------------------------------------------------------------
     def _combo_probs(self, net_probs):
-        flat = torch.cat([net_probs[k] for k in self.net_choices] + [torch.ones(1)])
-        return flat[self.combo_idx].prod(-1)
+        return self.combos.probs(net_probs)
 
     def _setting_probs(self, hw_probs):
         return joint_probs(hw_probs, KNOBS)
@@ -82,8 +69,7 @@ class MeasuredCostModel(CostModel):
         return {"latency_s": lat @ ps, "energy_j": energy @ ps}
 
     def _onehots(self, genotype, config: HWConfig):
-        net = {k: torch.tensor([float(o == genotype[k]) for o in opts]) for k, opts in self.net_choices.items()}
-        return net, self.hw.onehot(config)
+        return self.combos.onehot(genotype), self.hw.onehot(config)
 
     def raw_latency_s(self, genotype, config) -> float:
         """Sum of the standalone workload latencies (before the correction)."""
@@ -98,10 +84,7 @@ class MeasuredCostModel(CostModel):
 
     def lower_bounds(self) -> dict[str, float]:
         with torch.no_grad():
-            n_slots = len(self.slots)
-            C, S = self.per_combo.shape
-            per_slot = torch.full((n_slots, S), math.inf).scatter_reduce(
-                0, self.combo_slot_t[:, None].expand(C, S), self.per_combo, reduce="amin")
+            per_slot = self.combos.slot_min(self.per_combo, dim=0)
             lat = self.scale * per_slot.sum(0) + self.offset_s
             return {"latency_s": float(lat.min()), "energy_j": float((lat * self.power / self.batch).min())}
 
@@ -109,11 +92,11 @@ class MeasuredCostModel(CostModel):
         return {"scale": self.scale, "offset_s": self.offset_s}
 
     # -- the learned correction ------------------------------------------------------------------
-    def update(self, points: list[tuple[float, float]]) -> None:
-        """Add (standalone sum s, measured end-to-end s) pairs and refit ``scale`` and ``offset``."""
+    def update(self, measurements: list[Measurement]) -> None:
+        """Add (standalone sum, measured end-to-end) pairs and refit ``scale`` and ``offset``."""
         from scipy.optimize import nnls
 
-        self.fit_points.extend(points)
+        self.fit_points.extend((self.raw_latency_s(m.genotype, m.config), m.latency_s) for m in measurements)
         if len(self.fit_points) < 2:
             raw, meas = self.fit_points[0]
             self.scale = meas / max(raw, 1e-12)

@@ -21,9 +21,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..space.base import Slot, slot_workloads
+from ..slots import ComboTable, Slot, joint_probs, slot_workloads
 from ..space.hardware import HWConfig, HardwareSpace
-from .base import COST_MODELS, CostModel, joint_probs
+from .base import COST_MODELS, CostModel
 
 __all__ = ["VTACostModel"]
 
@@ -113,30 +113,17 @@ class VTACostModel(CostModel):
             from ..errors import ConfigError
 
             raise ConfigError(f"the VTA cost model needs knobs {missing} in the target")
-        self.net_choices = {k: list(v) for k, v in net_choices.items()}
-        offsets, off = {}, 0
-        for k, v in self.net_choices.items():
-            offsets[k] = off
-            off += len(v)
-        self._one = off  # index of a constant 1 appended to the flat probability vector
-        combo_idx, wl_combo, fields = [], [], []
-        self.combo_slot, self.slot_names = [], []
-        max_axes = max([len(s.axes) for s in slots] + [1])
-        for si, s in enumerate(slots):
-            self.slot_names.append(s.name)
-            for combo, wls in s.table.items():
-                cid = len(combo_idx)
-                idx = [offsets[a] + j for a, j in zip(s.axes, combo)]
-                combo_idx.append(idx + [self._one] * (max_axes - len(idx)))
-                self.combo_slot.append(si)
-                for w in wls:
-                    wl_combo.append(cid)
-                    fields.append(w)
+        self.combos = ComboTable(slots, net_choices)
+        self.net_choices = self.combos.choices
+        self.slot_names = [s.name for s in slots]
+        wl_combo, fields = [], []
+        for cid, wls in enumerate(self.combos.row_workloads):
+            for w in wls:
+                wl_combo.append(cid)
+                fields.append(w)
         self.slots = slots
-        self.combo_idx = torch.tensor(combo_idx, dtype=torch.long)
-        self.combo_slot_t = torch.tensor(self.combo_slot, dtype=torch.long)
         self.wl_combo = torch.tensor(wl_combo, dtype=torch.long)
-        self.n_combos = len(combo_idx)
+        self.n_combos = len(self.combos)
         self.correction: tuple[float, ...] | None = None  # calibrated cycle weights, or the prior
         self._wl = self._workload_tensors(fields)
         # The enumerated core shapes, flattened in C order over GRID.
@@ -288,8 +275,7 @@ class VTACostModel(CostModel):
             return [float(f.reshape(-1) @ pg) for f in wc["features"]]
 
     def _combo_probs(self, net_probs) -> torch.Tensor:
-        flat = torch.cat([net_probs[k] for k in self.net_choices] + [torch.ones(1)])
-        return flat[self.combo_idx].prod(dim=-1)
+        return self.combos.probs(net_probs)
 
     def _combo_sum(self, per_wl: torch.Tensor) -> torch.Tensor:
         """[R, W, G] -> [R, n_combos, G] summing each combo's workloads."""
@@ -312,7 +298,7 @@ class VTACostModel(CostModel):
 
     def evaluate(self, genotype: dict[str, str], config: HWConfig) -> dict[str, float]:
         """Exact figures of one design, plus cycles and traffic."""
-        net = {k: torch.tensor([float(o == genotype[k]) for o in opts]) for k, opts in self.net_choices.items()}
+        net = self.combos.onehot(genotype)
         hwp = self.hw.onehot(config)
         with torch.no_grad():
             r = self._relaxed_values(hwp)
@@ -332,7 +318,6 @@ class VTACostModel(CostModel):
         relaxed_opts = [list(range(len(self.hw.knob(k).values))) for k in RELAXED]
         combos = list(itertools.product(*relaxed_opts))
         best = {"latency_s": math.inf, "energy_j": math.inf, "area_mm2": math.inf}
-        n_slots = len(self.slots)
         with torch.no_grad():
             for start in range(0, len(combos), chunk):
                 part = combos[start : start + chunk]
@@ -344,12 +329,7 @@ class VTACostModel(CostModel):
                     ).reshape(-1, 1, 1)
                 wc = self.workload_costs(r, exact=True)
                 for k in ("latency_s", "energy_j"):
-                    per_combo = self._combo_sum(wc[k])  # [R, C, G]
-                    R, C, G = per_combo.shape
-                    idx = self.combo_slot_t.reshape(1, C, 1).expand(R, C, G)
-                    per_slot = per_combo.new_full((R, n_slots, G), math.inf).scatter_reduce(
-                        1, idx, per_combo, reduce="amin"
-                    )
+                    per_slot = self.combos.slot_min(self._combo_sum(wc[k]), dim=1)  # [R, slots, G]
                     best[k] = min(best[k], float(per_slot.sum(1).min()))
                 best["area_mm2"] = min(best["area_mm2"], float(self.area_mm2(r).min()))
         return best

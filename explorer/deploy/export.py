@@ -20,6 +20,7 @@ import torch.nn as nn
 from ..errors import ConfigError
 from ..space import create_space
 from ..space.design import DesignPoint
+from ..space.hardware import BIT_KNOBS
 from ..space.quant import QConv2d, QLinear, QuantState, fake_quant
 
 __all__ = ["load_design", "build_module", "export_onnx", "ExportResult"]
@@ -53,7 +54,7 @@ def build_module(design: DesignPoint, weights: Path | None, seed: int = 0) -> nn
     """The derived network in eval mode, float activations, weights on their quantised grid."""
     space = create_space(design.space, design.input_shape, design.num_classes, **json.loads(design.space_options))
     hw = design.hardware_dict
-    wbits = 2 ** hw["LOG_WGT_WIDTH"] if "LOG_WGT_WIDTH" in hw else None
+    wbits = 2 ** hw[BIT_KNOBS[1]] if BIT_KNOBS[1] in hw else None
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         net = space.build_network(design.genotype_dict, QuantState.fixed(None, None))

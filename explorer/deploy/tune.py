@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ExplorerError
-from .tvm_build import SCHEDULES_DIR, ModelError, _lower_for_schedules, make_target, open_database
+from .schedules import open_writable
+from .tvm_build import _lower_for_schedules, as_target
 
-__all__ = ["TaskState", "TuneResult", "tune_module", "tune_onnx", "extract", "parse_rpc", "database_dir"]
+__all__ = ["TaskState", "TuneResult", "tune_module", "tune_onnx", "extract", "parse_rpc"]
 
 MAX_CONTEXTS = 64  # search states kept alive at once (a rebuilt one is seeded from the database)
 FAILED_S = 1e10  # run time recorded for a candidate that failed to build or run (MetaSchedule's convention)
@@ -71,10 +72,6 @@ class TuneResult:
                        "best_us": None if t.best_s is None else round(t.best_s * 1e6, 3),
                        "share": round((t.cost_s() or 0.0) / total, 4)} for t in self.tasks],
         }
-
-
-def database_dir(target_kind: str, db: str | os.PathLike | None = None) -> Path:
-    return Path(db) if db else SCHEDULES_DIR / target_kind
 
 
 def parse_rpc(spec: str | None, key: str | None):
@@ -142,25 +139,6 @@ def _host_intrinsics_only() -> None:
         else ["riscv_cpu"] if machine.startswith("riscv") else ["x86", "arm_cpu", "riscv_cpu"]
     for sub in subs:
         importlib.import_module(f"{name}.{sub}")
-
-
-def _repair(f: Path) -> None:
-    """Drop a torn last line (a run killed while appending); every complete line is kept."""
-    if not f.is_file():
-        return
-    data = f.read_bytes()
-    if data and not data.endswith(b"\n"):
-        f.write_bytes(data[: data.rfind(b"\n") + 1])
-
-
-def _open_db(path: Path):
-
-    if path.exists() and not path.is_dir():
-        raise ExplorerError(f"--db {path}: not a folder")
-    path.mkdir(parents=True, exist_ok=True)
-    for name in ("database_workload.json", "database_tuning_record.json"):
-        _repair(path / name)
-    return open_database(path / "database_workload.json", path / "database_tuning_record.json", path, allow_missing=True)
 
 
 def _records(db, mod) -> list:
@@ -233,22 +211,20 @@ def _runner(rpc):
     return runner
 
 
-def tune_module(mod, target_kind: str = "cpu", trials: int = 256, db_dir: str | os.PathLike | None = None,
-                num_cores: int | None = None, per_iter: int = 8, rpc=None, progress: bool = True,
-                seed: int = 0, label: str = "tune") -> TuneResult:
-    """Tune the kernels of a Relax module into the database at ``db_dir`` (created, or extended).
+def tune_module(mod, target, db_dir: str | os.PathLike, trials: int = 256, num_cores: int | None = None,
+                per_iter: int = 8, rpc=None, progress: bool = True, seed: int = 0, label: str = "tune") -> TuneResult:
+    """Tune the kernels of a Relax module for the TVM ``target`` (a CPU target: a Target or its JSON
+    dict) into the database at ``db_dir`` (created, or extended).
 
     ``trials`` is the total for this module's kernels, counting the database's earlier records.
     """
     from tvm.s_tir import meta_schedule as ms
 
-    if target_kind != "cpu":
-        raise ExplorerError(f"tune --target {target_kind!r}: only cpu is supported (local or over RPC)")
     _host_intrinsics_only()
     num_cores = int(num_cores or os.cpu_count() or 1)
-    target = make_target(target_kind, num_cores)
-    db_path = database_dir(target_kind, db_dir)
-    db = _open_db(db_path)
+    target = as_target(target, num_cores)
+    db_path = Path(db_dir)
+    db = open_writable(db_path)
     tasks = extract(mod, target)
     res = TuneResult(str(db_path), str(target), trials, tasks)
     if not tasks:
@@ -430,7 +406,7 @@ def _measure(cands, target, builder, runner) -> tuple[list[float | None], list[s
     out: list[float | None] = [None] * len(cands)
     errors: list[str] = []
     to_run = [(i, p) for i, p in enumerate(built) if p is not None]
-    dev = "cuda" if target.kind.name == "cuda" else "cpu"
+    dev = {"llvm": "cpu"}.get(target.kind.name, target.kind.name)  # TVM's device type of the target kind
     futures = runner.run([ms.runner.RunnerInput(p, device_type=dev, args_info=cands[i].args_info) for i, p in to_run])
     for (i, p), f in zip(to_run, futures):
         r = f.result()
@@ -442,11 +418,8 @@ def _measure(cands, target, builder, runner) -> tuple[list[float | None], list[s
     return out, errors
 
 
-def tune_onnx(path, target_kind: str = "cpu", **kw) -> TuneResult:
+def tune_onnx(path, target, db_dir, **kw) -> TuneResult:
     from .tvm_build import import_relax, load_onnx
 
     m = load_onnx(path)
-    return tune_module(import_relax(m), target_kind, label=f"tune {Path(path).name}", **kw)
-
-
-_ = ModelError
+    return tune_module(import_relax(m), target, db_dir, label=f"tune {Path(path).name}", **kw)

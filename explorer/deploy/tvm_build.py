@@ -14,13 +14,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ExplorerError
+from ..errors import ModelError
+from .schedules import database_id, resolve, subset
 
-__all__ = ["ModelError", "OnnxModel", "load_onnx", "parse_shapes", "make_target", "build", "toolchain_versions"]
-
-
-class ModelError(ExplorerError):
-    """The ONNX model cannot be read, imported or built."""
+__all__ = ["ModelError", "OnnxModel", "load_onnx", "parse_shapes", "host_target", "cuda_target", "as_target", "target_json",
+           "build", "apply_schedules", "toolchain_versions"]
 
 
 @dataclass(frozen=True)
@@ -118,21 +116,42 @@ def import_relax(m: OnnxModel):
         raise ModelError(f"{m.path}: TVM's ONNX import failed: {msg[-1] if msg else type(e).__name__}") from None
 
 
-def make_target(kind: str, num_cores: int | None = None, arch: str | None = None):
-    """A TVM target: the host CPU (detected, ``num-cores`` set) or CUDA (``arch``, host llvm)."""
+def host_target(num_cores: int | None = None):
+    """The host CPU as a TVM target (detected ``mtriple``/``mcpu``; ``num-cores`` set, tuning needs it)."""
     import tvm
+    from tvm.target import Target, detect_target
+
+    host = detect_target.detect_target_from_device(tvm.cpu())
+    cfg = {k: v for k, v in json.loads(str(host)).items() if k in ("kind", "mtriple", "mcpu")}
+    cfg["num-cores"] = int(num_cores or os.cpu_count() or 1)
+    return Target(cfg)
+
+
+def cuda_target(arch: str | None = None):
+    """An NVIDIA GPU as a TVM target (``arch``, default sm_80; host code for the host CPU)."""
     from tvm.target import Target
 
-    if kind == "cpu":
-        from tvm.target import detect_target
+    return Target({"kind": "cuda", "arch": arch or "sm_80"}, host="llvm")
 
-        host = detect_target.detect_target_from_device(tvm.cpu())
-        cfg = {k: v for k, v in json.loads(str(host)).items() if k in ("kind", "mtriple", "mcpu")}
-        cfg["num-cores"] = int(num_cores or os.cpu_count() or 1)
-        return Target(cfg)
-    if kind in ("gpu", "cuda"):
-        return Target({"kind": "cuda", "arch": arch or "sm_80"}, host="llvm")
-    raise ModelError(f"unknown compile target {kind!r}; valid: cpu, gpu")
+
+def as_target(target, num_cores: int | None = None):
+    """A TVM target from a Target or its JSON dict; ``num_cores`` replaces a CPU target's ``num-cores``."""
+    from tvm.target import Target
+
+    if isinstance(target, Target):
+        target = json.loads(str(target)) if str(target).startswith("{") else target
+    if isinstance(target, dict):
+        target = dict(target)
+        if num_cores and "num-cores" in target:
+            target["num-cores"] = int(num_cores)
+        host = target.pop("host", None)
+        return Target(target, host=host) if host else Target(target)
+    return Target(target)
+
+
+def target_json(target) -> dict:
+    """A TVM target as a JSON-able dict (to pass to a child process)."""
+    return json.loads(str(target)) if str(target).startswith("{") else {"kind": str(target)}
 
 
 def toolchain_versions() -> dict:
@@ -160,9 +179,6 @@ def workloads(mod) -> list[str]:
     return sorted(gv.name_hint for gv, f in lowered.functions.items() if isinstance(f, tvm.tirx.PrimFunc))
 
 
-SCHEDULES_DIR = Path(__file__).resolve().parent.parent.parent / "schedules"
-
-
 def _lower_for_schedules(mod):
     import tvm
     from tvm import relax
@@ -173,76 +189,27 @@ def _lower_for_schedules(mod):
         relax.transform.FuseTIR()])(mod)
 
 
-def apply_schedules(mod, target, database: str | os.PathLike):
-    """Apply a MetaSchedule JSON database (a folder with database_workload.json and
-    database_tuning_record.json) to the module's kernels. Returns (module, kernels scheduled)."""
-    from tvm import relax
-
-    d = Path(database)
-    wl, rec = d / "database_workload.json", d / "database_tuning_record.json"
-    if not (wl.is_file() and rec.is_file()):
-        raise ModelError(f"{d}: not a schedule database (needs database_workload.json and database_tuning_record.json)")
-    mod = _lower_for_schedules(mod)
+def apply_schedules(mod, target, database):
+    """Apply MetaSchedule JSON databases (a folder, or a list of folders, see
+    :mod:`explorer.deploy.schedules`) to the module's kernels. Returns (module, kernels scheduled)."""
     import tempfile
 
+    import tvm_ffi
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    from .schedules import check_target, open_database, resolve
+
+    dbs = resolve(database if isinstance(database, (list, tuple)) else Path(database), "")
+    mod = _lower_for_schedules(mod)
+    wanted = {str(tvm_ffi.structural_hash(t.dispatched[0])) for t in ms.relax_integration.extract_tasks(mod, target)}
+    shown = ", ".join(map(str, dbs))
     with tempfile.TemporaryDirectory() as tmp:
-        wl, rec = _subset_database(mod, target, wl, rec, Path(tmp))
-        with target, open_database(wl, rec, d):
+        wl, rec = subset(wanted, dbs, Path(tmp))
+        check_target(rec, target, shown)
+        with target, open_database(wl, rec, shown):
             mod = relax.transform.MetaScheduleApplyDatabase()(mod)
     return mod, scheduled_kernels(mod)[0]
-
-
-def open_database(wl: Path, rec: Path, shown: Path, allow_missing: bool = False):
-    """MetaSchedule's JSONDatabase over two files; an unreadable one is one error naming ``shown``."""
-    from tvm.s_tir import meta_schedule as ms
-
-    try:
-        return ms.database.JSONDatabase(str(wl), str(rec), allow_missing=allow_missing, module_equality="structural")
-    except Exception as e:
-        msg = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-        raise ModelError(f"{shown}: not a readable schedule database ({msg[:200]})") from None
-
-
-def _subset_database(lowered, target, wl: Path, rec: Path, out: Path) -> tuple[Path, Path]:
-    """The database's entries for this module's kernels only, written to ``out``.
-
-    A database for a whole search space holds hundreds of kernels (tens of MB, ~7 s to load);
-    a model needs a dozen. Workload lines start with MetaSchedule's structural hash, so the
-    model's kernels are found without deserialising the others.
-    """
-    import tvm_ffi
-    from tvm.s_tir import meta_schedule as ms
-
-    wanted = {str(tvm_ffi.structural_hash(t.dispatched[0])) for t in ms.relax_integration.extract_tasks(lowered, target)}
-    remap, wl_lines = {}, []
-    for i, line in enumerate(x for x in wl.read_text().splitlines() if x.strip()):
-        h = line[2 : line.find('"', 2)] if line.startswith('["') else None
-        if h in wanted:
-            remap[i] = len(wl_lines)
-            wl_lines.append(line)
-    rec_lines = []
-    for line in rec.read_text().splitlines():
-        head, sep, rest = line.partition(",")
-        try:
-            idx = int(head.strip().lstrip("["))
-        except ValueError:
-            continue
-        if sep and idx in remap:
-            rec_lines.append(f"[{remap[idx]},{rest}")
-    (out / "w.json").write_text("".join(x + "\n" for x in wl_lines))
-    (out / "r.json").write_text("".join(x + "\n" for x in rec_lines))
-    return out / "w.json", out / "r.json"
-
-
-def database_id(database: str | os.PathLike | None) -> str | None:
-    """Identity of a schedule database's contents (hash of its two files), or None."""
-    if database is None:
-        return None
-    h = hashlib.sha256()
-    for name in ("database_workload.json", "database_tuning_record.json"):
-        f = Path(database) / name
-        h.update(f.read_bytes() if f.is_file() else b"")
-    return h.hexdigest()[:16]
 
 
 def scheduled_kernels(mod) -> tuple[int, int]:
@@ -253,36 +220,28 @@ def scheduled_kernels(mod) -> tuple[int, int]:
     return sum(1 for f in fs if f.attrs is not None and bool(f.attrs.get("tirx.is_scheduled", False))), len(fs)
 
 
-def default_database(target_kind: str) -> Path | None:
-    """``schedules/<target>/`` when it holds a database."""
-    d = SCHEDULES_DIR / target_kind
-    return d if (d / "database_workload.json").is_file() else None
+def build(m: OnnxModel, target, out_lib: str | os.PathLike, database=None, target_name: str = "") -> dict:
+    """Build ``m`` for the TVM ``target`` (a Target or its JSON dict) and write ``out_lib`` (.so) plus
+    ``<out_lib>.json`` (the card); ``target_name`` is the explorer target it is for.
 
-
-def build(m: OnnxModel, target_kind: str, out_lib: str | os.PathLike, num_cores: int | None = None,
-          arch: str | None = None, database: str | os.PathLike | None = None) -> dict:
-    """Build ``m`` for the target and write ``out_lib`` (.so) plus ``<out_lib>.json`` (the card).
-
-    The target's schedule database (``database``, else ``schedules/<target>/`` when present) is
-    applied to every kernel it covers; the card says which database and how many kernels.
+    The schedule databases (``database``: a folder, a list, ``"none"``, or ``None`` for the defaults
+    of :func:`explorer.deploy.schedules.default_databases`) are applied to every kernel they cover;
+    the card says which databases and how many kernels.
     """
     import tvm
 
     mod = import_relax(m)
-    target = make_target(target_kind, num_cores, arch)
-    if isinstance(database, str) and database.lower() == "none":  # untuned on purpose (e.g. to compare)
-        database = None
-    else:
-        database = database or default_database(target_kind)
+    target = as_target(target)
+    databases = resolve(database, target_name)
     scheduled = 0
-    if database is not None:
-        mod, scheduled = apply_schedules(mod, target, database)
+    if databases:
+        mod, scheduled = apply_schedules(mod, target, databases)
     t0 = time.monotonic()
     try:
         ex = tvm.compile(mod, target=target)
     except Exception as e:
         msg = str(e).strip().splitlines()
-        raise ModelError(f"{m.path}: TVM build for {target_kind} failed: {msg[-1] if msg else type(e).__name__}") from None
+        raise ModelError(f"{m.path}: TVM build for {target_name or target.kind.name} failed: {msg[-1] if msg else type(e).__name__}") from None
     build_s = time.monotonic() - t0
     out_lib = Path(out_lib)
     out_lib.parent.mkdir(parents=True, exist_ok=True)
@@ -293,18 +252,19 @@ def build(m: OnnxModel, target_kind: str, out_lib: str | os.PathLike, num_cores:
         "model": str(m.path.resolve()),
         "model_sha256": m.sha256,
         "target": json.loads(str(target)) if str(target).startswith("{") else str(target),
-        "target_kind": target_kind,
+        "target_kind": target_name,
         "inputs": {k: {"shape": list(v[0]), "dtype": v[1]} for k, v in m.inputs.items()},
         "outputs": {k: {"shape": v[0], "dtype": v[1]} for k, v in m.outputs.items()},
         "opset": m.opset,
         "toolchain": toolchain_versions(),
-        "workloads": workloads(mod) if database is None else sorted(
+        "workloads": workloads(mod) if not databases else sorted(
             gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)),
-        "schedule_database": str(database) if database else None,
-        "schedule_database_id": database_id(database),
+        "schedule_database": os.pathsep.join(map(str, databases)) or None,
+        "schedule_databases": [str(d) for d in databases],
+        "schedule_database_id": database_id(databases),
         "scheduled_kernels": scheduled,
         # every kernel runs a tuned schedule: what the store's `tuned` flag records
-        "tuned": bool(database) and scheduled == scheduled_kernels(mod)[1] and scheduled > 0,
+        "tuned": bool(databases) and scheduled == scheduled_kernels(mod)[1] and scheduled > 0,
         "build_s": round(build_s, 3),
         "library": str(out_lib),
     }

@@ -1,4 +1,4 @@
-"""A background measurement worker for the search: one child process at a time, never waited on.
+"""A background measurement worker for the search: one worker process at a time, never waited on.
 
 Lifecycle: :meth:`submit` queues a candidate; :meth:`poll` (called once per search step) starts the
 next job when none runs and returns the jobs that finished, without blocking; :meth:`close` kills
@@ -8,39 +8,34 @@ what is left. Results go to the store (failures too) and are reused for the same
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
 
+from .base import Job
 from .store import MeasureRecord, Store
 
-__all__ = ["Job", "BackgroundMeasurer"]
-
-
-@dataclass
-class Job:
-    step: int
-    key: str
-    design: dict
-    knobs: dict
-    info: dict = field(default_factory=dict)  # what the caller wants back (predictions, raw sums)
-    latency_s: float | None = None
-    error: str | None = None
-    submitted: float = 0.0
-    finished: float = 0.0
+__all__ = ["Job", "BackgroundMeasurer"]  # Job re-exported from .base
 
 
 class BackgroundMeasurer:
-    def __init__(self, store: Store, toolchain: dict, repeat: int = 15):
-        self.store, self.toolchain, self.repeat = store, toolchain, repeat
+    """A :class:`~explorer.measure.base.Measurer` for TVM targets: end-to-end latency of derived
+    designs on this machine. A job's knobs are the configuration's DEVICE, THREADS and BATCH.
+    ``close`` also closes the store if ``owns_store``."""
+
+    def __init__(self, store: Store, toolchain: dict, repeat: int = 15, target: dict | None = None,
+                 device_type: str = "cpu", databases: list | None = None, timeout_s: float = 900.0,
+                 owns_store: bool = False):
+        self.store, self.toolchain, self.repeat, self.owns_store = store, toolchain, repeat, owns_store
+        self.target, self.device_type, self.timeout_s = target, device_type, timeout_s
+        self.databases = [str(d) for d in databases] if databases is not None else None
         self.queue: list[Job] = []
-        self.running: tuple[Job, subprocess.Popen] | None = None
+        self.running = None  # (job, WorkerPool, future, started)
         self.seen: set[tuple[str, str]] = set()
 
     def submit(self, job: Job) -> bool:
         """Queue ``job`` unless the same design and knobs were already submitted; True if queued."""
+        if not job.knobs and "config" in job.info:
+            c = job.info["config"].as_dict()
+            job.knobs = {k.lower(): c[k] for k in ("DEVICE", "THREADS", "BATCH") if k in c}
         sig = (job.key, json.dumps(job.knobs, sort_keys=True))
         if sig in self.seen:
             return False
@@ -55,34 +50,49 @@ class BackgroundMeasurer:
         return True
 
     def _start(self, job: Job) -> None:
-        env = {**os.environ, "TVM_NUM_THREADS": str(job.knobs["threads"]), "PYTHONWARNINGS": "ignore"}
+        from ..workers import WorkerPool
+        from .e2e import measure
+
+        if self.target is None:
+            from ..deploy.tvm_build import host_target, target_json
+
+            self.target = target_json(host_target())
         req = {"design": job.design, "threads": job.knobs["threads"], "batch": job.knobs.get("batch", 1),
-               "device": job.knobs["device"], "repeat": self.repeat}
-        p = subprocess.Popen([sys.executable, "-m", "explorer.measure.e2e"], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-        p.stdin.write(json.dumps(req))
-        p.stdin.close()
-        self.running = (job, p)
+               "target": self.target, "device_type": self.device_type, "repeat": self.repeat,
+               "database": self.databases}
+        pool = WorkerPool({"TVM_NUM_THREADS": job.knobs["threads"], "PYTHONWARNINGS": "ignore"})
+        self.running = (job, pool, pool.submit(measure, req), time.monotonic())
+
+    def _finish(self, job: Job, res: dict | None, error: str | None) -> None:
+        if res is not None:
+            job.latency_s = res["median_ms"] / 1e3
+            self.store.add(MeasureRecord(job.key, "e2e", job.knobs["device"], job.knobs, self.toolchain,
+                                         latency_ms=res["median_ms"], tuned=bool(res.get("tuned")),
+                                         payload={**res, "design": job.design}))
+        else:
+            job.error = error
+            self.store.add(MeasureRecord(job.key, "e2e", job.knobs["device"], job.knobs, self.toolchain, ok=False,
+                                         error=job.error, payload={"design": job.design}))
+        job.finished = time.monotonic()
 
     def poll(self) -> list[Job]:
         """Finished jobs since the last call; starts the next queued job. Never blocks."""
+        from ..workers import WorkerError, WorkerPool
+
         done = []
         if self.running is not None:
-            job, p = self.running
-            if p.poll() is not None:
-                out = p.stdout.read()
-                line = next((ln for ln in out.splitlines() if ln.startswith(("RESULT ", "ERROR "))), None)
-                if line and line.startswith("RESULT "):
-                    res = json.loads(line[7:])
-                    job.latency_s = res["median_ms"] / 1e3
-                    self.store.add(MeasureRecord(job.key, "e2e", job.knobs["device"], job.knobs, self.toolchain,
-                                                 latency_ms=res["median_ms"], tuned=bool(res.get("tuned")),
-                                                 payload={**res, "design": job.design}))
-                else:
-                    job.error = json.loads(line[6:]) if line else f"worker exited with code {p.returncode}"
-                    self.store.add(MeasureRecord(job.key, "e2e", job.knobs["device"], job.knobs, self.toolchain, ok=False,
-                                                 error=job.error, payload={"design": job.design}))
-                job.finished = time.monotonic()
+            job, pool, fut, started = self.running
+            if fut.done():
+                try:
+                    self._finish(job, WorkerPool.result(fut), None)
+                except WorkerError as e:
+                    self._finish(job, None, str(e))
+                pool.close()
+                done.append(job)
+                self.running = None
+            elif time.monotonic() - started > self.timeout_s:
+                pool.close()
+                self._finish(job, None, f"no result after {self.timeout_s:.0f} s; the worker was killed")
                 done.append(job)
                 self.running = None
         while self.queue and self.running is None:
@@ -106,7 +116,8 @@ class BackgroundMeasurer:
 
     def close(self) -> None:
         if self.running is not None:
-            self.running[1].kill()
-            self.running[1].wait()
+            self.running[1].close()
             self.running = None
         self.queue.clear()
+        if self.owns_store:
+            self.store.close()

@@ -1,22 +1,23 @@
-"""End-to-end latency of one derived design on a CPU/GPU, in a child process.
+"""End-to-end latency of one derived design on a CPU/GPU, in a worker process.
 
-``python -m explorer.measure.e2e`` reads ``{"design": ..., "threads": T, "batch": B, "device": D}`` as
-JSON on stdin, builds the network (latency does not depend on the weights), exports it to ONNX,
-compiles it with TVM, times it, and prints ``RESULT {...}``. A child process per measurement keeps
-the search process free and applies ``TVM_NUM_THREADS`` for real.
+:func:`measure` takes ``{"design": ..., "threads": T, "batch": B, "target": TVM target JSON,
+"device_type": "cpu"|"cuda", "database": [schedule folders] or None}``, builds the network (latency
+does not depend on the weights), exports it to ONNX, compiles it with TVM, times it and returns the
+figures. :class:`~explorer.measure.background.BackgroundMeasurer` runs it in a
+:class:`~explorer.workers.WorkerPool` whose child has ``TVM_NUM_THREADS`` set.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 import tempfile
 from pathlib import Path
+
+__all__ = ["measure"]
 
 
 def measure(req: dict) -> dict:
     from ..deploy.export import build_module, export_onnx
-    from ..deploy.tvm_build import build, load_onnx
+    from ..deploy.tvm_build import as_target, build, load_onnx
     from ..space.design import DesignPoint
     from .local import measure_tvm
 
@@ -26,24 +27,10 @@ def measure(req: dict) -> dict:
         p = Path(tmp) / "m.onnx"
         export_onnx(net, design.input_shape, p, batch=int(req.get("batch", 1)))
         m = load_onnx(p)
-        card = build(m, req.get("device", "cpu"), Path(tmp) / "m.so", num_cores=int(req["threads"]))
+        target = as_target(req["target"], num_cores=int(req["threads"]))
+        card = build(m, target, Path(tmp) / "m.so", database=req.get("database") or "none")
         out = measure_tvm(Path(tmp) / "m.so", m.inputs, repeat=int(req.get("repeat", 15)),
-                          number=int(req.get("number", 10)), device=req.get("device", "cpu"))
+                          number=int(req.get("number", 10)), device=req.get("device_type", "cpu"))
         out.update({"tuned": card["tuned"], "scheduled_kernels": card["scheduled_kernels"],
                     "kernels": len(card["workloads"]), "schedule_database_id": card["schedule_database_id"]})
         return out
-
-
-def main() -> int:
-    req = json.loads(sys.stdin.read())
-    try:
-        out = measure(req)
-    except Exception as e:  # reported as a failed record by the parent
-        print("ERROR " + json.dumps(f"{type(e).__name__}: {e}"))
-        return 1
-    print("RESULT " + json.dumps(out))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

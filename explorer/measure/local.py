@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..deploy.tvm_build import ModelError
+from ..errors import ModelError
 
 __all__ = ["measure_tvm", "measure_onnxruntime", "summarize"]
 
@@ -28,14 +28,15 @@ def _inputs(inputs: dict, seed: int) -> dict:
 
 def measure_tvm(lib: str | os.PathLike, inputs: dict, repeat: int = 30, number: int = 10, seed: int = 0,
                 device: str = "cpu") -> dict:
-    """Time ``main`` of a built library with ``vm.time_evaluator`` (``repeat`` x ``number`` runs)."""
+    """Time ``main`` of a built library with ``vm.time_evaluator`` (``repeat`` x ``number`` runs) on
+    ``device`` (TVM's device type name: cpu, cuda, ...)."""
     import tvm
     from tvm import relax
 
     lib = Path(lib)
     if not lib.is_file():
         raise ModelError(f"{lib}: no such library")
-    dev = tvm.cpu() if device == "cpu" else tvm.cuda()
+    dev = tvm.device(device)
     if not dev.exist:
         raise ModelError(f"no {device} device on this machine to measure {lib.name} on")
     try:

@@ -35,7 +35,10 @@ CREATE INDEX IF NOT EXISTS records_lookup ON records (key, target, knobs, toolch
 
 
 def default_store_path() -> Path:
-    return Path(os.environ.get("EXPLORER_STORE", "runs/store.sqlite"))
+    """``$EXPLORER_STORE``, else ``store.sqlite`` in the user's folder (see :mod:`explorer.paths`)."""
+    from ..paths import store_path
+
+    return store_path()
 
 
 @dataclass(frozen=True)

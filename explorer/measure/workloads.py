@@ -2,7 +2,8 @@
 
 All workloads of one (device, threads) setting are built as functions of ONE Relax module (one
 compiler invocation), then each function is timed with ``time_evaluator``. The build and timing run
-in a child process so that the thread count (``TVM_NUM_THREADS``) is really applied. Results are
+in a worker process (:class:`explorer.workers.WorkerPool`) so that the thread count
+(``TVM_NUM_THREADS``) is really applied and a hang is killed. Results are
 cached in the store, keyed by the workload, batch, device, threads and toolchain.
 
 When the target has a schedule database (``schedules/<device>/``, written by ``explorer tune`` and
@@ -14,15 +15,13 @@ identity is part of the toolchain key, so tuning more re-measures instead of mix
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import asdict
 
-from ..cost.workload import Workload
+from ..slots import Workload
+from ..errors import ModelError
 from .store import MeasureRecord, Store
 
-__all__ = ["relax_function", "measure_workloads"]
+__all__ = ["relax_function", "measure_workloads", "time_workloads"]
 
 
 def _key(w: Workload, batch: int) -> str:
@@ -66,51 +65,63 @@ def relax_function(bb, name: str, w: Workload, batch: int):
         bb.emit_func_output(out)
 
 
-_CHILD = r"""
-import json, sys
-import tvm
-from tvm import relax
-from explorer.cost.workload import Workload
-from explorer.measure.workloads import relax_function
-from explorer.deploy.tvm_build import apply_schedules, make_target
-req = json.loads(sys.stdin.read())
-bb = relax.BlockBuilder()
-names = []
-for i, (w, batch) in enumerate(req["items"]):
-    relax_function(bb, f"w{i}", Workload(**w), batch)
-    names.append(f"w{i}")
-target = make_target(req["device"], num_cores=req["threads"])
-mod = bb.get()
-tuned = [False] * len(names)
-if req.get("database"):
+def time_workloads(req: dict) -> dict:
+    """In a worker process: build ``req["items"]`` as functions of one Relax module for the TVM
+    target ``req["target"]`` (schedule databases ``req["database"]`` applied), then time each."""
     import re
-    mod, _ = apply_schedules(mod, target, req["database"])
-    done = {gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)
-            and f.attrs is not None and bool(f.attrs.get("tirx.is_scheduled", False))}
-    for i, n in enumerate(names):
-        called = set(re.findall(r"call_tir\(\s*(?:cls\.)?(\w+)", mod[n].script()))
-        tuned[i] = bool(called) and called <= done
-ex = tvm.compile(mod, target=target)
-dev = tvm.cpu() if req["device"] == "cpu" else tvm.cuda()
-vm = relax.VirtualMachine(ex, dev)
-import numpy as np
-out = []
-for (w, batch), n in zip(req["items"], names):
-    x = tvm.runtime.tensor(np.random.default_rng(0).random((batch, w["cin"], w["hin"], w["win"]), dtype=np.float32), dev)
-    vm[n](x)
-    r = vm.time_evaluator(n, dev, number=req["number"], repeat=req["repeat"], min_repeat_ms=0)(x)
-    out.append(sorted(r.results)[len(r.results) // 2])
-print("RESULT " + json.dumps({"seconds": out, "tuned": tuned}))
-"""
+
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from ..deploy.tvm_build import apply_schedules, as_target
+
+    bb = relax.BlockBuilder()
+    names = []
+    for i, (w, batch) in enumerate(req["items"]):
+        relax_function(bb, f"w{i}", Workload(**w), batch)
+        names.append(f"w{i}")
+    target = as_target(req["target"], num_cores=req["threads"])
+    mod = bb.get()
+    tuned = [False] * len(names)
+    if req.get("database"):
+        mod, _ = apply_schedules(mod, target, req["database"])
+        done = {gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)
+                and f.attrs is not None and bool(f.attrs.get("tirx.is_scheduled", False))}
+        for i, n in enumerate(names):
+            called = set(re.findall(r"call_tir\(\s*(?:cls\.)?(\w+)", mod[n].script()))
+            tuned[i] = bool(called) and called <= done
+    ex = tvm.compile(mod, target=target)
+    dev = tvm.device(req["device_type"])
+    vm = relax.VirtualMachine(ex, dev)
+    out = []
+    for (w, batch), n in zip(req["items"], names):
+        x = tvm.runtime.tensor(np.random.default_rng(0).random((batch, w["cin"], w["hin"], w["win"]), dtype=np.float32), dev)
+        vm[n](x)
+        r = vm.time_evaluator(n, dev, number=req["number"], repeat=req["repeat"], min_repeat_ms=0)(x)
+        out.append(sorted(r.results)[len(r.results) // 2])
+    return {"seconds": out, "tuned": tuned}
 
 
 def measure_workloads(items: list[tuple[Workload, int]], device: str, threads: int, store: Store, toolchain: dict,
-                      repeat: int = 7, number: int = 5, chunk: int = 400, progress=None, database=None) -> dict:
+                      repeat: int = 7, number: int = 5, chunk: int = 400, progress=None, database=None,
+                      target: dict | None = None, device_type: str = "cpu", timeout_s: float = 3600.0) -> dict:
     """Latency (s) of each (workload, batch) on ``device`` with ``threads``; measured once, then cached.
 
-    ``database``: a schedule database applied before the build (its identity belongs in
-    ``toolchain``). Returns ``{(workload, batch): seconds}``. ``progress(done, total)`` is called per chunk.
+    ``target``: the TVM target as a JSON dict (default: the host CPU); ``device_type``: TVM's name of
+    the device that runs it. ``database``: schedule databases applied before the build (their
+    identity belongs in ``toolchain``). Each chunk is built and timed in a worker process, killed
+    after ``timeout_s``. Returns ``{(workload, batch): seconds}``. ``progress(done, total)`` is
+    called per chunk.
     """
+    from ..workers import WorkerError, WorkerPool
+
+    if target is None:
+        from ..deploy.tvm_build import host_target, target_json
+
+        target = target_json(host_target(threads))
+    if database is not None and not isinstance(database, (list, tuple)):
+        database = [database]
     knobs = {"device": device, "threads": threads}
     have = {}
     for r in store.query(kind="workload", target=device, knobs=knobs, toolchain=toolchain, ok=True):
@@ -119,19 +130,18 @@ def measure_workloads(items: list[tuple[Workload, int]], device: str, threads: i
     done = 0
     for i in range(0, len(todo), chunk):
         part = todo[i : i + chunk]
-        req = {"items": [(asdict(w), b) for w, b in part], "device": device, "threads": threads,
-               "repeat": repeat, "number": number, "database": str(database) if database else None}
-        env = {**os.environ, "TVM_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
-        p = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(req), capture_output=True, text=True, env=env)
-        lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
-        if p.returncode != 0 or not lines:
-            err = (p.stderr.strip().splitlines() or ["no output"])[-1]
+        req = {"items": [(asdict(w), b) for w, b in part], "target": target, "device_type": device_type,
+               "threads": threads, "repeat": repeat, "number": number,
+               "database": [str(d) for d in database] if database else None}
+        env = {"TVM_NUM_THREADS": threads, "OMP_NUM_THREADS": threads, "PYTHONWARNINGS": "ignore"}
+        try:
+            with WorkerPool(env) as pool:
+                got = pool.run(time_workloads, req, timeout_s=timeout_s)
+        except WorkerError as e:
+            err = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
             for w, b in part:
                 store.add(MeasureRecord(_key(w, b), "workload", device, knobs, toolchain, ok=False, error=err))
-            from ..deploy.tvm_build import ModelError
-
-            raise ModelError(f"measuring {len(part)} workloads on {device} failed: {err}")
-        got = json.loads(lines[-1][7:])
+            raise ModelError(f"measuring {len(part)} workloads on {device} failed: {err}") from None
         for (w, b), sec, tuned in zip(part, got["seconds"], got["tuned"]):
             store.add(MeasureRecord(_key(w, b), "workload", device, knobs, toolchain, latency_ms=sec * 1e3, tuned=tuned))
             have[_key(w, b)] = sec

@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from ..config import SearchConfig
-from ..cost.base import CostModel
+from ..cost.base import CostModel, Measurement
 from ..data import DataSplits
 from ..space.base import SearchSpace, entropy
 from ..space.design import DesignPoint
-from ..space.hardware import HardwareSpace, HWConfig
+from ..space.hardware import BIT_KNOBS, HardwareSpace, HWConfig
 from ..space.quant import QuantState
 from .constraints import Constraints, repair
 from .train import Batches
@@ -71,9 +71,9 @@ class CoSearch:
         cost_on_alpha: False for a network search that ignores the hardware.
         supernet: reuse a trained supernet (sequential baseline); built fresh otherwise.
         on_step: callback(record dict) after every step (history writer, progress bar).
-        measurer: a :class:`~explorer.measure.background.BackgroundMeasurer`; every
-            ``cfg.measure_every`` steps the derived design is measured in the background and the
-            cost model's correction is refit when results arrive (never waited on).
+        measurer: the target's source of truth (a :class:`~explorer.measure.base.Measurer`, given
+            by its backend); every ``cfg.measure_every`` steps the derived design is submitted, and
+            the cost model learns from results as they arrive (never waited on).
     """
 
     def __init__(
@@ -97,14 +97,15 @@ class CoSearch:
         self.con, self.target, self.seed = constraints, target, seed
         self.update_hw, self.update_alpha, self.cost_on_alpha = update_hw, update_alpha, cost_on_alpha
         self.on_step = on_step
-        self.measurer = measurer  # BackgroundMeasurer: real latencies refine the cost model
+        self.measurer = measurer  # real latencies (or simulated cycles) refine the cost model
         names = {k.name for k in hw.knobs}
-        self.has_bits = {"LOG_INP_WIDTH", "LOG_WGT_WIDTH"} <= names
-        bits = tuple(2 ** v for v in hw.knob("LOG_INP_WIDTH").values) if self.has_bits else (8,)
-        if self.has_bits and hw.knob("LOG_WGT_WIDTH").values != hw.knob("LOG_INP_WIDTH").values:
+        inp_k, wgt_k = BIT_KNOBS
+        self.has_bits = set(BIT_KNOBS) <= names
+        bits = tuple(2 ** v for v in hw.knob(inp_k).values) if self.has_bits else (8,)
+        if self.has_bits and hw.knob(wgt_k).values != hw.knob(inp_k).values:
             from ..errors import ConfigError
 
-            raise ConfigError("target: LOG_INP_WIDTH and LOG_WGT_WIDTH must offer the same widths")
+            raise ConfigError(f"target: {inp_k} and {wgt_k} must offer the same widths")
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             if supernet is None:
@@ -130,7 +131,7 @@ class CoSearch:
 
     def _set_bits(self, hw_probs):
         if self.has_bits:
-            self.qstate.set(hw_probs["LOG_INP_WIDTH"], hw_probs["LOG_WGT_WIDTH"])
+            self.qstate.set(*(hw_probs[k] for k in BIT_KNOBS))
         else:  # a float target: no quantisation
             self.qstate.set(None, None)
 
@@ -194,7 +195,7 @@ class CoSearch:
         return out
 
     def _measure(self, step: int, search_arch: bool, rec: dict, final_wait_s: float | None = None) -> None:
-        from ..measure.background import Job
+        from ..measure.base import Job
 
         if final_wait_s is not None:  # the loop has ended: collect the measurement in flight
             done = self.measurer.drain(final_wait_s)
@@ -202,9 +203,7 @@ class CoSearch:
             if search_arch and step % self.cfg.measure_every == 0:
                 g, c = self.net.derive(), self.hw.derive()
                 d = DesignPoint.make(self.space, g, self.target, c)
-                knobs = {k: c[k] for k in ("DEVICE", "THREADS", "BATCH") if k in dict(c.values)}
-                knobs = {k.lower(): v for k, v in knobs.items()}
-                self.measurer.submit(Job(step, d.key(), d.as_json(), knobs, {"genotype": g, "config": c}))
+                self.measurer.submit(Job(step, d.key(), d.as_json(), info={"genotype": g, "config": c}))
             done = self.measurer.poll()
         if not done:
             return
@@ -217,7 +216,7 @@ class CoSearch:
             predicted = job.info.get("predicted_s")  # set by refiners that refit the model themselves
             if predicted is None:
                 predicted = self.cm.evaluate(g, c)["latency_s"]  # before this measurement is used
-                self.cm.update([(self.cm.raw_latency_s(g, c), job.latency_s)])
+                self.cm.update([Measurement(g, c, job.latency_s)])
             out.append({"submitted_step": job.step, "predicted_s": predicted, "measured_s": job.latency_s,
                         "rel_error": (predicted - job.latency_s) / job.latency_s, "cached": job.info.get("cached", False),
                         "correction": self.cm.correction_state()})

@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from abc import ABC, abstractmethod  # noqa: F401
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from ..cost.workload import Workload
 from ..errors import ConfigError
 from ..registry import Registry
+from ..slots import Slot, Workload, full_table, onehot_genotype, slot_workloads  # noqa: F401  (re-exported)
 
 __all__ = ["Slot", "SearchSpace", "SuperNet", "SPACES", "relaxed_probs", "entropy"]
 
 SPACES: Registry = Registry("search space")
-
-
-@dataclass(frozen=True)
-class Slot:
-    """A part of the network whose workloads depend on a few choices (``axes``).
-
-    ``table[(i, j, ...)]`` lists the workloads when axis 0 takes option ``i``, axis 1 option ``j``...
-    Every combination of options must be present. A slot with no axes is a fixed part (stem, head).
-    The expected cost of a network is ``sum_slots sum_combos prod_axes p(option) * cost(workloads)``.
-    """
-
-    name: str
-    axes: tuple[str, ...]
-    table: dict[tuple[int, ...], list[Workload]]
 
 
 def relaxed_probs(logits: torch.Tensor, mask: torch.Tensor, relax: str, tau: float, generator=None) -> torch.Tensor:
@@ -191,22 +175,6 @@ class SearchSpace(ABC):
     def workloads(self, genotype: dict[str, str]) -> list[Workload]:
         """Workloads of one derived network (the slots evaluated at the genotype's options)."""
         return slot_workloads(self.cost_slots(), self.choices(), genotype)
-
-
-def slot_workloads(slots: list[Slot], choices: dict[str, list[str]], genotype: dict[str, str]) -> list[Workload]:
-    """The workloads ``slots`` give for one genotype: each slot's table at the genotype's options."""
-    out = []
-    for s in slots:
-        out.extend(s.table[tuple(choices[a].index(genotype[a]) for a in s.axes)])
-    return out
-
-
-def full_table(axes_options: list[list[str]], fn) -> dict[tuple[int, ...], list[Workload]]:
-    """Build a slot table by calling ``fn(*options)`` for every combination."""
-    table = {}
-    for combo in itertools.product(*[range(len(o)) for o in axes_options]):
-        table[combo] = fn(*[axes_options[i][j] for i, j in enumerate(combo)])
-    return table
 
 
 def scaled(c: int, width: str) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..cost.workload import alu, conv
+from ..slots import alu, conv
 from ..errors import ConfigError
 from .base import SPACES, SearchSpace, Slot, SuperNet, full_table, mix, scaled
 from .ops import ACTIVATIONS, OPS, act_workload, out_hw, residual_add_workload

@@ -12,7 +12,12 @@ import torch.nn as nn
 from ..errors import ConfigError
 from .base import relaxed_probs
 
-__all__ = ["Knob", "HWConfig", "HardwareSpace"]
+__all__ = ["Knob", "HWConfig", "HardwareSpace", "BIT_KNOBS"]
+
+# The hardware-space vocabulary for numerics: a target whose hardware changes the numerics (fixed
+# point of a chosen width) offers these knobs, log2 of the activation and weight bits; the search then
+# fake-quantises the supernet, so the task loss depends on theta. Targets without them compute in float.
+BIT_KNOBS = ("LOG_INP_WIDTH", "LOG_WGT_WIDTH")
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,8 @@ class Knob:
 class HWConfig:
     """A concrete hardware configuration: knob values plus fixed fields, hashable.
 
-    For the VTA-style target, :meth:`to_vta_json` writes ``vta_config.json`` field names.
+    How a target writes it to ``hw_config.json`` is its backend's choice (the accelerator writes
+    ``vta_config.json`` field names).
     """
 
     values: tuple[tuple[str, object], ...]
@@ -47,24 +53,15 @@ class HWConfig:
         return {**dict(self.fixed), **dict(self.values)}
 
     def bits(self) -> tuple[int | None, int | None]:
-        """(activation bits, weight bits); ``None`` where the target computes in float."""
+        """(activation bits, weight bits) from the :data:`BIT_KNOBS`; ``None`` where the target
+        computes in float."""
         d = dict(self.values)
-        return tuple(2 ** d[k] if k in d else None for k in ("LOG_INP_WIDTH", "LOG_WGT_WIDTH"))  # type: ignore[return-value]
-
-    def to_vta_json(self) -> dict:
-        d = self.as_dict()
-        if "LOG_BLOCK_IN" in d and d.get("LOG_BLOCK_IN") == d.get("LOG_BLOCK_OUT"):
-            d["LOG_BLOCK"] = d["LOG_BLOCK_IN"]  # the older single-block field, for tools that read it
-        return d
+        return tuple(2 ** d[k] if k in d else None for k in BIT_KNOBS)  # type: ignore[return-value]
 
     @classmethod
     def from_dict(cls, d: dict, space: "HardwareSpace") -> "HWConfig":
-        """Parse a ``vta_config.json``-style dict against ``space`` (``LOG_BLOCK`` sets IN and OUT)."""
+        """Parse a ``{field: value}`` dict against ``space`` (knobs missing take their default)."""
         d = dict(d)
-        if "LOG_BLOCK" in d:
-            blk = d.pop("LOG_BLOCK")
-            d.setdefault("LOG_BLOCK_IN", blk)
-            d.setdefault("LOG_BLOCK_OUT", blk)
         vals = {}
         for k in space.knobs:
             v = d.pop(k.name, k.default)

@@ -11,7 +11,7 @@ import re
 
 import torch.nn as nn
 
-from ..cost.workload import alu, conv
+from ..slots import alu, conv
 from ..errors import ConfigError
 from .base import SPACES, SearchSpace, Slot, SuperNet, full_table, mix
 from .ops import OPS, ReLUConvBN, out_hw

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch.nn as nn
 
-from ..cost.workload import Workload, alu, conv
+from ..slots import Workload, alu, conv
 from ..registry import Registry
 from .quant import QConv2d
 

@@ -21,7 +21,7 @@ def test_calibration_beats_the_prior_on_held_out_pairs():
 
 
 def test_simulate_pair_reports_configs_that_do_not_fit():
-    from explorer.cost.workload import conv
+    from explorer.slots import conv
     from explorer.space.hardware import HWConfig
 
     prob = build_problem(load_config(None, {"dataset": "digits"}))

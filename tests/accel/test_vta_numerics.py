@@ -13,10 +13,11 @@ from explorer.deploy.export import export_onnx
 from explorer.search.train import retrain
 from explorer.space import create_space
 from explorer.space.quant import QuantState
+from explorer.accel.params import vta_json
 from explorer.targets import load_target
 from tests.conftest import run_cli
 
-HW = load_target("vta").hardware_space().default_config().to_vta_json()
+HW = vta_json(load_target("vta").hardware_space().default_config())
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from explorer.cost.base import Measurement
 from explorer.cost.measured import MeasuredCostModel, distinct_items
-from explorer.cost.workload import alu, conv
+from explorer.slots import alu, conv
 from explorer.deploy.tvm_build import toolchain_versions
 from explorer.measure.store import Store
 from explorer.measure.workloads import measure_workloads
@@ -62,7 +63,7 @@ def test_correction_refit(synthetic):
     for _ in range(6):
         g = space.random_genotype(rng)
         raw = cm.raw_latency_s(g, cfg)
-        pts.append((raw, 1.7 * raw + 2e-5))
+        pts.append(Measurement(g, cfg, 1.7 * raw + 2e-5))
     cm.update(pts)
     assert cm.scale == pytest.approx(1.7, rel=1e-3) and cm.offset_s == pytest.approx(2e-5, rel=1e-2)
     cm.scale, cm.offset_s, cm.fit_points = 1.0, 0.0, []
@@ -89,13 +90,13 @@ def test_workload_table_with_a_schedule_database_is_tuned(tmp_path):
     from tvm import relax
 
     from explorer.deploy.tune import tune_module
-    from explorer.deploy.tvm_build import database_id
+    from explorer.deploy.tvm_build import database_id, host_target
     from explorer.measure.workloads import relax_function
 
     items = [(conv("c", 16, 32, 14, 14, 3), 1), (alu("act.relu", 16, 6, 6, 6, 6, 1), 1)]
     bb = relax.BlockBuilder()
     relax_function(bb, "w0", *items[0])
-    r = tune_module(bb.get(), "cpu", trials=8, db_dir=tmp_path / "db", num_cores=1, per_iter=4, progress=False)
+    r = tune_module(bb.get(), host_target(1), tmp_path / "db", trials=8, num_cores=1, per_iter=4, progress=False)
     assert r.new_trials == 8 and all(t.best_s for t in r.tasks)
     tc = toolchain_versions()
     with Store(tmp_path / "s.sqlite") as st:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from explorer.cost import create_cost_model
-from explorer.cost.workload import conv
+from explorer.slots import conv
 from explorer.space import create_space
 from explorer.space.base import Slot
 from explorer.space.hardware import HWConfig

@@ -81,12 +81,12 @@ def test_tvm_output_matches_onnxruntime(design_dir, tmp_path):
     import tvm
     from tvm import relax
 
-    from explorer.deploy.tvm_build import build, load_onnx
+    from explorer.deploy.tvm_build import build, host_target, load_onnx
 
     design, weights = load_design(design_dir)
     export_onnx(build_module(design, weights), design.input_shape, tmp_path / "m.onnx")
     m = load_onnx(tmp_path / "m.onnx")
-    build(m, "cpu", tmp_path / "m.so")
+    build(m, host_target(), tmp_path / "m.so")
     x = np.random.default_rng(0).random((1, 1, 12, 12), dtype=np.float32)
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(tmp_path / "m.so")), tvm.cpu())
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
@@ -139,24 +139,24 @@ def test_dynamic_shape_needs_shape_flag(tmp_path):
 def test_gpu_build_without_a_gpu_and_measure_says_so(design_dir, tmp_path):
     design, weights = load_design(design_dir)
     export_onnx(build_module(design, weights), design.input_shape, tmp_path / "m.onnx")
-    r = cli("compile", str(tmp_path / "m.onnx"), "--target", "gpu", "--store", str(tmp_path / "s.sqlite"))
+    r = cli("compile", str(tmp_path / "m.onnx"), "--target", "cuda", "--store", str(tmp_path / "s.sqlite"))
     assert r.returncode == 0, r.stderr  # TVM's CUDA codegen needs no GPU
-    card = json.loads((tmp_path / "m.gpu.so.json").read_text())
+    card = json.loads((tmp_path / "m.cuda.so.json").read_text())
     assert card["target"]["kind"] == "cuda"
     import tvm
 
     if tvm.cuda().exist:
         pytest.skip("this machine has a GPU: tools/gpu_check.sh measures on it")
-    r = cli("measure", str(tmp_path / "m.gpu.so"), "--target", "gpu", "--store", str(tmp_path / "s.sqlite"))
-    assert r.returncode == 2 and "no gpu device" in r.stderr, r.stderr
+    r = cli("measure", str(tmp_path / "m.cuda.so"), "--target", "cuda", "--store", str(tmp_path / "s.sqlite"))
+    assert r.returncode == 2 and "no cuda device" in r.stderr, r.stderr
 
 
 @pytest.mark.skipif("not __import__('tvm').cuda().exist", reason="needs an NVIDIA GPU")
 def test_gpu_measure(design_dir, tmp_path):
     design, weights = load_design(design_dir)
     export_onnx(build_module(design, weights), design.input_shape, tmp_path / "m.onnx")
-    assert cli("compile", str(tmp_path / "m.onnx"), "--target", "gpu", "--store", str(tmp_path / "s")).returncode == 0
-    r = cli("measure", str(tmp_path / "m.gpu.so"), "--target", "gpu", "--repeat", "5", "--store", str(tmp_path / "s"))
+    assert cli("compile", str(tmp_path / "m.onnx"), "--target", "cuda", "--store", str(tmp_path / "s")).returncode == 0
+    r = cli("measure", str(tmp_path / "m.cuda.so"), "--target", "cuda", "--repeat", "5", "--store", str(tmp_path / "s"))
     assert r.returncode == 0 and "tvm          median" in r.stdout, r.stderr
 
 

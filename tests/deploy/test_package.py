@@ -22,7 +22,7 @@ def test_deploy_a_run(tmp_path):
     again = run_cli("deploy", str(tmp_path / "run"), "--out", str(tmp_path / "dep"))
     assert again.returncode == 2 and "not empty" in again.stderr
     bad = run_cli("deploy", str(tmp_path / "run"), "--target", "vta", "--out", str(tmp_path / "x"))
-    assert bad.returncode == 2 and "valid: cpu, gpu" in bad.stderr
+    assert bad.returncode == 2 and "does not deploy libraries" in bad.stderr, bad.stderr
     assert card["build"]["tuned"] is False  # no database for this run's kernels yet
 
 

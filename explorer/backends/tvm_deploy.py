@@ -1,4 +1,4 @@
-"""``explorer deploy``: a run's design as a deployable folder for a target.
+"""``explorer deploy`` for TVM targets: a run's design as a deployable folder.
 
 The folder holds the ONNX model (trained weights), the TVM library built for the target (with the
 target's schedule database when there is one), the hardware configuration, a short usage example
@@ -36,10 +36,10 @@ print("class", int(logits.argmax()), "logits", np.round(logits, 3).tolist())
 '''
 
 
-def deploy(run_dir: str | os.PathLike, target: str, out: str | os.PathLike, repeat: int = 30,
+def deploy(backend, run_dir: str | os.PathLike, out: str | os.PathLike, repeat: int = 30,
            schedules: str | os.PathLike | None = None) -> dict:
-    """Export, build (with the target's schedule database, or ``schedules``), measure and test a
-    run's design; write the folder ``out``."""
+    """Export, build (with the target's schedule databases, or ``schedules``), measure and test a
+    run's design on a TVM ``backend``'s device; write the folder ``out``."""
     import tvm
     from tvm import relax
 
@@ -49,8 +49,6 @@ def deploy(run_dir: str | os.PathLike, target: str, out: str | os.PathLike, repe
     from ..measure.local import measure_onnxruntime, measure_tvm
 
     run_dir, out = Path(run_dir), Path(out)
-    if target not in ("cpu", "gpu"):
-        raise ConfigError(f"deploy --target {target!r}: valid: cpu, gpu (the VTA-style target: explorer compile --target vta)")
     design, weights = load_design(run_dir)
     if weights is None:
         raise ConfigError(f"{run_dir}: no weights.pt; deploy needs a retrained run (epochs > 0)")
@@ -61,8 +59,8 @@ def deploy(run_dir: str | os.PathLike, target: str, out: str | os.PathLike, repe
     work.mkdir(parents=True)
     exp = export_onnx(build_module(design, weights), design.input_shape, work / "model.onnx")
     m = load_onnx(work / "model.onnx")
-    card = build(m, target, work / "model.so", database=schedules)
-    lat = measure_tvm(work / "model.so", m.inputs, repeat=repeat, number=10, device="cpu" if target == "cpu" else "gpu")
+    card = build(m, backend.tvm_target(), work / "model.so", database=backend.databases(schedules), target_name=backend.name)
+    lat = measure_tvm(work / "model.so", m.inputs, repeat=repeat, number=10, device=backend.device_type)
     threads = card["target"].get("num-cores", os.cpu_count()) if isinstance(card["target"], dict) else os.cpu_count()
     ort = measure_onnxruntime(work / "model.onnx", m.inputs, int(threads or 1), repeat=repeat)
     accuracy = None
@@ -71,7 +69,7 @@ def deploy(run_dir: str | os.PathLike, target: str, out: str | os.PathLike, repe
         dataset = json.loads(cfg_path.read_text()).get("dataset")
         seed = json.loads(cfg_path.read_text()).get("seed", 0)
         d = load_dataset(dataset, seed=seed)
-        dev = tvm.cpu() if target == "cpu" else tvm.cuda()
+        dev = tvm.device(backend.device_type)
         vm = relax.VirtualMachine(tvm.runtime.load_module(str(work / "model.so")), dev)
         hits = 0
         for i in range(len(d.y_test)):
@@ -83,7 +81,7 @@ def deploy(run_dir: str | os.PathLike, target: str, out: str | os.PathLike, repe
     (work / "run_example.py").write_text(EXAMPLE.replace("{shape}", repr(tuple(m.inputs["input"][0]))))
     deployed = {
         "design_key": design.key(),
-        "target": target,
+        "target": backend.name,
         "library": "model.so",
         "onnx": "model.onnx",
         "export_max_abs_diff": exp.max_abs_diff,

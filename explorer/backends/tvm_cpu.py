@@ -1,0 +1,167 @@
+"""The ``tvm-cpu`` backend: the host CPU through TVM (LLVM), priced by measurements.
+
+Cost model: every distinct workload of the space built standalone with TVM and timed on this
+machine for every (device, threads, batch) setting, cached in the store
+(:mod:`explorer.measure.workloads`), summed per network, with a correction the loop refits on
+end-to-end measurements of derived designs (:class:`explorer.measure.background.BackgroundMeasurer`).
+Builds apply the user's and the shipped schedule databases (:mod:`explorer.deploy.schedules`);
+``explorer tune`` writes the user's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .base import BACKENDS, TargetBackend
+
+__all__ = ["TVMBackend", "TVMCPUBackend"]
+
+
+class TVMBackend(TargetBackend):
+    """What every TVM target shares; subclasses give the TVM target and the device type."""
+
+    resources = ("latency_s", "energy_j")
+    required_knobs = ("DEVICE", "THREADS", "BATCH")
+    #: TVM's name of the device that runs the built code
+    device_type = "cpu"
+
+    def tvm_target(self, num_cores: int | None = None, arch: str | None = None):
+        raise NotImplementedError
+
+    def databases(self, spec=None) -> list[Path]:
+        """Schedule databases for a build: ``spec`` (folder, ``"none"``), else the user's and the shipped."""
+        from ..deploy.schedules import resolve
+
+        return resolve(spec, self.name)
+
+    # -- the search ---------------------------------------------------------------------------------
+    def cost_model(self, space, hw, calibration=None, store_path=None, progress=False):
+        from ..cost.measured import MeasuredCostModel, distinct_items
+        from ..deploy.schedules import database_id
+        from ..deploy.tvm_build import target_json, toolchain_versions
+        from ..measure.store import Store, default_store_path
+        from ..measure.workloads import measure_workloads
+
+        slots = space.cost_slots()
+        items = distinct_items(slots, hw)
+        table = {}
+        tc = toolchain_versions()
+        dbs = self.databases()
+        dtc = {**tc, "schedules": database_id(dbs)} if dbs else tc
+        with Store(store_path or default_store_path()) as st:
+            for device in hw.knob("DEVICE").values:
+                for threads in hw.knob("THREADS").values:
+                    bar = None
+                    if progress:
+                        from tqdm import tqdm
+
+                        bar = tqdm(total=len(items), desc=f"workloads {device}/{threads}t", unit="wl", dynamic_ncols=True)
+
+                    def tick(done, total, bar=bar):
+                        if bar is not None:
+                            bar.n = done
+                            bar.refresh()
+
+                    got = measure_workloads(items, device, threads, st, dtc, progress=tick, database=dbs or None,
+                                            target=target_json(self.tvm_target(threads)), device_type=self.device_type)
+                    if bar is not None:
+                        bar.close()
+                    for (w, b), sec in got.items():
+                        table[(w, b, device, threads)] = sec
+        return MeasuredCostModel(slots, space.choices(), hw, table, core_w=dict(self.target.power).get("core_w", 10.0))
+
+    def measurer(self, cost_model, calibration=None):
+        from ..deploy.tvm_build import target_json, toolchain_versions
+        from ..measure.background import BackgroundMeasurer
+        from ..measure.store import Store, default_store_path
+
+        return BackgroundMeasurer(Store(default_store_path()), toolchain_versions(), target=target_json(self.tvm_target()),
+                                  device_type=self.device_type, databases=self.databases(), owns_store=True)
+
+    # -- outside a search ---------------------------------------------------------------------------
+    def compile(self, model, out=None, shapes=None, num_cores=None, arch=None, schedules=None, store=None, **_):
+        from ..deploy.tvm_build import build, load_onnx, toolchain_versions
+        from ..errors import ExplorerError
+        from ..measure.store import MeasureRecord, Store, default_store_path
+
+        m = load_onnx(model, shapes)
+        out = out or str(Path(model).with_suffix(f".{self.name}.so"))
+        knobs = {"num_cores": num_cores, "arch": arch}
+        with Store(store or default_store_path()) as st:
+            try:
+                card = build(m, self.tvm_target(num_cores, arch), out, database=self.databases(schedules), target_name=self.name)
+            except ExplorerError as e:
+                st.add(MeasureRecord(m.sha256, "build", self.name, knobs, toolchain_versions(), ok=False, error=str(e)))
+                raise
+            st.add(MeasureRecord(m.sha256, "build", self.name, knobs, card["toolchain"], tuned=card["tuned"], payload=card))
+        sched = f", {card['scheduled_kernels']} with tuned schedules" if card["schedule_database"] else ", untuned"
+        return card, [f"wrote {out} and {out}.json ({len(card['workloads'])} kernels{sched}, built in {card['build_s']:.1f} s)"]
+
+    def measure(self, model, shapes=None, repeat=30, number=10, num_cores=None, vs=None, schedules=None, store=None, **_):
+        from ..deploy.tvm_build import build, load_onnx, toolchain_versions
+        from ..errors import ExplorerError, ModelError
+        from ..measure.local import measure_onnxruntime, measure_tvm
+        from ..measure.store import MeasureRecord, Store, default_store_path
+
+        path = Path(model)
+        threads = num_cores or os.cpu_count() or 1
+        if path.suffix == ".so":
+            card_path = path.with_suffix(".so.json")
+            if not card_path.is_file():
+                raise ModelError(f"{path}: no card {card_path.name} beside the library (built by explorer compile?)")
+            card = json.loads(card_path.read_text())
+            inputs = {k: (tuple(v["shape"]), v["dtype"]) for k, v in card["inputs"].items()}
+            lib, onnx_path, key = path, Path(card["model"]), card["model_sha256"]
+        else:
+            m = load_onnx(path, shapes)
+            inputs, onnx_path, key = m.inputs, path, m.sha256
+            lib = Path(os.environ.get("TMPDIR", "/tmp")) / f"explorer-{key[:16]}-{self.name}-{threads}.so"
+            card = build(m, self.tvm_target(threads), lib, database=self.databases(schedules), target_name=self.name)
+        knobs = {"threads": threads, "repeat": repeat, "number": number}
+        lines = []
+        with Store(store or default_store_path()) as st:
+            try:
+                t = measure_tvm(lib, inputs, repeat=repeat, number=number, device=self.device_type)
+            except ExplorerError as e:
+                st.add(MeasureRecord(key, "measure", self.name, knobs, toolchain_versions(), ok=False, error=str(e)))
+                raise
+            tuned = bool(card.get("tuned"))
+            st.add(MeasureRecord(key, "measure", self.name, knobs, toolchain_versions(), latency_ms=t["median_ms"], tuned=tuned,
+                                 payload={**t, "schedule_database_id": card.get("schedule_database_id")}))
+            lines.append(f"tvm          median {t['median_ms']:.4f} ms   p10 {t['p10_ms']:.4f}   p90 {t['p90_ms']:.4f}   "
+                         f"({t['n']} x {number} runs, {threads} threads, "
+                         f"{'tuned' if tuned else 'untuned' if not card.get('scheduled_kernels') else 'partly tuned'})")
+            if vs == "onnxruntime":
+                if not onnx_path.is_file():
+                    raise ModelError(f"{onnx_path}: the ONNX model of this library is gone; measure the .onnx instead")
+                o = measure_onnxruntime(onnx_path, inputs, threads, repeat=repeat, number=number)
+                st.add(MeasureRecord(key, "measure", "onnxruntime", knobs, toolchain_versions(), latency_ms=o["median_ms"], payload=o))
+                lines.append(f"onnxruntime  median {o['median_ms']:.4f} ms   p10 {o['p10_ms']:.4f}   p90 {o['p90_ms']:.4f}")
+                lines.append(f"ratio tvm / onnxruntime = {t['median_ms'] / o['median_ms']:.2f}")
+        return lines
+
+    def deploy(self, run_dir, out, schedules=None) -> dict:
+        from .tvm_deploy import deploy
+
+        return deploy(self, run_dir, out, schedules=schedules)
+
+
+@BACKENDS.register("tvm-cpu")
+class TVMCPUBackend(TVMBackend):
+    device_type = "cpu"
+
+    def tvm_target(self, num_cores=None, arch=None):
+        from ..deploy.tvm_build import host_target
+
+        return host_target(num_cores)
+
+    def tune(self, mod, trials=512, db=None, num_cores=None, per_iter=8, rpc=None, progress=True, seed=0, label="tune"):
+        """MetaSchedule tuning of a module's kernels into ``db`` (default: the user's database)."""
+        from ..deploy.schedules import user_database
+        from ..deploy.tune import tune_module
+
+        num_cores = int(num_cores or os.cpu_count() or 1)
+        return tune_module(mod, self.tvm_target(num_cores), user_database(self.name, db), trials=trials,
+                           num_cores=num_cores, per_iter=per_iter, rpc=rpc, progress=progress, seed=seed, label=label)
