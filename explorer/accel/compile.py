@@ -15,10 +15,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import networkx as nx
+
 from .params import VTAParams
 from .sim import ALU_II, ConvLayer, run_layer
 
-__all__ = ["offload_plan", "compile_stats"]
+__all__ = ["layer_graph", "program_order", "offload_plan", "compile_stats"]
 
 HOST_REASONS = {
     "relax.nn.conv2d": "grouped/depthwise convolution: the GEMM core needs whole BLOCK_IN input-channel blocks",
@@ -29,53 +31,107 @@ def _shape(expr) -> tuple[int, ...]:
     return tuple(int(d) for d in expr.ty.shape)
 
 
-def _is_const(expr, consts: dict) -> bool:
+def _is_const(expr, g: nx.DiGraph, node_of: dict) -> bool:
+    """A constant, or a variable computed only from constants (e.g. a transposed weight)."""
     from tvm import relax
     from tvm.ir.expr import Constant
 
-    return isinstance(expr, Constant) or (isinstance(expr, relax.Var) and consts.get(expr, False))
+    if isinstance(expr, Constant):
+        return True
+    return isinstance(expr, relax.Var) and g.nodes[node_of[expr]]["placement"] == "const"
+
+
+def layer_graph(mod) -> nx.DiGraph:
+    """The dataflow graph of ``mod['main']``, each node annotated with where it runs.
+
+    One node per function parameter and per binding, keyed by its position in the program (parameters
+    first, then bindings in order); an edge runs from each variable's producer to every binding that
+    reads it. Node attributes: ``var`` (the bound ``relax.Var``), ``name``, ``op`` (the called op's
+    name, or ``None``), ``call`` (the ``relax.Call``, or ``None``) and the offload decision:
+    ``placement`` (``"gemm"``, ``"host"``, ``"const"`` for a constant-only reshaping of a weight, or
+    ``None`` for parameters and non-op bindings), ``layer`` (the :class:`ConvLayer` of an offloaded
+    node), ``host_op`` (its key in the host op counter) and ``note``.
+    """
+    from tvm import relax
+    from tvm.ir.expr import Constant
+
+    g = nx.DiGraph()
+    node_of: dict = {}  # relax.Var -> node
+    fn = mod["main"]
+    for p in fn.params:
+        node_of[p] = len(g)
+        g.add_node(node_of[p], var=p, name=p.name, op=None, call=None, placement=None, layer=None, host_op=None,
+                   note=None)
+    for blk in fn.body.blocks:
+        for b in blk.bindings:
+            n, v = len(g), b.value
+            call = v if isinstance(v, relax.Call) and hasattr(v.op, "name") else None
+            g.add_node(n, var=b.var, name=b.var.name, op=call.op.name if call is not None else None, call=call,
+                       placement=None, layer=None, host_op=None, note=None)
+            g.add_edges_from((node_of[u], n) for u in relax.analysis.free_vars(v))
+            node_of[b.var] = n
+
+    # The offload decision of each node, in program order: layer names and note numbers count up.
+    layers = hosted = 0
+    for n in program_order(g):
+        d = g.nodes[n]
+        v, name = d["call"], d["op"]
+        if v is None:
+            continue
+        args_const = all(_is_const(a, g, node_of) for a in v.args if isinstance(a, (relax.Var, Constant)))
+        if args_const and name in ("relax.permute_dims", "relax.reshape", "relax.astype"):
+            d["placement"] = "const"
+        elif name == "relax.nn.conv2d" and _is_const(v.args[1], g, node_of):
+            a = v.attrs
+            batch, cin, hin, win = _shape(v.args[0])
+            cout, _, kh, kw = _shape(v.args[1])
+            pads = [int(x) for x in a.padding]
+            if int(a.groups) != 1:
+                hosted += 1
+                d.update(placement="host", host_op=name + " (grouped)",
+                         note=f"{name} #{layers + hosted}: {HOST_REASONS[name]}")
+            elif (len(set(pads)) != 1 or int(a.strides[0]) != int(a.strides[1])
+                  or int(a.dilation[0]) != int(a.dilation[1])):
+                hosted += 1
+                d.update(placement="host", host_op=name + " (asymmetric)",
+                         note=f"{name}: asymmetric padding/stride/dilation {pads}: kept on the host")
+            else:
+                d.update(placement="gemm", layer=ConvLayer(f"conv{layers}", cin, cout, hin, win, kh, kw,
+                                                           int(a.strides[0]), pads[0], int(a.dilation[0]), batch))
+                layers += 1
+        elif name == "relax.matmul" and _is_const(v.args[1], g, node_of) and len(_shape(v.args[0])) == 2:
+            batch, k = _shape(v.args[0])
+            cout = _shape(v.args[1])[-1]
+            d.update(placement="gemm", layer=ConvLayer(f"dense{layers}", k, cout, 1, 1, 1, 1, 1, 0, 1, batch))
+            layers += 1
+        else:
+            hosted += 1
+            d.update(placement="host", host_op=name)
+    return g
+
+
+def program_order(g: nx.DiGraph) -> list:
+    """The nodes of a :func:`layer_graph` in topological order, ties broken by program position.
+
+    Every binding reads only earlier variables, so this is exactly the program order.
+    """
+    return list(nx.lexicographical_topological_sort(g))
 
 
 def offload_plan(mod) -> tuple[list[ConvLayer], Counter, list[str]]:
     """Offloadable layers of ``mod['main']`` in program order, host op counts, and notes."""
-    from tvm import relax
-    from tvm.ir.expr import Constant
-
+    g = layer_graph(mod)
     layers: list[ConvLayer] = []
     host: Counter = Counter()
     notes: list[str] = []
-    consts: dict = {}  # vars computed only from constants (e.g. a transposed weight)
-    for blk in mod["main"].body.blocks:
-        for b in blk.bindings:
-            v = b.value
-            if not isinstance(v, relax.Call) or not hasattr(v.op, "name"):
-                continue
-            name = v.op.name
-            args_const = all(_is_const(a, consts) for a in v.args if isinstance(a, (relax.Var, Constant)))
-            if args_const and name in ("relax.permute_dims", "relax.reshape", "relax.astype"):
-                consts[b.var] = True
-                continue
-            if name == "relax.nn.conv2d" and _is_const(v.args[1], consts):
-                a = v.attrs
-                n, cin, hin, win = _shape(v.args[0])
-                cout, _, kh, kw = _shape(v.args[1])
-                pads = [int(x) for x in a.padding]
-                if int(a.groups) != 1:
-                    host[name + " (grouped)"] += 1
-                    notes.append(f"{name} #{len(layers) + sum(host.values())}: {HOST_REASONS[name]}")
-                    continue
-                if len(set(pads)) != 1 or int(a.strides[0]) != int(a.strides[1]) or int(a.dilation[0]) != int(a.dilation[1]):
-                    host[name + " (asymmetric)"] += 1
-                    notes.append(f"{name}: asymmetric padding/stride/dilation {pads}: kept on the host")
-                    continue
-                layers.append(ConvLayer(f"conv{len(layers)}", cin, cout, hin, win, kh, kw, int(a.strides[0]), pads[0],
-                                        int(a.dilation[0]), n))
-            elif name == "relax.matmul" and _is_const(v.args[1], consts) and len(_shape(v.args[0])) == 2:
-                n, k = _shape(v.args[0])
-                cout = _shape(v.args[1])[-1]
-                layers.append(ConvLayer(f"dense{len(layers)}", k, cout, 1, 1, 1, 1, 1, 0, 1, n))
-            else:
-                host[name] += 1
+    for n in program_order(g):
+        d = g.nodes[n]
+        if d["layer"] is not None:
+            layers.append(d["layer"])
+        if d["host_op"] is not None:
+            host[d["host_op"]] += 1
+        if d["note"] is not None:
+            notes.append(d["note"])
     return layers, host, notes
 
 

@@ -49,8 +49,10 @@ class CostModel(ABC):
     resources: tuple[str, ...] = RESOURCES
 
     @abstractmethod
-    def predict(self, net_probs: dict[str, torch.Tensor], hw_probs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Expected figures ``{resource: scalar tensor}`` under the two probability sets."""
+    def predict(self, net_probs: dict[str, torch.Tensor], hw_probs: dict[str, torch.Tensor],
+                exact: bool = False) -> dict[str, torch.Tensor]:
+        """Expected figures ``{resource: scalar tensor}`` under the two probability sets. ``exact``:
+        no smooth relaxation (ceilings exact), so one-hot probabilities give :meth:`evaluate`'s figures."""
 
     @abstractmethod
     def evaluate(self, genotype: dict[str, str], config) -> dict[str, float]:

@@ -63,7 +63,8 @@ class MeasuredCostModel(CostModel):
         lat = self.scale * raw + self.offset_s
         return lat, lat * self.power / self.batch
 
-    def predict(self, net_probs, hw_probs) -> dict[str, torch.Tensor]:
+    def predict(self, net_probs, hw_probs, exact: bool = False) -> dict[str, torch.Tensor]:
+        """Expected latency and energy; exact for any probabilities (every setting is enumerated)."""
         ps = self._setting_probs(hw_probs)
         lat, energy = self._per_setting(self._combo_probs(net_probs))
         return {"latency_s": lat @ ps, "energy_j": energy @ ps}
@@ -97,6 +98,8 @@ class MeasuredCostModel(CostModel):
         from scipy.optimize import nnls
 
         self.fit_points.extend((self.raw_latency_s(m.genotype, m.config), m.latency_s) for m in measurements)
+        if not self.fit_points:
+            return
         if len(self.fit_points) < 2:
             raw, meas = self.fit_points[0]
             self.scale = meas / max(raw, 1e-12)

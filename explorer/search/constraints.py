@@ -83,8 +83,9 @@ def repair(cost_model: CostModel, genotype: dict, config, hw_space, constraints:
 
     Each move changes one network choice or one hardware knob. Among the moves that reduce the
     violation, it takes the one that reduces it most per nat of the search's preference given up,
-    ``log(p_current / p_new)`` with ``p`` from ``prefs[name][option]`` (pruned options are never
-    used), until every limit holds or no move helps. Returns (genotype, config, moves).
+    ``log(p_current / p_new)`` with ``p`` from ``prefs[name][option]`` (every option of every
+    network choice and knob; pruned options, at probability 0, are never used), until every limit
+    holds or no move helps. Returns (genotype, config, moves).
     """
     g, cfg = dict(genotype), config
     cur = cost_model.evaluate(g, cfg)
@@ -100,8 +101,8 @@ def repair(cost_model: CostModel, genotype: dict, config, hw_space, constraints:
         if v0 == 0:
             break
         candidates = []
-        for name, opts in cost_model.net_choices.items():
-            for o in opts:
+        for name in genotype:
+            for o in prefs.get(name, ()):
                 if o != g[name] and prefs.get(name, {}).get(o, 1.0) > 0.0:
                     candidates.append(({**g, name: o}, cfg, f"{name}={o}", price(name, g[name], o)))
         for k in hw_space.knobs:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+import networkx as nx
 import torch.nn as nn
 
 from ..slots import alu, conv
@@ -17,7 +18,7 @@ from .base import SPACES, SearchSpace, Slot, SuperNet, full_table, mix
 from .ops import OPS, ReLUConvBN, out_hw
 from .quant import QConv2d, QLinear
 
-__all__ = ["NB201Space", "NB201_OPS", "EDGES"]
+__all__ = ["NB201Space", "NB201_OPS", "EDGES", "cell_graph", "live_edges"]
 
 NB201_OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
 EDGES = [(j, i) for j in range(1, 4) for i in range(j)]  # (to, from) in the benchmark's order
@@ -25,6 +26,37 @@ EDGES = [(j, i) for j in range(1, 4) for i in range(j)]  # (to, from) in the ben
 
 def edge_name(j: int, i: int) -> str:
     return f"edge_{j}_{i}"
+
+
+def cell_graph(genotype: dict[str, str]) -> nx.DiGraph:
+    """The cell of ``genotype`` as a DAG.
+
+    Args:
+        genotype: ``{edge name: op}`` for the six edges.
+
+    Returns:
+        Nodes 0 (the cell's input) to 3 (its output); an edge ``i -> j`` with attributes ``name``
+        (the genotype key) and ``op`` for every edge whose op is not ``"none"``.
+    """
+    g = nx.DiGraph()
+    g.add_nodes_from(range(4))
+    for j, i in EDGES:
+        op = genotype[edge_name(j, i)]
+        if op != "none":
+            g.add_edge(i, j, name=edge_name(j, i), op=op)
+    return g
+
+
+def live_edges(genotype: dict[str, str]) -> set[str]:
+    """Names of the edges on a path from the cell's input to its output through non-"none" ops.
+
+    The others either never reach the output (their result is discarded) or are fed only through
+    "none" (their result does not depend on the input).
+    """
+    g = cell_graph(genotype)
+    fed = nx.descendants(g, 0) | {0}
+    used = nx.ancestors(g, 3) | {3}
+    return {d["name"] for i, j, d in g.edges(data=True) if i in fed and j in used}
 
 
 @SPACES.register("nb201")
