@@ -14,11 +14,13 @@ def _threads():
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _private_store(tmp_path_factory):
-    """Tests (and the CLI processes they start) never write to the repository's runs/store.sqlite."""
-    import os
-
-    os.environ["EXPLORER_STORE"] = str(tmp_path_factory.mktemp("store") / "store.sqlite")
+def _private_home(tmp_path_factory):
+    """Tests (and the CLI processes they start) write to a private folder, never to runs/, and see no
+    schedule database but the ones they make: what the shipped database holds changes no result."""
+    home = tmp_path_factory.mktemp("home")
+    os.environ["EXPLORER_HOME"] = str(home)
+    os.environ["EXPLORER_STORE"] = str(home / "store.sqlite")
+    os.environ["EXPLORER_SCHEDULES"] = "none"
 
 
 def tiny_config(**kw) -> RunConfig:

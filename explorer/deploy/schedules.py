@@ -39,9 +39,16 @@ def user_database(target: str, db: str | os.PathLike | None = None) -> Path:
 
 
 def default_databases(target: str) -> list[Path]:
-    """The databases a build for ``target`` uses by default: the user's, then the shipped one."""
+    """The databases a build for ``target`` uses by default: the user's, then the shipped one.
+
+    ``$EXPLORER_SCHEDULES`` replaces them: folders separated by ``os.pathsep`` (a team's database,
+    say), or ``none`` for untuned builds.
+    """
     from ..paths import shipped_schedules, user_schedules
 
+    env = os.environ.get("EXPLORER_SCHEDULES")
+    if env is not None:
+        return [] if env.strip().lower() in ("", "none") else resolve(env.split(os.pathsep), target)
     return [d for d in (user_schedules(target), shipped_schedules(target)) if is_database(d)]
 
 

@@ -1,0 +1,58 @@
+"""Installed as a package (not editable), used from another folder: shipped data is found inside the
+package, and nothing a run writes lands in the installed files."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """``pip install --no-deps --target`` of a copy of the source (the build writes beside the source)."""
+    base = tmp_path_factory.mktemp("install")
+    src = base / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "bench-out", "build", "*.egg-info",
+                                                             "__pycache__", ".pytest_cache"))
+    target = base / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--target", str(target), str(src)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert (target / "explorer" / "resources" / "targets" / "vta.toml").is_file()
+    return target
+
+
+def test_installed_package_lists_targets_and_searches_from_another_folder(installed, tmp_path):
+    before = _tree(installed)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLORER_")}
+    env.update(PYTHONPATH=str(installed), PYTHONWARNINGS="ignore")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, str(installed / "bin" / "explorer"), *args], capture_output=True,
+                              text=True, env=env, cwd=work, timeout=600)
+
+    probe = subprocess.run([sys.executable, "-c", "import explorer; print(explorer.__file__)"], capture_output=True,
+                           text=True, env=env, cwd=work)
+    assert probe.stdout.strip().startswith(str(installed)), probe.stdout  # the installed copy, not the checkout
+    r = cli("list")
+    assert r.returncode == 0, r.stderr
+    import json
+
+    assert json.loads(r.stdout)["targets"] == ["cpu", "cuda", "vta"]
+    r = cli("search", "--dataset", "digits", "--steps", "20", "--epochs", "0", "--out", "run", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert (work / "run" / "summary.json").is_file() and (work / "run" / "hw_config.json").is_file()
+    assert _tree(installed) == before, "a run wrote into the installed package"
