@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-__all__ = ["Workload", "conv", "alu", "Slot", "slot_workloads", "full_table", "ComboTable", "joint_probs",
+__all__ = ["Workload", "conv", "alu", "OPS_ALU", "Slot", "slot_workloads", "full_table", "ComboTable", "joint_probs",
            "onehot_genotype"]
 
 
@@ -49,6 +49,7 @@ class Workload:
     store_elems: int = 0
     stride: int = 1
     dilation: int = 1
+    op: str = ""  # what it computes, for backends that build it (see OPS_ALU); "conv2d" for kind="conv"
 
     @property
     def macs(self) -> int:
@@ -66,18 +67,27 @@ class Workload:
 REQUANT_ALU_OPS = 3
 
 
+# The operators an ALU workload can stand for: a backend that builds workloads (the CPU/GPU timer)
+# emits exactly this operator, never guessing from the workload's name.
+OPS_ALU = ("elementwise", "depthwise_conv2d", "max_pool", "avg_pool", "avg_pool_2x2", "global_avg_pool")
+
+
 def conv(name, cin, cout, hin, win, k, stride=1, groups=1, dilation=1, n=1) -> Workload:
     pad = dilation * (k - 1) // 2
     hout = (hin + 2 * pad - dilation * (k - 1) - 1) // stride + 1
     wout = (win + 2 * pad - dilation * (k - 1) - 1) // stride + 1
     return Workload("conv", name, cin, cout, hin, win, hout, wout, k, k, groups, n, REQUANT_ALU_OPS,
-                    stride=stride, dilation=dilation)
+                    stride=stride, dilation=dilation, op="conv2d")
 
 
-def alu(name, channels, hin, win, hout, wout, ops, load_elems=0, store_elems=0, n=1) -> Workload:
+def alu(name, channels, hin, win, hout, wout, ops, load_elems=0, store_elems=0, n=1, op="elementwise") -> Workload:
+    """Vector work; ``op`` (one of :data:`OPS_ALU`) is the operator it stands for."""
+    if op not in OPS_ALU:
+        raise ValueError(f"alu workload {name!r}: op {op!r} is not one of {OPS_ALU}")
     stride = max(1, hin // max(1, hout)) if hout > 1 else 1
     return Workload(
-        "alu", name, channels, channels, hin, win, hout, wout, 1, 1, 1, n, ops, load_elems, store_elems, stride=stride
+        "alu", name, channels, channels, hin, win, hout, wout, 1, 1, 1, n, ops, load_elems, store_elems, stride=stride,
+        op=op,
     )
 
 

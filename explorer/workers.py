@@ -1,23 +1,24 @@
-"""Work in child processes: one pool abstraction for workload timing, background measurement and builds.
+"""Work in child processes: one pool for workload timing, background measurement and tuning builds.
 
-Children are *spawned* (a fresh interpreter), so environment settings that a runtime reads once at
-start-up, such as ``TVM_NUM_THREADS``, really apply, and a crash or a hang in TVM never takes the
-caller with it. A call that runs past its timeout kills the child; an exception raised in the child
-comes back as :class:`WorkerError` with the child's message and traceback text.
+Built on TVM's :class:`tvm.support.popen_pool.PopenPoolExecutor` (the pool MetaSchedule's own builders
+use): each child is a fresh interpreter started with ``Popen``, so settings a runtime reads once,
+such as ``TVM_NUM_THREADS``, really apply; a call that runs past the pool's timeout kills its child
+(and the child's children) and the next call starts a new one; a crash or a hang in TVM never takes
+the caller with it. An exception raised in a child comes back as :class:`WorkerError` with the
+child's message and traceback text (carried as text: not every exception pickles).
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing as mp
 import os
+import subprocess
 import traceback
 
 __all__ = ["WorkerPool", "WorkerError", "WorkerTimeout"]
 
 
 class WorkerError(RuntimeError):
-    """The function failed in the child; ``str()`` is ``Type: message``, ``.child_traceback`` the rest."""
+    """The call failed in the child; ``str()`` is ``Type: message``, ``.child_traceback`` the rest."""
 
     def __init__(self, message: str, child_traceback: str = ""):
         super().__init__(message)
@@ -25,72 +26,81 @@ class WorkerError(RuntimeError):
 
 
 class WorkerTimeout(WorkerError):
-    """The call ran past its timeout; the child was killed."""
+    """The call ran past the pool's timeout; its child was killed."""
 
 
-def _apply_env(env: dict) -> None:
+def _init(env: dict, initializer, initargs) -> None:
     os.environ.update(env)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def _call(fn, args, kwargs):
     try:
         return True, fn(*args, **kwargs)
-    except BaseException as e:  # carried back as text: not every exception pickles
+    except BaseException as e:
         return False, (f"{type(e).__name__}: {e}", traceback.format_exc())
 
 
-def _unwrap(res):
-    ok, value = res
-    if not ok:
-        raise WorkerError(*value)
-    return value
-
-
 class WorkerPool:
-    """Spawned worker processes with an environment, per-call timeouts and errors carried back.
+    """Child processes with an environment, a timeout per call and errors carried back.
 
-    Lifecycle: create, :meth:`submit` (a future, for callers that poll) or :meth:`run` (blocking,
-    with a timeout), then :meth:`close`, which kills children still running. Also a context manager.
+    Lifecycle: create; :meth:`submit` (a future, for callers that poll it), :meth:`run` (waits) or
+    :meth:`map` (a batch, one outcome per item, failures included); then :meth:`close`, which kills
+    the children, finished or not. Also a context manager.
 
     Args:
         env: variables set in each child before it runs anything (e.g. ``TVM_NUM_THREADS``).
         workers: child processes.
+        timeout_s: seconds one call may take (None: no limit).
+        initializer: run once in each child after ``env`` is set (e.g. registering TVM intrinsics).
+        quiet: drop the children's output (TVM's warnings), as a background worker should.
     """
 
-    def __init__(self, env: dict | None = None, workers: int = 1):
-        self._pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                            initializer=_apply_env, initargs=({k: str(v) for k, v in (env or {}).items()},))
+    def __init__(self, env: dict | None = None, workers: int = 1, timeout_s: float | None = None,
+                 initializer=None, initargs: tuple = (), quiet: bool = True):
+        from tvm.support.popen_pool import PopenPoolExecutor
 
-    def submit(self, fn, *args, **kwargs) -> cf.Future:
-        """Start ``fn(*args, **kwargs)`` in a child; ``result(future)`` gives its value or raises."""
+        sink = subprocess.DEVNULL if quiet else None
+        self.timeout_s = timeout_s
+        self._pool = PopenPoolExecutor(max_workers=max(1, workers), timeout=timeout_s, initializer=_init,
+                                       initargs=({k: str(v) for k, v in (env or {}).items()}, initializer, initargs),
+                                       stdout=sink, stderr=sink)
+
+    def submit(self, fn, *args, **kwargs):
+        """Start ``fn(*args, **kwargs)`` in a child; :meth:`result` gives its value or raises."""
         return self._pool.submit(_call, fn, args, kwargs)
 
-    @staticmethod
-    def result(future: cf.Future, timeout_s: float | None = None):
-        """The value of a submitted call, or :class:`WorkerError`; ``cf.TimeoutError`` if not done."""
+    def result(self, future):
+        """The value of a submitted call; :class:`WorkerTimeout` or :class:`WorkerError` otherwise."""
         try:
-            return _unwrap(future.result(timeout_s))
-        except cf.process.BrokenProcessPool as e:
-            raise WorkerError(f"worker process died ({e})") from None
+            ok, value = future.result()
+        except TimeoutError:
+            raise WorkerTimeout(f"no result after {self.timeout_s:.0f} s; the worker was killed") from None
+        except ChildProcessError as e:
+            raise WorkerError(f"the worker process died ({e})") from None
+        if not ok:
+            raise WorkerError(*value)
+        return value
 
-    def run(self, fn, *args, timeout_s: float | None = None, **kwargs):
-        """``fn(*args, **kwargs)`` in a child, waited on; past ``timeout_s`` the child is killed."""
-        fut = self.submit(fn, *args, **kwargs)
-        try:
-            return self.result(fut, timeout_s)
-        except cf.TimeoutError:
-            self.close()
-            raise WorkerTimeout(f"no result after {timeout_s:.0f} s; the worker was killed") from None
+    def run(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` in a child, waited on."""
+        return self.result(self.submit(fn, *args, **kwargs))
+
+    def map(self, fn, items) -> list[tuple[bool, object]]:
+        """``fn(*item)`` for every item, in parallel: ``(True, value)`` or ``(False, WorkerError)`` each."""
+        futs = [self.submit(fn, *item) for item in items]
+        out = []
+        for f in futs:
+            try:
+                out.append((True, self.result(f)))
+            except WorkerError as e:
+                out.append((False, e))
+        return out
 
     def close(self) -> None:
-        """Stop the pool; children still running are killed."""
-        procs = list((self._pool._processes or {}).values())  # the executor has no public kill
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        for p in procs:
-            p.join(timeout=5)
+        """Kill the children and stop the pool (a call in flight ends as an error)."""
+        self._pool.shutdown(wait=False)
 
     def __enter__(self):
         return self

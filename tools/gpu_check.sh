@@ -15,6 +15,6 @@ if [ -z "$RUN" ]; then
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 $BIN/explorer export "$RUN" --out "$OUT/model.onnx"
-$BIN/explorer compile "$OUT/model.onnx" --target gpu --arch "$ARCH" --out "$OUT/model.cuda.so"
-$BIN/explorer measure "$OUT/model.cuda.so" --target gpu --repeat 30
+$BIN/explorer compile "$OUT/model.onnx" --target cuda --arch "$ARCH" --out "$OUT/model.cuda.so"
+$BIN/explorer measure "$OUT/model.cuda.so" --target cuda --repeat 30
 $BIN/explorer measure "$OUT/model.onnx" --target cpu --vs onnxruntime --repeat 30

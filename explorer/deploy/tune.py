@@ -379,22 +379,19 @@ class _Builder:
 
     def build(self, cands, target) -> list[str | None]:
         from tvm.s_tir.meta_schedule.builder.local_builder import _worker_func
-        from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
+
+        from ..workers import WorkerPool
 
         if self.pool is None or self.used >= self.renew:
             self.close()
-            self.pool = PopenPoolExecutor(max_workers=self.workers, timeout=self.timeout_s,
-                                          initializer=_host_intrinsics_only)
+            self.pool = WorkerPool(workers=self.workers, timeout_s=self.timeout_s, initializer=_host_intrinsics_only)
         self.used += 1
-        out: list[str | None] = []
-        for r in self.pool.map_with_error_catching(lambda x: _worker_func(*x),
-                                                   [(None, None, c.sch.mod, target, None) for c in cands]):
-            out.append(r.value if r.status == StatusKind.COMPLETE else None)
-        return out
+        return [value if ok else None
+                for ok, value in self.pool.map(_worker_func, [(None, None, c.sch.mod, target, None) for c in cands])]
 
     def close(self) -> None:
         if self.pool is not None:
-            self.pool.shutdown()
+            self.pool.close()
             self.pool = None
 
 

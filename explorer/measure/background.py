@@ -28,7 +28,7 @@ class BackgroundMeasurer:
         self.target, self.device_type, self.timeout_s = target, device_type, timeout_s
         self.databases = [str(d) for d in databases] if databases is not None else None
         self.queue: list[Job] = []
-        self.running = None  # (job, WorkerPool, future, started)
+        self.running = None  # (job, WorkerPool, future)
         self.seen: set[tuple[str, str]] = set()
 
     def submit(self, job: Job) -> bool:
@@ -60,8 +60,8 @@ class BackgroundMeasurer:
         req = {"design": job.design, "threads": job.knobs["threads"], "batch": job.knobs.get("batch", 1),
                "target": self.target, "device_type": self.device_type, "repeat": self.repeat,
                "database": self.databases}
-        pool = WorkerPool({"TVM_NUM_THREADS": job.knobs["threads"], "PYTHONWARNINGS": "ignore"})
-        self.running = (job, pool, pool.submit(measure, req), time.monotonic())
+        pool = WorkerPool({"TVM_NUM_THREADS": job.knobs["threads"], "PYTHONWARNINGS": "ignore"}, timeout_s=self.timeout_s)
+        self.running = (job, pool, pool.submit(measure, req))
 
     def _finish(self, job: Job, res: dict | None, error: str | None) -> None:
         if res is not None:
@@ -77,22 +77,17 @@ class BackgroundMeasurer:
 
     def poll(self) -> list[Job]:
         """Finished jobs since the last call; starts the next queued job. Never blocks."""
-        from ..workers import WorkerError, WorkerPool
+        from ..workers import WorkerError
 
         done = []
         if self.running is not None:
-            job, pool, fut, started = self.running
-            if fut.done():
+            job, pool, fut = self.running
+            if fut.done():  # the pool's timeout ends a hung measurement: its result is an error
                 try:
-                    self._finish(job, WorkerPool.result(fut), None)
+                    self._finish(job, pool.result(fut), None)
                 except WorkerError as e:
                     self._finish(job, None, str(e))
                 pool.close()
-                done.append(job)
-                self.running = None
-            elif time.monotonic() - started > self.timeout_s:
-                pool.close()
-                self._finish(job, None, f"no result after {self.timeout_s:.0f} s; the worker was killed")
                 done.append(job)
                 self.running = None
         while self.queue and self.running is None:

@@ -43,24 +43,24 @@ def relax_function(bb, name: str, w: Workload, batch: int):
                 pad = w.dilation * (w.kh - 1) // 2
                 y = bb.emit(relax.op.nn.conv2d(x, wt, strides=w.stride, padding=pad, dilation=w.dilation, groups=w.groups))
                 y = bb.emit(relax.op.nn.relu(y))  # the fused epilogue of a conv layer
+            elif w.op == "depthwise_conv2d":  # a grouped conv on a CPU
+                k = w.kh
+                wt = relax.const(rng.standard_normal((w.cin, 1, k, k)).astype("float32"))
+                y = bb.emit(relax.op.nn.conv2d(x, wt, strides=w.stride, padding=(k - 1) // 2, groups=w.cin))
+            elif w.op == "global_avg_pool":
+                y = bb.emit(relax.op.mean(x, axis=[2, 3], keepdims=True))
+            elif w.op == "max_pool":
+                y = bb.emit(relax.op.nn.max_pool2d(x, 3, w.stride, 1))
+            elif w.op == "avg_pool_2x2":  # NAS-Bench-201's 2x2 average-pool shortcut
+                y = bb.emit(relax.op.nn.avg_pool2d(x, 2, 2, 0, ceil_mode=True))
+            elif w.op == "avg_pool":
+                y = bb.emit(relax.op.nn.avg_pool2d(x, 3, w.stride, 1, count_include_pad=False))
+            elif w.op == "elementwise":  # activations, residual adds, node sums
+                y = x
+                for _ in range(max(1, w.alu_ops)):
+                    y = bb.emit(relax.op.maximum(relax.op.add(y, x), relax.const(0.0, "float32")))
             else:
-                base = w.name.split(".")[-1]
-                if base == "dw":  # depthwise conv on a CPU: a grouped conv
-                    k = w.kh
-                    wt = relax.const(rng.standard_normal((w.cin, 1, k, k)).astype("float32"))
-                    y = bb.emit(relax.op.nn.conv2d(x, wt, strides=w.stride, padding=(k - 1) // 2, groups=w.cin))
-                elif w.hout == 1 and w.wout == 1 and w.hin * w.win > 1:  # global pooling
-                    y = bb.emit(relax.op.mean(x, axis=[2, 3], keepdims=True))
-                elif "max" in w.name:
-                    y = bb.emit(relax.op.nn.max_pool2d(x, 3, w.stride, 1))
-                elif "reduce" in w.name:  # NAS-Bench-201's 2x2 average-pool shortcut
-                    y = bb.emit(relax.op.nn.avg_pool2d(x, 2, 2, 0, ceil_mode=True))
-                elif "pool" in w.name:
-                    y = bb.emit(relax.op.nn.avg_pool2d(x, 3, w.stride, 1, count_include_pad=False))
-                else:  # elementwise chain: activations, residual adds, node sums
-                    y = x
-                    for _ in range(max(1, w.alu_ops)):
-                        y = bb.emit(relax.op.maximum(relax.op.add(y, x), relax.const(0.0, "float32")))
+                raise ValueError(f"workload {w.name!r}: no operator {w.op!r} to build")
             out = bb.emit_output(y)
         bb.emit_func_output(out)
 
@@ -135,8 +135,8 @@ def measure_workloads(items: list[tuple[Workload, int]], device: str, threads: i
                "database": [str(d) for d in database] if database else None}
         env = {"TVM_NUM_THREADS": threads, "OMP_NUM_THREADS": threads, "PYTHONWARNINGS": "ignore"}
         try:
-            with WorkerPool(env) as pool:
-                got = pool.run(time_workloads, req, timeout_s=timeout_s)
+            with WorkerPool(env, timeout_s=timeout_s) as pool:
+                got = pool.run(time_workloads, req)
         except WorkerError as e:
             err = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
             for w, b in part:

@@ -164,7 +164,7 @@ class ChainSpace(SearchSpace):
             c = scaled(self.stages[-1][0], wl)
             # Global average pool on the ALU (an ADD per position, then MUL+SHR), then the classifier.
             return [
-                alu("head.pool", c, h, w, 1, 1, h * w + 2, load_elems=c * h * w, store_elems=c),
+                alu("head.pool", c, h, w, 1, 1, h * w + 2, load_elems=c * h * w, store_elems=c, op="global_avg_pool"),
                 conv("head.fc", c, self.num_classes, 1, 1, 1),
             ]
 

@@ -130,7 +130,8 @@ class NB201Space(SearchSpace):
                 fixed += [
                     conv(f"reduce{s}.a", pc, c, ph, pw, 3, 2),
                     conv(f"reduce{s}.b", c, c, h, w, 3),
-                    alu(f"reduce{s}.pool", pc, ph, pw, h, w, 4 + 2, load_elems=pc * ph * pw, store_elems=pc * h * w),
+                    alu(f"reduce{s}.pool", pc, ph, pw, h, w, 4 + 2, load_elems=pc * ph * pw, store_elems=pc * h * w,
+                        op="avg_pool_2x2"),
                     conv(f"reduce{s}.proj", pc, c, h, w, 1),
                     alu(f"reduce{s}.add", c, h, w, h, w, 1, load_elems=c * h * w, store_elems=c * h * w),
                 ]
@@ -151,7 +152,7 @@ class NB201Space(SearchSpace):
                     )
         c, h, w = stages[-1]
         fixed += [
-            alu("head.pool", c, h, w, 1, 1, h * w + 2, load_elems=c * h * w, store_elems=c),
+            alu("head.pool", c, h, w, 1, 1, h * w + 2, load_elems=c * h * w, store_elems=c, op="global_avg_pool"),
             conv("head.fc", c, self.num_classes, 1, 1, 1),
         ]
         return [Slot("fixed", (), {(): fixed})] + slots

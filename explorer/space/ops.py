@@ -72,7 +72,7 @@ def _dw_workloads(name, k):
         # A depthwise conv has one input channel per group: on the GEMM core it would use
         # 1/(BLOCK_IN*BLOCK_OUT) of the array, so the compiler runs it on the ALU:
         # MUL + ADD per tap and output vector; input and k*k*C weights come from DRAM.
-        dw = replace(alu(f"{name}.dw", cin, h, w, ho, wo, 2 * k * k, load_elems=cin * (h * w + k * k)), kh=k, kw=k)
+        dw = replace(alu(f"{name}.dw", cin, h, w, ho, wo, 2 * k * k, load_elems=cin * (h * w + k * k), op="depthwise_conv2d"), kh=k, kw=k)
         pw = conv(f"{name}.pw", cin, cout, ho, wo, 1)
         return [dw, pw]
 
@@ -112,7 +112,8 @@ def _pool_op(name, kind):
 
     def wl(cin, cout, h, w, stride):
         ho, wo = out_hw(h, w, stride)
-        out = [alu(name, cin, h, w, ho, wo, ops_per_out, load_elems=cin * h * w, store_elems=cin * ho * wo)]
+        out = [alu(name, cin, h, w, ho, wo, ops_per_out, load_elems=cin * h * w, store_elems=cin * ho * wo,
+                   op="max_pool" if kind == "max" else "avg_pool")]
         if cin != cout:
             out.append(conv(f"{name}.proj", cin, cout, ho, wo, 1))
         return out

@@ -54,7 +54,7 @@ def test_correction_refit(synthetic):
 
 def test_real_workload_timings_are_cached(tmp_path):
     items = [(conv("c", 8, 16, 12, 12, 3), 1), (conv("c", 8, 16, 12, 12, 3, stride=2), 1),
-             (alu("maxpool", 8, 12, 12, 6, 6, 9, load_elems=8 * 144, store_elems=8 * 36), 1),
+             (alu("maxpool", 8, 12, 12, 6, 6, 9, load_elems=8 * 144, store_elems=8 * 36, op="max_pool"), 1),
              (alu("act.relu", 16, 6, 6, 6, 6, 1), 4)]
     tc = toolchain_versions()
     with Store(tmp_path / "s.sqlite") as st:
