@@ -3,7 +3,6 @@
 import json
 import numpy as np
 import pytest
-import torch
 
 from explorer.cost.base import Measurement
 from explorer.cost.measured import MeasuredCostModel, distinct_items
