@@ -66,6 +66,7 @@ def test_real_workload_timings_are_cached(tmp_path):
         assert again == pytest.approx(got) and st.count() == n  # from the store, not measured again
 
 
+@pytest.mark.slow  # TVM tuning or builds: the slow tier
 def test_workload_table_with_a_schedule_database_is_tuned(tmp_path):
     """The cost model's standalone workloads, tuned into a database, are timed with it applied:
     records say tuned, the database's identity keys the cache, tuned code is faster than untuned."""

@@ -161,7 +161,6 @@ def test_gpu_measure(design_dir, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.sample
 def test_schedule_database_is_applied(design_dir, tmp_path):
     """A (tiny) tuning run's database is applied by compile; the card counts kernels."""
     design, weights = load_design(design_dir)

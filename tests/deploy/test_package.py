@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from explorer.api import run_search
 from tests.conftest import run_cli, tiny_config
 
@@ -26,6 +28,7 @@ def test_deploy_a_run(tmp_path):
     assert card["build"]["tuned"] is False and card["build"]["scheduled_kernels"] == 0  # tests see no database (conftest)
 
 
+@pytest.mark.slow  # TVM tuning or builds: the slow tier
 def test_deploy_tuned_library(tmp_path):
     """`explorer tune RUN` then `deploy`: every kernel of the library runs a tuned schedule."""
     run_search(tiny_config(steps=6, epochs=1), tmp_path / "run", progress=False)

@@ -44,6 +44,7 @@ def _tune(model, db, trials, *extra):
                "--no-progress", *extra)
 
 
+@pytest.mark.slow  # TVM tuning or builds: the slow tier
 def test_tune_resumes_and_compile_applies_it(tiny_onnx, tmp_path):
     db = tmp_path / "db"
     r = _tune(tiny_onnx, db, 16, "--report", str(tmp_path / "r.json"))  # 4 kernels, batches of 4
@@ -77,6 +78,7 @@ def test_tune_resumes_and_compile_applies_it(tiny_onnx, tmp_path):
     assert plain.returncode == 0 and not json.loads((tmp_path / "u.so.json").read_text())["tuned"]
 
 
+@pytest.mark.slow  # TVM tuning or builds: the slow tier
 def test_killed_tune_loses_at_most_the_batch_in_flight(tiny_onnx, tmp_path):
     db = tmp_path / "db"
     p = subprocess.Popen([sys.executable, "-m", "explorer.cli", "tune", str(tiny_onnx), "--trials", "40", "--db", str(db),
@@ -130,7 +132,7 @@ def test_budget_goes_by_latency_share():
     (["--rpc", "localhost"], "expected HOST:PORT"),
     (["--rpc", "localhost:9190"], "--rpc needs --key"),
     (["--key", "k"], "--key needs --rpc"),
-    (["--target", "vta"], "only cpu"),
+    (["--target", "vta"], "does not tune schedules"),
     (["--rpc", "127.0.0.1:1", "--key", "k"], "cannot reach a TVM RPC tracker"),
 ])
 def test_bad_tune_arguments(tiny_onnx, tmp_path, args, msg):
@@ -175,7 +177,6 @@ def _free_port():
 
 
 @pytest.mark.slow
-@pytest.mark.sample
 def test_tune_over_rpc_tracker_on_loopback(tiny_onnx, tmp_path):
     """TVM's own RPC tracker and server on loopback; candidates are run on the server."""
     port = _free_port()
@@ -208,6 +209,7 @@ def test_tune_over_rpc_tracker_on_loopback(tiny_onnx, tmp_path):
                 p.wait()
 
 
+@pytest.mark.slow  # TVM tuning or builds: the slow tier
 def test_kernel_shared_under_other_block_names(tmp_path):
     """Two networks whose global-pool kernels are structurally equal but name their blocks
     otherwise (lv7_red / lv11_red): tuning the second extends the first's records without making

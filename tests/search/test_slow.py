@@ -1,4 +1,4 @@
-"""Slow end-to-end checks on the real data. `make test` runs only those marked `sample`."""
+"""Slow end-to-end checks on the real data (the slow tier, `make test-slow`)."""
 
 import pytest
 
@@ -13,7 +13,6 @@ def test_demo_configuration_reaches_97_percent_on_mnist5k(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.sample
 def test_short_latency_limited_search_on_mnist5k(tmp_path):
     cfg = load_config(None, {"steps": 60, "budget_min": 1.5, "epochs": 10, "latency_ms": 0.15})
     cfg.search.warmup_steps = 15
