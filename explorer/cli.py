@@ -122,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--classes", type=_positive(int), default=10)
     f.add_argument("--option", action="append", metavar="KEY=JSON", help="space option, e.g. cells_per_stage=5")
     f.add_argument("--holdout", type=float, default=0.2, help="share of records held out for the report")
+    f.add_argument("--model", choices=["additive", "features"], default="additive",
+                   help="additive (slot, option) costs fitted in log space with shrinkage (default), or the "
+                        "non-negative fit of aggregate workload features")
     f.add_argument("--seed", type=int, default=0)
     ev = cms.add_parser("eval", help="evaluate a fitted model on records")
     ev.add_argument("model")
@@ -132,7 +135,9 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_costmodel(a) -> int:
     import numpy as np
 
-    from .cost.learned import LatencyModel, evaluate_predictions, read_records
+    from .cost.additive import AdditiveLatencyModel
+    from .cost.learned import (LatencyModel, evaluate_predictions, load_latency_model, predict_table, read_records,
+                               read_table)
     from .errors import ConfigError
     from .space import create_space
 
@@ -141,10 +146,9 @@ def cmd_costmodel(a) -> int:
               f"within_10pct={m['within_10pct'] * 100:.1f}%  mean_abs_rel_err={m['mean_abs_rel_err'] * 100:.1f}%")
 
     if a.cm_cmd == "eval":
-        model = LatencyModel.load(a.model)
-        space = create_space(model.space, model.input_shape, model.num_classes, **model.space_options)
-        X, y, _ = read_records(a.records, space)
-        show("eval", evaluate_predictions(model.predict(X), y))
+        model, space = load_latency_model(a.model)
+        G, y, _ = read_table(a.records, space)
+        show("eval", evaluate_predictions(predict_table(model, space, G), y))
         return 0
     options = {}
     for o in a.option or []:
@@ -182,18 +186,23 @@ def cmd_costmodel(a) -> int:
     except ValueError:
         raise ConfigError(f"--input-shape {shape_s!r}: expected CxHxW") from None
     space = create_space(a.space, shape, a.classes, **options)
-    X, y, _ = read_records(a.records, space)
     if not 0 <= a.holdout < 1:
         raise ConfigError("--holdout must be in [0, 1)")
+    G, y, _ = read_table(a.records, space)
     idx = np.random.default_rng(a.seed).permutation(len(y))
     n_test = int(round(a.holdout * len(y)))
     test, train = idx[:n_test], idx[n_test:]
-    model = LatencyModel(a.space, space.options(), shape, a.classes).fit(X[train], y[train])
-    show("train", evaluate_predictions(model.predict(X[train]), y[train]))
+    if a.model == "features":
+        X, _, _ = read_records(a.records, space)
+        model = LatencyModel(a.space, space.options(), shape, a.classes).fit(X[train], y[train])
+    else:
+        model = AdditiveLatencyModel.for_space(space).fit([G[i] for i in train], y[train], seed=a.seed)
+    show("train", evaluate_predictions(predict_table(model, space, [G[i] for i in train]), y[train]))
     if n_test >= 2:
-        show("held-out", evaluate_predictions(model.predict(X[test]), y[test]))
+        show("held-out", evaluate_predictions(predict_table(model, space, [G[i] for i in test]), y[test]))
     model.save(a.out)
-    print(f"wrote {a.out} (fitted on {len(train)} records)")
+    extra = "" if a.model == "features" else f"; dead ops cost: {model.dead_ops_cost}, shrinkage {model.lam}"
+    print(f"wrote {a.out} ({a.model} model fitted on {len(train)} records{extra})")
     return 0
 
 

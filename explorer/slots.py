@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 __all__ = ["Workload", "conv", "alu", "OPS_ALU", "Slot", "slot_workloads", "full_table", "ComboTable", "joint_probs",
-           "onehot_genotype"]
+           "onehot_genotype", "workload_features_basic"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,19 @@ def full_table(axes_options: list[list[str]], fn) -> dict[tuple[int, ...], list[
     for combo in itertools.product(*[range(len(o)) for o in axes_options]):
         table[combo] = fn(*[axes_options[i][j] for i, j in enumerate(combo)])
     return table
+
+
+def workload_features_basic(wls: list[Workload]) -> tuple[float, float, float]:
+    """(multiply-accumulates, ALU element operations, kernels) of a list of workloads."""
+    macs = alu_ops = kernels = 0.0
+    for w in wls:
+        if w.kind == "conv":
+            macs += w.macs
+            kernels += 1
+        else:
+            alu_ops += w.n * w.hout * w.wout * w.cin * max(1, w.alu_ops)
+            kernels += 1 if (w.load_elems or w.store_elems) else 0
+    return macs, alu_ops, kernels
 
 
 def joint_probs(probs: dict[str, torch.Tensor], names) -> torch.Tensor:

@@ -21,7 +21,8 @@ import numpy as np
 from ..slots import Workload
 from ..errors import ConfigError, DataError
 
-__all__ = ["FEATURES", "workload_features", "LatencyModel", "read_records", "evaluate_predictions"]
+__all__ = ["FEATURES", "workload_features", "LatencyModel", "read_table", "read_records", "load_latency_model",
+           "predict_table", "evaluate_predictions"]
 
 FEATURES = ("macs_k1", "macs_k3", "macs_k5", "macs_other", "alu_elem_ops", "bytes", "kernels")
 
@@ -92,8 +93,9 @@ class LatencyModel:
         return m
 
 
-def read_records(path: str | Path, space) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Read ``genotype,latency_ms`` (nb201 strings) or ``design_json,latency_ms`` rows into features."""
+def read_table(path: str | Path, space) -> tuple[list[dict], np.ndarray, list[str]]:
+    """Read ``genotype,latency_ms`` (nb201 strings) or ``design_json,latency_ms`` rows: genotypes,
+    latencies (ms) and the rows' keys."""
     from ..space.design import DesignPoint
 
     p = Path(path)
@@ -108,7 +110,7 @@ def read_records(path: str | Path, space) -> tuple[np.ndarray, np.ndarray, list[
     key = "genotype" if "genotype" in cols else "design_json" if "design_json" in cols else None
     if key is None or "latency_ms" not in cols:
         raise DataError(f"{p}: needs columns genotype,latency_ms (nb201) or design_json,latency_ms (chain); got {sorted(cols)}")
-    X, y, ids = [], [], []
+    G, y, ids = [], [], []
     for i, r in enumerate(rows, start=2):
         try:
             lat = float(r["latency_ms"])
@@ -124,10 +126,44 @@ def read_records(path: str | Path, space) -> tuple[np.ndarray, np.ndarray, list[
                 space.validate_genotype(g)
         except (ConfigError, json.JSONDecodeError) as e:
             raise DataError(f"{p}:{i}: {e}") from None
-        X.append(workload_features(space.workloads(g)))
+        G.append(g)
         y.append(lat)
         ids.append(r[key])
-    return np.array(X), np.array(y), ids
+    return G, np.array(y), ids
+
+
+def read_records(path: str | Path, space) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Workload features of every record of a table (see :func:`read_table`), latencies and keys."""
+    G, y, ids = read_table(path, space)
+    return np.array([workload_features(space.workloads(g)) for g in G]), y, ids
+
+
+def load_latency_model(path: str | Path):
+    """A model file written by ``explorer costmodel fit``, of either kind, with its space attached
+    (additive models) — returns (model, space)."""
+    from ..space import create_space
+    from .additive import AdditiveLatencyModel
+
+    try:
+        d = json.loads(Path(path).read_text())
+        kind = d.get("kind")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+        raise ConfigError(f"{path}: not a latency model file ({type(e).__name__}: {e})") from None
+    if kind == AdditiveLatencyModel.kind:
+        m = AdditiveLatencyModel.from_json(d, path)
+    else:
+        m = LatencyModel.load(path)
+    space = create_space(m.space, m.input_shape, m.num_classes, **m.space_options)
+    if kind == AdditiveLatencyModel.kind:
+        m.bind(space)
+    return m, space
+
+
+def predict_table(model, space, genotypes: list[dict]) -> np.ndarray:
+    """Predicted latency (ms) of genotypes with either kind of model."""
+    if isinstance(model, LatencyModel):
+        return model.predict(np.array([workload_features(space.workloads(g)) for g in genotypes]))
+    return model.predict(genotypes)
 
 
 def evaluate_predictions(pred: np.ndarray, y: np.ndarray) -> dict:

@@ -84,6 +84,10 @@ class NB201Space(SearchSpace):
     def choices(self) -> dict[str, list[str]]:
         return {edge_name(j, i): list(NB201_OPS) for j, i in EDGES}
 
+    def live_choices(self, genotype: dict[str, str]) -> set[str]:
+        """The edges whose op takes part in the cell's output (see :func:`live_edges`)."""
+        return live_edges(genotype)
+
     def format_genotype(self, genotype: dict[str, str]) -> str:
         nodes = []
         for j in range(1, 4):

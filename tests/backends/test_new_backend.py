@@ -1,8 +1,8 @@
 """A new kind of target is one backend module and one TOML: nothing else in the package changes.
 
-The test writes both into a temporary folder: a backend priced by a latency model fitted with
-``explorer costmodel fit`` on a table of measured designs (here synthetic), named in the TOML as
-``module:Class``, then runs ``explorer search`` on it end to end in a fresh process.
+The test writes both into a temporary folder: a backend priced by the additive latency model that
+``explorer costmodel fit`` fits on a table of measured designs (here synthetic), named in the TOML
+as ``module:Class``, then runs ``explorer search`` on it end to end in a fresh process.
 """
 
 import json
@@ -19,26 +19,28 @@ from explorer.space.design import DesignPoint
 from explorer.space.hardware import HWConfig
 
 BACKEND = textwrap.dedent('''
-    """A target priced by a latency table: a model fitted by `explorer costmodel fit`."""
+    """A target priced by a latency table: the additive model `explorer costmodel fit` wrote."""
+    import json
+
     import torch
 
     from explorer.backends import TargetBackend
+    from explorer.cost.additive import AdditiveLatencyModel
     from explorer.cost.base import CostModel
-    from explorer.cost.learned import LatencyModel, workload_features
     from explorer.slots import ComboTable
 
 
     class TableCostModel(CostModel):
-        """The fitted model is linear in additive workload features, so each (slot, options) row
-        has its own latency and the expectation over the architecture is exact and differentiable."""
+        """The fitted model prices each (slot, options) row of the space: the expectation over the
+        architecture is exact and differentiable."""
 
         resources = ("latency_s",)
 
-        def __init__(self, space, model):
+        def __init__(self, space, path):
+            m = AdditiveLatencyModel.from_json(json.loads(open(path).read()), path).bind(space)
             self.combos = ComboTable(space.cost_slots(), space.choices())
-            rows = [float((workload_features(w) / model.scale) @ model.coef) for w in self.combos.row_workloads]
-            self.row_s = torch.tensor(rows) * 1e-3
-            self.intercept_s = model.intercept * 1e-3
+            self.row_s = torch.tensor(m.row_costs_ms()).float() * 1e-3
+            self.intercept_s = m.intercept_ms * 1e-3
 
         def predict(self, net_probs, hw_probs, exact=False):
             return {"latency_s": self.combos.probs(net_probs) @ self.row_s + self.intercept_s}
@@ -55,7 +57,7 @@ BACKEND = textwrap.dedent('''
         resources = ("latency_s",)
 
         def cost_model(self, space, hw, calibration=None, store_path=None, progress=False):
-            return TableCostModel(space, LatencyModel.load(self.target.options["latency_model"]))
+            return TableCostModel(space, self.target.options["latency_model"])
 ''')
 
 TOML = '''

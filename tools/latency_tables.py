@@ -1,0 +1,101 @@
+"""How well the learned latency models rank designs on latency tables measured on real devices.
+
+Reads NAS-Bench-201 latency tables in the form HELP publishes them (Lee et al., "HELP:
+Hardware-Adaptive Efficient Latency Prediction for NAS via Meta-Learning", NeurIPS 2021; repository
+HayeonLee/HELP, folder ``data/nasbench201``: ``str_arch2idx.pt`` maps genotype strings to indices,
+``latency/<device>.pt`` holds the 15,625 latencies in ms), or any ``genotype,latency_ms`` CSV. The
+tables are not in this repository: point ``--help-dir`` at a copy. Files are read with
+``torch.load(weights_only=True)`` (plain lists and dicts; no code runs).
+
+For every table: fit on ``--fit`` random records, evaluate Kendall tau on ``--eval`` others, for
+  * ``features``: the non-negative fit of aggregate workload features (``explorer.cost.learned``);
+  * ``ridge``: one-hot (edge, op) ridge regression on log latency (the baseline);
+  * ``additive``: the additive (slot, option) model fitted in log space with shrinkage
+    (``explorer.cost.additive``), whose row costs the search can use.
+
+Usage: python tools/latency_tables.py --help-dir HELP/data/nasbench201 --devices raspi4,pixel3 [--fit 200 --eval 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def load_table(help_dir: Path | None, device: str) -> dict[str, float]:
+    """``{genotype string: latency ms}`` of one device (a HELP .pt table, or a CSV path)."""
+    p = Path(device)
+    if p.suffix == ".csv":
+        with p.open(newline="") as fh:
+            return {r["genotype"]: float(r["latency_ms"]) for r in csv.DictReader(fh)}
+    import torch
+
+    idx = torch.load(help_dir / "str_arch2idx.pt", weights_only=True)
+    lat = torch.load(help_dir / "latency" / f"{device}.pt", weights_only=True)
+    return {g: float(lat[i]) for g, i in idx.items() if i < len(lat)}
+
+
+def onehot(space, genotypes) -> np.ndarray:
+    ch = space.choices()
+    cols = [(k, o) for k, opts in ch.items() for o in opts]
+    return np.array([[float(g[k] == o) for k, o in cols] for g in genotypes])
+
+
+def evaluate(space, table: dict, n_fit: int, n_eval: int, seed: int) -> dict:
+    from scipy.stats import kendalltau
+    from sklearn.linear_model import RidgeCV
+
+    from explorer.cost.additive import AdditiveLatencyModel
+    from explorer.cost.learned import LatencyModel, workload_features
+
+    names = sorted(table)
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(names))
+    fit_n, ev_n = [names[i] for i in pick[:n_fit]], [names[i] for i in pick[n_fit:n_fit + n_eval]]
+    gf, ge = [space.parse_genotype(n) for n in fit_n], [space.parse_genotype(n) for n in ev_n]
+    yf, ye = np.array([table[n] for n in fit_n]), np.array([table[n] for n in ev_n])
+    tau = lambda a, b: float(kendalltau(a, b).statistic)  # noqa: E731
+    out = {}
+    Xf = np.array([workload_features(space.workloads(g)) for g in gf])
+    Xe = np.array([workload_features(space.workloads(g)) for g in ge])
+    m = LatencyModel("nb201", space.options(), space.input_shape, space.num_classes).fit(Xf, yf)
+    out["features"] = (tau(m.predict(Xf), yf), tau(m.predict(Xe), ye))
+    r = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(onehot(space, gf), np.log(yf))
+    out["ridge"] = (tau(r.predict(onehot(space, gf)), yf), tau(r.predict(onehot(space, ge)), ye))
+    t = time.monotonic()
+    a = AdditiveLatencyModel.for_space(space).fit(gf, yf, seed=seed)
+    out["additive"] = (tau(a.predict(gf), yf), tau(a.predict(ge), ye))
+    out["additive_s"] = time.monotonic() - t
+    out["dead_ops_cost"] = a.dead_ops_cost
+    out["lam"] = a.lam
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--help-dir", type=Path, help="HELP's data/nasbench201 folder")
+    ap.add_argument("--devices", default="raspi4,pixel3,gold_6240,1080ti_1,fpga,eyeriss")
+    ap.add_argument("--fit", type=int, nargs="+", default=[200, 20])
+    ap.add_argument("--eval", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    from explorer.space import create_space
+
+    space = create_space("nb201", (3, 32, 32), 10, channels=16, cells_per_stage=5)  # the benchmark's skeleton
+    print("| table | fit | features train / held-out | ridge (one-hot, log) train / held-out | additive train / held-out | dead ops cost | shrinkage | fit s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for dev in a.devices.split(","):
+        table = load_table(a.help_dir, dev)
+        for n in a.fit:
+            r = evaluate(space, table, n, a.eval, a.seed)
+            f = lambda k: f"{r[k][0]:.2f} / **{r[k][1]:.2f}**" if k == "additive" else f"{r[k][0]:.2f} / {r[k][1]:.2f}"  # noqa: E731
+            print(f"| {Path(dev).stem} | {n} | {f('features')} | {f('ridge')} | {f('additive')} | {r['dead_ops_cost']} | "
+                  f"{r['lam']} | {r['additive_s']:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
