@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, help="retraining epochs of the derived network (0 skips)")
     s.add_argument("--seed", type=int)
     s.add_argument("--calibration", help="vta: cost-model calibration from `explorer calibrate`")
+    s.add_argument("--latency-table", dest="latency_table", metavar="MODEL.json",
+                   help="search for a device known by its latency table: the model `explorer costmodel fit` wrote "
+                        "(the same as --target MODEL.json)")
     s.add_argument("--method", default="cosearch", choices=["cosearch", "sequential", "random"],
                    help="co-search, or a baseline in the same harness")
     s.add_argument("--out", help="run folder (default runs/<space>-<target>-<time>)")
@@ -297,6 +300,12 @@ def cmd_search(a) -> int:
 
     overrides = {k: getattr(a, k) for k in ("target", "space", "dataset", "latency_ms", "energy_mj", "area_mm2",
                                              "budget_min", "steps", "epochs", "seed", "calibration")}
+    if a.latency_table:
+        if a.target:
+            from .errors import ConfigError
+
+            raise ConfigError("--latency-table names the target; give it or --target, not both")
+        overrides["target"] = a.latency_table
     cfg = load_config(a.config, overrides)
     from .paths import home
 

@@ -1,8 +1,8 @@
 """The target-backend interface and its registry.
 
 A backend is what a *kind* of target does: the analytical accelerator (``vta``), TVM on the host CPU
-(``tvm-cpu``), TVM on an NVIDIA GPU (``tvm-gpu``), or a plug-in named ``package.module:Class`` in a
-target TOML. Everything that depends on the kind of target is asked of the backend; nothing outside
+(``tvm-cpu``), TVM on an NVIDIA GPU (``tvm-gpu``), a device known by its latency table
+(``latency-table``), or a plug-in named ``package.module:Class`` in a target TOML. Everything that depends on the kind of target is asked of the backend; nothing outside
 ``explorer.backends`` compares target names or cost-model kinds.
 
 Lifecycle in a search: :meth:`TargetBackend.check` validates the target's knobs;
@@ -26,7 +26,7 @@ from ..registry import Registry
 __all__ = ["TargetBackend", "BACKENDS", "create_backend", "backend_names"]
 
 BACKENDS: Registry = Registry("target backend")
-_BUILTIN = ("accelerator", "tvm_cpu", "tvm_gpu")
+_BUILTIN = ("accelerator", "tvm_cpu", "tvm_gpu", "table")
 
 
 def _load_builtins() -> None:

@@ -68,8 +68,15 @@ def target_names() -> list[str]:
 
 
 def load_target(name_or_path: str | Path) -> Target:
-    """A target by name (the user's targets first, then the shipped ones) or by path to a TOML file."""
+    """A target by name (the user's targets first, then the shipped ones), by path to a TOML file, or
+    by path to a latency model file (``.json``, from ``explorer costmodel fit``)."""
     p = Path(name_or_path)
+    if p.suffix == ".json":  # a latency model file: the device its table was measured on
+        from .table import table_target
+
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such latency model file (explorer costmodel fit writes one)")
+        return table_target(p)
     if p.suffix != ".toml":
         found = [d / f"{name_or_path}.toml" for d in _dirs() if (d / f"{name_or_path}.toml").is_file()]
         if not found:

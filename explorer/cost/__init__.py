@@ -9,6 +9,6 @@ __all__ = ["COST_MODELS", "RESOURCES", "UNITS", "CostModel", "create_cost_model"
 
 
 def create_cost_model(kind: str, *args, **kwargs) -> CostModel:
-    from . import measured, vta  # noqa: F401  (register "measured", "vta")
+    from . import measured, table, vta  # noqa: F401  (register "measured", "table", "vta")
 
     return COST_MODELS.create(kind, *args, **kwargs)
