@@ -214,7 +214,7 @@ class AdditiveLatencyModel:
         scales, b0 = self._fit_prior(A, y)
         self.u, self.v, self.intercept_ms = self._solve(A, y, self.lam, scales, b0)
         self.prior_scales = scales
-        self.cv_log_mse = best[0]
+        self.cv_score = best[0]  # mean robust log error of the chosen setting, held out
         return self
 
     # -- files -----------------------------------------------------------------------------------
