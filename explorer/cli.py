@@ -204,7 +204,7 @@ def cmd_costmodel(a) -> int:
     if n_test >= 2:
         show("held-out", evaluate_predictions(predict_table(model, space, [G[i] for i in test]), y[test]))
     model.save(a.out)
-    extra = "" if a.model == "features" else f"; dead ops cost: {model.dead_ops_cost}, shrinkage {model.lam}"
+    extra = "" if a.model == "features" else f"; ops that cost: {model.liveness}, shrinkage {model.lam}"
     print(f"wrote {a.out} ({a.model} model fitted on {len(train)} records{extra})")
     return 0
 

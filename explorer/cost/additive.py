@@ -17,9 +17,10 @@ not dominate, and robust, so a few records the model cannot explain (measurement
 are down-weighted instead of pulling every cost: on public device tables this alone took held-out
 Kendall tau from 0.69 to 0.81 (Raspberry Pi 4) — with :func:`scipy.optimize.least_squares` and an
 analytic Jacobian. Whether an op whose output never
-reaches the cell output costs anything depends on the runtime that measured the table (a compiled
-graph drops it, an eager framework runs it): with a space that knows which choices are live
-(``live_choices``), both readings are fitted and the one that cross-validates better is kept.
+reaches the cell output costs anything depends on the runtime that measured the table (an eager framework runs it, a compiled
+graph drops it, a compiler that folds constants also drops ops fed only through "none"): with a
+space that knows which choices are live (``live_choices`` and its ``LIVENESS`` modes), every reading
+is fitted and the one that cross-validates best is kept (``liveness``: "all" or a mode).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class AdditiveLatencyModel:
     space_options: dict
     input_shape: tuple
     num_classes: int
-    dead_ops_cost: bool = True
+    liveness: str = "all"  # which ops cost: "all", or one of the space's LIVENESS modes
     lam: float = 1.0
     prior_scales: list = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])  # ms per MAC, ALU op, kernel, op
     intercept_ms: float = 0.0
@@ -86,16 +87,16 @@ class AdditiveLatencyModel:
             for combo in s.table:
                 yield si, combo
 
-    def incidence(self, genotypes: list[dict], dead_ops_cost: bool | None = None) -> np.ndarray:
-        """[records, rows]: 1 where a row is part of a genotype (and, unless dead ops cost, live)."""
-        dead = self.dead_ops_cost if dead_ops_cost is None else dead_ops_cost
+    def incidence(self, genotypes: list[dict], liveness: str | None = None) -> np.ndarray:
+        """[records, rows]: 1 where a row is part of a genotype and runs under ``liveness``."""
+        mode = self.liveness if liveness is None else liveness
         live_fn = getattr(self._space, "live_choices", None)
         A = np.zeros((len(genotypes), len(self._ct)))
         idx = {}
         for r, (si, combo) in enumerate(self._row_combos()):
             idx[(si, combo)] = r
         for i, g in enumerate(genotypes):
-            live = None if dead or live_fn is None else live_fn(g)
+            live = None if mode == "all" or live_fn is None else live_fn(g, mode)
             for si, s in enumerate(self._ct.slots):
                 if live is not None and s.axes and not all(a in live for a in s.axes):
                     continue
@@ -186,17 +187,17 @@ class AdditiveLatencyModel:
         return dict(zip(kinds, u.tolist())), dict(zip(keys, v.tolist())), float(np.exp(lb))
 
     def fit(self, genotypes: list[dict], latencies_ms, seed: int = 0, folds: int = 4) -> "AdditiveLatencyModel":
-        """Fit to measured latencies; the shrinkage (and, where the space knows liveness, whether dead
-        ops cost) is chosen by ``folds``-fold cross-validation of the robust log error."""
+        """Fit to measured latencies; the shrinkage (and, where the space knows liveness, which ops
+        cost) is chosen by ``folds``-fold cross-validation of the robust log error."""
         y = np.asarray(latencies_ms, dtype=float)
         if len(y) < 2:
             raise DataError("need at least 2 records to fit a latency model")
-        options = [True] if getattr(self._space, "live_choices", None) is None else [True, False]
+        options = ["all", *getattr(self._space, "LIVENESS", ())]
         rng = np.random.default_rng(seed)
         fold = rng.permutation(len(y)) % max(2, min(folds, len(y)))
         best = None
-        for dead in options:
-            A = self.incidence(genotypes, dead)
+        for mode in options:
+            A = self.incidence(genotypes, mode)
             for lam in LAMBDAS:
                 err = []
                 for f in np.unique(fold):
@@ -208,8 +209,8 @@ class AdditiveLatencyModel:
                     err.append(np.mean(_soft_l1(np.log(pred) - np.log(y[te]))))
                 score = float(np.mean(err))
                 if best is None or score < best[0]:
-                    best = (score, dead, lam)
-        _, self.dead_ops_cost, self.lam = best
+                    best = (score, mode, lam)
+        _, self.liveness, self.lam = best
         A = self.incidence(genotypes)
         scales, b0 = self._fit_prior(A, y)
         self.u, self.v, self.intercept_ms = self._solve(A, y, self.lam, scales, b0)
@@ -221,14 +222,14 @@ class AdditiveLatencyModel:
     def save(self, path) -> None:
         d = {"kind": self.kind, "space": self.space, "space_options": self.space_options,
              "input_shape": list(self.input_shape), "num_classes": self.num_classes,
-             "dead_ops_cost": self.dead_ops_cost, "lam": self.lam, "prior_scales": list(self.prior_scales),
+             "liveness": self.liveness, "lam": self.lam, "prior_scales": list(self.prior_scales),
              "intercept_ms": self.intercept_ms, "u": self.u, "v": self.v}
         Path(path).write_text(json.dumps(d, indent=2) + "\n")
 
     @classmethod
     def from_json(cls, d: dict, path="") -> "AdditiveLatencyModel":
         try:
-            m = cls(d["space"], d["space_options"], tuple(d["input_shape"]), d["num_classes"], bool(d["dead_ops_cost"]),
+            m = cls(d["space"], d["space_options"], tuple(d["input_shape"]), d["num_classes"], str(d["liveness"]),
                     float(d["lam"]), list(d["prior_scales"]), float(d["intercept_ms"]), dict(d["u"]), dict(d["v"]))
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{path}: not an additive latency model ({type(e).__name__}: {e})") from None

@@ -52,4 +52,4 @@ class TableCostModel(CostModel):
             return {"latency_s": float(self.combos.slot_min(self.row_s).sum()) + self.intercept_s}
 
     def correction_state(self) -> dict:
-        return {"dead_ops_cost": self.model.dead_ops_cost, "shrinkage": self.model.lam}
+        return {"liveness": self.model.liveness, "shrinkage": self.model.lam}

@@ -18,7 +18,7 @@ from .base import SPACES, SearchSpace, Slot, SuperNet, full_table, mix
 from .ops import OPS, ReLUConvBN, out_hw
 from .quant import QConv2d, QLinear
 
-__all__ = ["NB201Space", "NB201_OPS", "EDGES", "cell_graph", "live_edges"]
+__all__ = ["NB201Space", "NB201_OPS", "EDGES", "used_edges", "cell_graph", "live_edges"]
 
 NB201_OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
 EDGES = [(j, i) for j in range(1, 4) for i in range(j)]  # (to, from) in the benchmark's order
@@ -45,6 +45,14 @@ def cell_graph(genotype: dict[str, str]) -> nx.DiGraph:
         if op != "none":
             g.add_edge(i, j, name=edge_name(j, i), op=op)
     return g
+
+
+def used_edges(genotype: dict[str, str]) -> set[str]:
+    """Names of the edges whose result reaches the cell's output through non-"none" ops (fed by the
+    input or not): what a compiled graph still computes after dead-code elimination."""
+    g = cell_graph(genotype)
+    used = nx.ancestors(g, 3) | {3}
+    return {d["name"] for i, j, d in g.edges(data=True) if j in used}
 
 
 def live_edges(genotype: dict[str, str]) -> set[str]:
@@ -84,9 +92,13 @@ class NB201Space(SearchSpace):
     def choices(self) -> dict[str, list[str]]:
         return {edge_name(j, i): list(NB201_OPS) for j, i in EDGES}
 
-    def live_choices(self, genotype: dict[str, str]) -> set[str]:
-        """The edges whose op takes part in the cell's output (see :func:`live_edges`)."""
-        return live_edges(genotype)
+    #: how a runtime may skip ops: "used" (dead-code elimination drops ops whose result no path
+    #: carries to the output), "on_path" (it also drops ops fed only through "none": constant folding)
+    LIVENESS = ("used", "on_path")
+
+    def live_choices(self, genotype: dict[str, str], mode: str = "on_path") -> set[str]:
+        """The edges whose op a runtime that skips dead ops still runs (see :data:`LIVENESS`)."""
+        return used_edges(genotype) if mode == "used" else live_edges(genotype)
 
     def format_genotype(self, genotype: dict[str, str]) -> str:
         nodes = []

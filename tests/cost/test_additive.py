@@ -7,24 +7,24 @@ from scipy.stats import kendalltau
 
 from explorer.cost.additive import AdditiveLatencyModel
 from explorer.space import create_space
-from explorer.space.nb201 import EDGES, NB201_OPS, edge_name, live_edges
+from explorer.space.nb201 import EDGES, NB201_OPS, edge_name, live_edges, used_edges
 
 SPACE = create_space("nb201", (3, 32, 32), 10, channels=16, cells_per_stage=5)
 # A device whose costs no workload count explains: a skip costs more than a 1x1 conv, pooling is dear.
 LAW = {"none": 0.0, "skip_connect": 0.9, "nor_conv_1x1": 0.6, "nor_conv_3x3": 2.0, "avg_pool_3x3": 1.5}
 
 
-def _law(g, dead_ops_cost=True):
-    live = set(g) if dead_ops_cost else live_edges(g)
+def _law(g, liveness="all"):
+    live = {"all": set(g), "used": used_edges(g), "on_path": live_edges(g)}[liveness]
     return 3.0 + sum(LAW[g[e]] * (1 + 0.1 * k) for k, e in enumerate(g) if e in live)
 
 
-def _table(n, seed, dead_ops_cost=True, outliers=0.0):
+def _table(n, seed, liveness="all", outliers=0.0):
     rng = np.random.default_rng(seed)
     G, y = [], []
     for _ in range(n):
         g = {edge_name(j, i): NB201_OPS[int(rng.integers(5))] for j, i in EDGES}
-        ms = _law(g, dead_ops_cost) * (1 + 0.02 * rng.standard_normal())
+        ms = _law(g, liveness) * (1 + 0.02 * rng.standard_normal())
         if rng.random() < outliers:
             ms *= rng.uniform(10, 25)  # a measurement the model cannot explain
         G.append(g)
@@ -55,11 +55,13 @@ def test_twenty_records_are_enough_to_rank():
     assert _tau(AdditiveLatencyModel.for_space(SPACE).fit(G, y), Ge, ye) > 0.7
 
 
-@pytest.mark.parametrize("dead_ops_cost", [True, False])
-def test_learns_whether_dead_ops_cost(dead_ops_cost):
-    G, y = _table(300, 4, dead_ops_cost=dead_ops_cost)
+@pytest.mark.parametrize("liveness", ["all", "used", "on_path"])
+def test_learns_which_ops_cost(liveness):
+    """Eager (every op runs), dead-code elimination (ops whose result is unused are dropped), and
+    constant folding too (ops fed only through "none" are dropped): the fit tells them apart."""
+    G, y = _table(300, 4, liveness=liveness)
     m = AdditiveLatencyModel.for_space(SPACE).fit(G, y)
-    assert m.dead_ops_cost is dead_ops_cost
+    assert m.liveness == liveness
 
 
 def test_row_costs_are_what_the_search_sums(tmp_path):
