@@ -12,8 +12,7 @@ from explorer.search.cosearch import CoSearch
 from tests.conftest import tiny_config
 
 
-@pytest.mark.slow
-@pytest.mark.sample
+@pytest.mark.slow  # 30-40 s of TVM workload timing: the slow tier (make test-slow, run by CI)
 def test_cpu_search_measures_in_background_and_refits(tmp_path):
     cfg = tiny_config(steps=60, space_options={"stem_channels": 8, "stages": [[8, 1, 2], [16, 1, 1]]})
     cfg.target = "cpu"
