@@ -4,6 +4,8 @@ import json
 
 import numpy as np
 
+import pytest
+
 from explorer.accel.calibrate import calibrate, load_calibration, simulate_pair
 from explorer.api import build_problem, run_search
 from explorer.config import load_config
@@ -32,6 +34,7 @@ def test_simulate_pair_reports_configs_that_do_not_fit():
     assert simulate_pair(conv("big", 512, 512, 7, 7, 3), small) is None
 
 
+@pytest.mark.slow  # hundreds of simulated layers, then a search: the slow tier
 def test_cli_calibrate_and_search_with_it(tmp_path):
     out = tmp_path / "cal.json"
     r = run_cli("calibrate", "--dataset", "digits", "--samples", "200", "--out", str(out))

@@ -61,6 +61,7 @@ def test_quantisation_really_happens(trained):
     assert all(len(np.unique(L.w_q)) <= 16 for L in q4.layers)
 
 
+@pytest.mark.slow  # int8 on the simulator through the CLI; the in-process check stays fast: the slow tier
 def test_cli_compile_vta_with_calibration(trained, tmp_path):
     d, p = trained
     r = run_cli("compile", str(p), "--target", "vta", "--calib", "16", "--data", "digits", "--check", "50",

@@ -136,6 +136,7 @@ def test_dynamic_shape_needs_shape_flag(tmp_path):
     assert r.returncode == 2 and "does not match" in r.stderr
 
 
+@pytest.mark.slow  # a CUDA build: the slow tier
 def test_gpu_build_without_a_gpu_and_measure_says_so(design_dir, tmp_path):
     design, weights = load_design(design_dir)
     export_onnx(build_module(design, weights), design.input_shape, tmp_path / "m.onnx")
