@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..slots import Workload
+from ..slots import Workload, workload_features_basic
 from ..errors import ConfigError, DataError
 
 __all__ = ["FEATURES", "workload_features", "LatencyModel", "read_table", "read_records", "load_latency_model",
@@ -31,15 +31,14 @@ def workload_features(wls: list[Workload]) -> np.ndarray:
     """Aggregate features of a list of workloads (one network)."""
     f = dict.fromkeys(FEATURES, 0.0)
     for w in wls:
+        macs, alu_ops, kernels = workload_features_basic([w])
+        f["alu_elem_ops"] += alu_ops
+        f["kernels"] += kernels
         if w.kind == "conv":
-            k = {1: "macs_k1", 3: "macs_k3", 5: "macs_k5"}.get(w.kh, "macs_other")
-            f[k] += w.macs
+            f[{1: "macs_k1", 3: "macs_k3", 5: "macs_k5"}.get(w.kh, "macs_other")] += macs
             f["bytes"] += w.n * (w.cin * w.hin * w.win + w.cout * w.hout * w.wout) + w.cout * (w.cin // w.groups) * w.kh * w.kw
-            f["kernels"] += 1
         else:
-            f["alu_elem_ops"] += w.n * w.hout * w.wout * w.cin * max(1, w.alu_ops)
             f["bytes"] += w.load_elems + w.store_elems
-            f["kernels"] += 1 if (w.load_elems or w.store_elems) else 0
     return np.array([f[k] for k in FEATURES], dtype=np.float64)
 
 
