@@ -69,6 +69,8 @@ def evaluate(space, table: dict, n_fit: int, n_eval: int, seed: int) -> dict:
     t = time.monotonic()
     a = AdditiveLatencyModel.for_space(space).fit(gf, yf, seed=seed)
     out["additive"] = (tau(a.predict(gf), yf), tau(a.predict(ge), ye))
+    _, lo, hi = a.predict_interval(ge)
+    out["coverage"] = float(np.mean((ye >= lo) & (ye <= hi)))
     out["additive_s"] = time.monotonic() - t
     out["liveness"] = a.liveness
     out["lam"] = a.lam
@@ -86,15 +88,15 @@ def main():
     from explorer.space import create_space
 
     space = create_space("nb201", (3, 32, 32), 10, channels=16, cells_per_stage=5)  # the benchmark's skeleton
-    print("| table | fit | features train / held-out | ridge (one-hot, log) train / held-out | additive train / held-out | ops that cost | shrinkage | fit s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| table | fit | features train / held-out | ridge (one-hot, log) train / held-out | additive train / held-out | ops that cost | shrinkage | 90% interval holds | fit s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for dev in a.devices.split(","):
         table = load_table(a.help_dir, dev)
         for n in a.fit:
             r = evaluate(space, table, n, a.eval, a.seed)
             f = lambda k: f"{r[k][0]:.2f} / **{r[k][1]:.2f}**" if k == "additive" else f"{r[k][0]:.2f} / {r[k][1]:.2f}"  # noqa: E731
             print(f"| {Path(dev).stem} | {n} | {f('features')} | {f('ridge')} | {f('additive')} | {r['liveness']} | "
-                  f"{r['lam']} | {r['additive_s']:.1f} |", flush=True)
+                  f"{r['lam']} | {r['coverage'] * 100:.0f}% | {r['additive_s']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,9 @@ class AdditiveLatencyModel:
     intercept_ms: float = 0.0
     u: dict = field(default_factory=dict)  # option -> log factor
     v: dict = field(default_factory=dict)  # "choice=option" -> log factor
+    cov: list = field(default_factory=list)  # Laplace covariance of (u, v, log intercept), in that order
+    sigma_log: float = 0.0  # residual scale of log latency (robust)
+    sigma_cv: float = 0.0  # held-out scale of log error in the cross-validation (robust)
     kind = "additive-log"
 
     # -- structure --------------------------------------------------------------------------------
@@ -136,6 +139,20 @@ class AdditiveLatencyModel:
     def predict(self, genotypes: list[dict]) -> np.ndarray:
         return self.intercept_ms + self.incidence(genotypes) @ self.row_costs_ms()
 
+    def predict_interval(self, genotypes: list[dict], z: float = 1.645) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(prediction, low, high) in ms: a two-sided interval of ``z`` standard deviations in log
+        latency (1.645: 90%), from the parameters' spread and the table's residual scale."""
+        pred = self.predict(genotypes)
+        if not self.cov:
+            return pred, pred, pred
+        _, _, Pu, Pv = self._groups()
+        c = self.row_costs_ms()
+        A = self.incidence(genotypes)
+        g = np.hstack([A @ (c[:, None] * np.hstack([Pu, Pv])), np.full((len(pred), 1), self.intercept_ms)]) / pred[:, None]
+        cov = np.asarray(self.cov)
+        sd = np.maximum(np.sqrt(np.einsum("ij,jk,ik->i", g, cov, g) + self.sigma_log ** 2), self.sigma_cv)
+        return pred, pred * np.exp(-z * sd), pred * np.exp(z * sd)
+
     # -- fitting -----------------------------------------------------------------------------------
     def _fit_prior(self, A, y):
         """Non-negative scales of the prior and an intercept, in log space (a first guess)."""
@@ -184,6 +201,16 @@ class AdditiveLatencyModel:
         z0 = np.r_[np.zeros(nu + nv), np.log(max(b0, 1e-9))]
         sol = least_squares(res, z0, jac=jac, method="trf", loss="soft_l1", f_scale=F_SCALE, ftol=1e-6, xtol=1e-6)
         u, v, lb = sol.x[:nu], sol.x[nu:nu + nv], sol.x[-1]
+        # Laplace approximation of the parameters' spread, for prediction intervals: the residual
+        # scale is estimated robustly (1.4826 x median absolute log error), as the fit is robust.
+        J = jac(sol.x)
+        n = len(y)
+        r = res(sol.x)[:n]
+        H = np.linalg.pinv(J.T @ J)
+        dof = n - float(np.trace(J[:n] @ H @ J[:n].T))  # records left after the effective parameters
+        sigma2 = (1.4826 * float(np.median(np.abs(r)))) ** 2 * n / max(dof, 1.0)
+        self.cov = (sigma2 * H).tolist()
+        self.sigma_log = float(np.sqrt(sigma2))
         return dict(zip(kinds, u.tolist())), dict(zip(keys, v.tolist())), float(np.exp(lb))
 
     def fit(self, genotypes: list[dict], latencies_ms, seed: int = 0, folds: int = 4) -> "AdditiveLatencyModel":
@@ -199,7 +226,7 @@ class AdditiveLatencyModel:
         for mode in options:
             A = self.incidence(genotypes, mode)
             for lam in LAMBDAS:
-                err = []
+                err, held = [], []
                 for f in np.unique(fold):
                     tr, te = fold != f, fold == f
                     scales, b0 = self._fit_prior(A[tr], y[tr])
@@ -207,15 +234,19 @@ class AdditiveLatencyModel:
                     self.prior_scales, self.u, self.v, self.intercept_ms = scales, u, v, b
                     pred = b + A[te] @ self.row_costs_ms()
                     err.append(np.mean(_soft_l1(np.log(pred) - np.log(y[te]))))
+                    held.append(np.log(pred) - np.log(y[te]))
                 score = float(np.mean(err))
                 if best is None or score < best[0]:
-                    best = (score, mode, lam)
-        _, self.liveness, self.lam = best
+                    best = (score, mode, lam, np.concatenate(held))
+        _, self.liveness, self.lam, held = best
         A = self.incidence(genotypes)
         scales, b0 = self._fit_prior(A, y)
         self.u, self.v, self.intercept_ms = self._solve(A, y, self.lam, scales, b0)
         self.prior_scales = scales
         self.cv_score = best[0]  # mean robust log error of the chosen setting, held out
+        # the held-out spread is an honest floor for prediction intervals (few records: the Laplace
+        # spread around a near-interpolating fit is too narrow)
+        self.sigma_cv = 1.4826 * float(np.median(np.abs(held)))
         return self
 
     # -- files -----------------------------------------------------------------------------------
@@ -223,14 +254,16 @@ class AdditiveLatencyModel:
         d = {"kind": self.kind, "space": self.space, "space_options": self.space_options,
              "input_shape": list(self.input_shape), "num_classes": self.num_classes,
              "liveness": self.liveness, "lam": self.lam, "prior_scales": list(self.prior_scales),
-             "intercept_ms": self.intercept_ms, "u": self.u, "v": self.v}
+             "intercept_ms": self.intercept_ms, "u": self.u, "v": self.v, "cov": self.cov,
+             "sigma_log": self.sigma_log, "sigma_cv": self.sigma_cv}
         Path(path).write_text(json.dumps(d, indent=2) + "\n")
 
     @classmethod
     def from_json(cls, d: dict, path="") -> "AdditiveLatencyModel":
         try:
             m = cls(d["space"], d["space_options"], tuple(d["input_shape"]), d["num_classes"], str(d["liveness"]),
-                    float(d["lam"]), list(d["prior_scales"]), float(d["intercept_ms"]), dict(d["u"]), dict(d["v"]))
+                    float(d["lam"]), list(d["prior_scales"]), float(d["intercept_ms"]), dict(d["u"]), dict(d["v"]),
+                    list(d.get("cov", [])), float(d.get("sigma_log", 0.0)), float(d.get("sigma_cv", 0.0)))
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{path}: not an additive latency model ({type(e).__name__}: {e})") from None
         return m
