@@ -75,7 +75,7 @@ class AdditiveLatencyModel:
     def _setup(self, space):
         self._space = space
         self._ct = ComboTable(space.cost_slots(), space.choices())
-        self._work = np.array([_row_work(w) for w in self._ct.row_workloads])  # [rows, 3]
+        self._work = np.array([_row_work(w) for w in self._ct.row_workloads])  # [rows, prior features]
         self._fixed = np.array([len(s.axes) == 0 for s in self._ct.slots])[self._ct.row_slot.numpy()]
         self._keys, self._kinds = [], []  # per row: its options, and its (choice=option) pairs
         for si, combo in self._row_combos():
@@ -83,6 +83,8 @@ class AdditiveLatencyModel:
             opts = [self._ct.choices[a][j] for a, j in zip(s.axes, combo)]
             self._kinds.append(opts)
             self._keys.append([f"{a}={o}" for a, o in zip(s.axes, opts)])
+        self._row_index = {rc: r for r, rc in enumerate(self._row_combos())}
+        self._group_cache = None
         return self
 
     def _row_combos(self):
@@ -95,9 +97,7 @@ class AdditiveLatencyModel:
         mode = self.liveness if liveness is None else liveness
         live_fn = getattr(self._space, "live_choices", None)
         A = np.zeros((len(genotypes), len(self._ct)))
-        idx = {}
-        for r, (si, combo) in enumerate(self._row_combos()):
-            idx[(si, combo)] = r
+        idx = self._row_index
         for i, g in enumerate(genotypes):
             live = None if mode == "all" or live_fn is None else live_fn(g, mode)
             for si, s in enumerate(self._ct.slots):
@@ -115,7 +115,9 @@ class AdditiveLatencyModel:
 
     def _groups(self):
         """Row -> factor incidence: a row's log factor is the sum over its options of ``u[option]``
-        (pooled wherever the option appears) and of ``v[choice=option]``."""
+        (pooled wherever the option appears) and of ``v[choice=option]``. Fixed by the space: built once."""
+        if self._group_cache is not None:
+            return self._group_cache
         kinds = sorted({k for ks in self._kinds for k in ks})
         keys = sorted({k for ks in self._keys for k in ks})
         ki, vi = {k: i for i, k in enumerate(kinds)}, {k: i for i, k in enumerate(keys)}
@@ -126,7 +128,8 @@ class AdditiveLatencyModel:
                 Pu[r, ki[k]] = 1.0
             for k in vs:
                 Pv[r, vi[k]] = 1.0
-        return kinds, keys, Pu, Pv
+        self._group_cache = (kinds, keys, Pu, Pv)
+        return self._group_cache
 
     def row_costs_ms(self) -> np.ndarray:
         """Cost of every row (ms); fixed rows are folded into the intercept."""
