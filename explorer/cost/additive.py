@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..slots import ComboTable, workload_features_basic
 
-__all__ = ["AdditiveLatencyModel"]
+__all__ = ["AdditiveLatencyModel", "factor_incidence", "row_options", "solve_log_factors"]
 
 LAMBDAS = (0.03, 0.3, 3.0, 30.0, 300.0, 3000.0)
 F_SCALE = 0.1  # log-error beyond which a record counts linearly, not quadratically (soft L1)
@@ -50,6 +50,81 @@ def _row_work(wls) -> tuple[float, float, float, float]:
     """What a row's prior is a non-negative combination of: MACs, ALU element ops, kernels, and a
     constant (what any op costs in a framework that launches it even when it does nothing)."""
     return (*workload_features_basic(wls), 1.0)
+
+
+def factor_incidence(row_kinds: list[list[str]], row_keys: list[list[str]]):
+    """(kinds, keys, Pu, Pv): a row's log factor is the sum over its options of ``u[option]`` (pooled
+    wherever the option appears, ``Pu``) and of ``v[choice=option]`` (``Pv``)."""
+    kinds = sorted({k for ks in row_kinds for k in ks})
+    keys = sorted({k for ks in row_keys for k in ks})
+    ki, vi = {k: i for i, k in enumerate(kinds)}, {k: i for i, k in enumerate(keys)}
+    Pu = np.zeros((len(row_kinds), len(kinds)))
+    Pv = np.zeros((len(row_keys), len(keys)))
+    for r, (ks, vs) in enumerate(zip(row_kinds, row_keys)):
+        for k in ks:
+            Pu[r, ki[k]] = 1.0
+        for k in vs:
+            Pv[r, vi[k]] = 1.0
+    return kinds, keys, Pu, Pv
+
+
+def row_options(ct: ComboTable, fixed_kind: str | None = None):
+    """Per row of ``ct``: its options (the ``u`` kinds) and its ``choice=option`` pairs (the ``v``
+    keys). Rows of fixed slots get ``[fixed_kind]`` (one pooled factor) or nothing."""
+    kinds, keys = [], []
+    for si, s in enumerate(ct.slots):
+        for combo in s.table:
+            opts = [ct.choices[a][j] for a, j in zip(s.axes, combo)]
+            kinds.append(opts if s.axes or fixed_kind is None else [fixed_kind])
+            keys.append([f"{a}={o}" for a, o in zip(s.axes, opts)])
+    return kinds, keys
+
+
+def solve_log_factors(A, y, prior, Pu, Pv, lam: float, b0: float, u_weight: float = 0.1,
+                      b_prior: float | None = None, b_weight: float = 0.1) -> dict:
+    """Fit ``y ~ exp(b) + A @ (prior * exp(Pu u + Pv v))`` in log space with a robust (soft L1) loss
+    and ridge penalties ``lam * u_weight * |u|^2 + lam * |v|^2`` that shrink every factor toward the
+    prior. ``A`` may carry per-record weights (a record's own prior, e.g. at its hardware setting,
+    with ``prior`` all ones). With ``b_prior`` the intercept is shrunk toward it too (in log, as
+    ``u``); without, it is free. Returns u, v, b, the Laplace covariance of (u, v, log b) and the robust
+    residual scale of log latency."""
+    from scipy.optimize import least_squares
+
+    nu, nv = Pu.shape[1], Pv.shape[1]
+    ly = np.log(y)
+    P = np.hstack([Pu, Pv])
+    su, sv = np.sqrt(lam * u_weight), np.sqrt(lam)
+    sb, lb0 = (np.sqrt(lam * b_weight), np.log(b_prior)) if b_prior is not None else (0.0, 0.0)
+
+    def parts(z):
+        c = prior * np.exp(P @ z[:-1])
+        return c, np.exp(z[-1]) + A @ c
+
+    def res(z):
+        _, pred = parts(z)
+        return np.r_[np.log(pred) - ly, su * z[:nu], sv * z[nu:nu + nv], sb * (z[-1] - lb0)]
+
+    def jac(z):
+        c, pred = parts(z)
+        top = np.hstack([(A @ (c[:, None] * P)) / pred[:, None], (np.exp(z[-1]) / pred)[:, None]])
+        pen = np.zeros((nu + nv + 1, nu + nv + 1))
+        pen[:nu, :nu] = np.eye(nu) * su
+        pen[nu:nu + nv, nu:nu + nv] = np.eye(nv) * sv
+        pen[-1, -1] = sb
+        return np.vstack([top, pen])
+
+    z0 = np.r_[np.zeros(nu + nv), np.log(max(b0, 1e-9))]
+    sol = least_squares(res, z0, jac=jac, method="trf", loss="soft_l1", f_scale=F_SCALE, ftol=1e-6, xtol=1e-6)
+    # Laplace approximation of the parameters' spread, for prediction intervals: the residual
+    # scale is estimated robustly (1.4826 x median absolute log error), as the fit is robust.
+    J = jac(sol.x)
+    n = len(y)
+    r = res(sol.x)[:n]
+    H = np.linalg.pinv(J.T @ J)
+    dof = n - float(np.trace(J[:n] @ H @ J[:n].T))  # records left after the effective parameters
+    sigma2 = (1.4826 * float(np.median(np.abs(r)))) ** 2 * n / max(dof, 1.0)
+    return {"u": sol.x[:nu], "v": sol.x[nu:nu + nv], "b": float(np.exp(sol.x[-1])), "cov": (sigma2 * H).tolist(),
+            "sigma_log": float(np.sqrt(sigma2)), "residuals": r}
 
 
 @dataclass
@@ -77,12 +152,7 @@ class AdditiveLatencyModel:
         self._ct = ComboTable(space.cost_slots(), space.choices())
         self._work = np.array([_row_work(w) for w in self._ct.row_workloads])  # [rows, prior features]
         self._fixed = np.array([len(s.axes) == 0 for s in self._ct.slots])[self._ct.row_slot.numpy()]
-        self._keys, self._kinds = [], []  # per row: its options, and its (choice=option) pairs
-        for si, combo in self._row_combos():
-            s = self._ct.slots[si]
-            opts = [self._ct.choices[a][j] for a, j in zip(s.axes, combo)]
-            self._kinds.append(opts)
-            self._keys.append([f"{a}={o}" for a, o in zip(s.axes, opts)])
+        self._kinds, self._keys = row_options(self._ct)
         self._row_index = {rc: r for r, rc in enumerate(self._row_combos())}
         self._group_cache = None
         return self
@@ -114,21 +184,9 @@ class AdditiveLatencyModel:
         return np.maximum(p, floor)
 
     def _groups(self):
-        """Row -> factor incidence: a row's log factor is the sum over its options of ``u[option]``
-        (pooled wherever the option appears) and of ``v[choice=option]``. Fixed by the space: built once."""
-        if self._group_cache is not None:
-            return self._group_cache
-        kinds = sorted({k for ks in self._kinds for k in ks})
-        keys = sorted({k for ks in self._keys for k in ks})
-        ki, vi = {k: i for i, k in enumerate(kinds)}, {k: i for i, k in enumerate(keys)}
-        Pu = np.zeros((len(self._kinds), len(kinds)))
-        Pv = np.zeros((len(self._keys), len(keys)))
-        for r, (ks, vs) in enumerate(zip(self._kinds, self._keys)):
-            for k in ks:
-                Pu[r, ki[k]] = 1.0
-            for k in vs:
-                Pv[r, vi[k]] = 1.0
-        self._group_cache = (kinds, keys, Pu, Pv)
+        """Row -> factor incidence (see :func:`factor_incidence`); fixed by the space: built once."""
+        if self._group_cache is None:
+            self._group_cache = factor_incidence(self._kinds, self._keys)
         return self._group_cache
 
     def row_costs_ms(self) -> np.ndarray:
@@ -174,47 +232,11 @@ class AdditiveLatencyModel:
         return list(np.exp(sol.x[:k]) / scale), float(np.exp(sol.x[k]))
 
     def _solve(self, A, y, lam, scales, b0):
-        from scipy.optimize import least_squares
-
         kinds, keys, Pu, Pv = self._groups()
         prior = np.where(self._fixed, 0.0, self._prior(scales))
-        nu, nv = Pu.shape[1], Pv.shape[1]
-        ly = np.log(y)
-
-        def parts(z):
-            u, v, lb = z[:nu], z[nu:nu + nv], z[-1]
-            c = prior * np.exp(Pu @ u + Pv @ v)
-            pred = np.exp(lb) + A @ c
-            return u, v, lb, c, pred
-
-        def res(z):
-            u, v, _, _, pred = parts(z)
-            return np.r_[np.log(pred) - ly, np.sqrt(lam / 10) * u, np.sqrt(lam) * v]
-
-        P = np.hstack([Pu, Pv])
-
-        def jac(z):
-            _, _, lb, c, pred = parts(z)
-            top = np.hstack([(A @ (c[:, None] * P)) / pred[:, None], (np.exp(lb) / pred)[:, None]])
-            pen = np.zeros((nu + nv, nu + nv + 1))
-            pen[:nu, :nu] = np.eye(nu) * np.sqrt(lam / 10)
-            pen[nu:, nu:nu + nv] = np.eye(nv) * np.sqrt(lam)
-            return np.vstack([top, pen])
-
-        z0 = np.r_[np.zeros(nu + nv), np.log(max(b0, 1e-9))]
-        sol = least_squares(res, z0, jac=jac, method="trf", loss="soft_l1", f_scale=F_SCALE, ftol=1e-6, xtol=1e-6)
-        u, v, lb = sol.x[:nu], sol.x[nu:nu + nv], sol.x[-1]
-        # Laplace approximation of the parameters' spread, for prediction intervals: the residual
-        # scale is estimated robustly (1.4826 x median absolute log error), as the fit is robust.
-        J = jac(sol.x)
-        n = len(y)
-        r = res(sol.x)[:n]
-        H = np.linalg.pinv(J.T @ J)
-        dof = n - float(np.trace(J[:n] @ H @ J[:n].T))  # records left after the effective parameters
-        sigma2 = (1.4826 * float(np.median(np.abs(r)))) ** 2 * n / max(dof, 1.0)
-        self.cov = (sigma2 * H).tolist()
-        self.sigma_log = float(np.sqrt(sigma2))
-        return dict(zip(kinds, u.tolist())), dict(zip(keys, v.tolist())), float(np.exp(lb))
+        f = solve_log_factors(A, y, prior, Pu, Pv, lam, b0)
+        self.cov, self.sigma_log = f["cov"], f["sigma_log"]
+        return dict(zip(kinds, f["u"].tolist())), dict(zip(keys, f["v"].tolist())), f["b"]
 
     def fit(self, genotypes: list[dict], latencies_ms, seed: int = 0, folds: int = 4) -> "AdditiveLatencyModel":
         """Fit to measured latencies; the shrinkage (and, where the space knows liveness, which ops
