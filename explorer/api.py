@@ -140,6 +140,11 @@ def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force:
         "stop_reason": result.stop_reason,
         "search_s": round(search_s, 1),
     }
+    if result.measured is not None:  # the kept design on the target's truth, beside the model's figures
+        m = result.measured
+        summary["limits_met_measured"] = m.get("limits_met_measured")
+        summary["measured"] = {k: (_units(v) if k in ("figures", "predicted") else v) for k, v in m.items()
+                               if k != "limits_met_measured"}
     if do_retrain and cfg.retrain.epochs > 0:
         rt0 = time.monotonic()
         bits = result.hw_config.bits()

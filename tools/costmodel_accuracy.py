@@ -1,12 +1,14 @@
 """How well do the latency models predict held-out derived networks' TVM latency on this machine?
 
-Reads records from tools/measure_designs.py; fits on the first --fit records (at most 50
-measurements), evaluates on the rest. Models:
-  measured  - standalone workload latencies (TVM, this machine) summed, with the learned correction
-              latency = scale * sum + offset fitted on the --fit end-to-end measurements;
+Reads records from tools/measure_designs.py; refits on the first k records (k in --steps, at most
+--fit), evaluates on the records after --fit. Models:
+  measured  - standalone workload latencies (TVM, this machine) summed: the search's prior; then the
+              same model after its in-loop refit (per-(slot, option) factors, see
+              explorer.cost.measured) on k end-to-end measurements fed one at a time, as in a search;
   features  - non-negative linear model on workload features (explorer costmodel fit).
+--outliers N multiplies N of the fitted records by 10-25x (contention) to show what they cost.
 
-Usage: python tools/costmodel_accuracy.py --records records.csv [--fit 50] [--threads 2]
+Usage: python tools/costmodel_accuracy.py --records records.csv [--fit 50] [--threads 2] [--outliers 3]
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import os
 
 import numpy as np
 
+from explorer.cost.base import Measurement
 from explorer.cost.learned import LatencyModel, evaluate_predictions, workload_features
 from explorer.cost.measured import MeasuredCostModel, distinct_items
 from explorer.deploy.tvm_build import toolchain_versions
+from explorer.measure.local import cpu_model
 from explorer.measure.store import Store, default_store_path
 from explorer.measure.workloads import measure_workloads
 from explorer.space import create_space
@@ -33,6 +37,8 @@ def main():
     ap.add_argument("--fit", type=int, default=50)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--store", default=str(default_store_path()))
+    ap.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 50], help="refit after this many records")
+    ap.add_argument("--outliers", type=int, default=0, help="fitted records to make 10-25x slower")
     args = ap.parse_args()
     import csv
 
@@ -50,19 +56,27 @@ def main():
     genos = [DesignPoint.from_json(json.loads(r["design_json"])).genotype_dict for r in rows]
     y = np.array([float(r["latency_ms"]) for r in rows]) / 1e3
     raw = np.array([cm.raw_latency_s(g, cfg) for g in genos])
-    fit, test = slice(0, args.fit), slice(args.fit, None)
-    uncorrected = evaluate_predictions(raw[test], y[test])
-    cm.update(list(zip(raw[fit], y[fit])))
-    pred = np.array([cm.evaluate(g, cfg)["latency_s"] for g in genos])
-    corrected = evaluate_predictions(pred[test], y[test])
+    test = slice(args.fit, None)
+    y_fit = y[: args.fit].copy()
+    rng = np.random.default_rng(0)
+    bad = rng.choice(args.fit, size=min(args.outliers, args.fit), replace=False) if args.outliers else []
+    y_fit[bad] *= rng.uniform(10, 25, len(bad))
+    results = [("standalone workload sum (no refit)", 0, evaluate_predictions(raw[test], y[test]))]
+    fed = 0
+    for k in sorted({min(k, args.fit) for k in args.steps}):
+        cm.update([Measurement(g, cfg, float(v)) for g, v in zip(genos[fed:k], y_fit[fed:k])])  # one search refit per batch
+        fed = k
+        pred = np.array([cm.evaluate(g, cfg)["latency_s"] for g in genos[test]])
+        results.append((f"measured + refit on {k} records", k, evaluate_predictions(pred, y[test])))
     X = np.array([workload_features(space.workloads(g)) for g in genos])
-    fm = LatencyModel(space.name, space.options(), space.input_shape, space.num_classes).fit(X[fit], y[fit])
-    feat = evaluate_predictions(fm.predict(X[test]), y[test])
-    print(f"records: {len(rows)} (fit on {args.fit}, held out {len(rows) - args.fit}); "
-          f"measured latency {y.min() * 1e3:.3f}-{y.max() * 1e3:.3f} ms; correction scale={cm.scale:.3f} offset={cm.offset_s * 1e3:.4f} ms")
+    fm = LatencyModel(space.name, space.options(), space.input_shape, space.num_classes).fit(X[: args.fit], y_fit)
+    results.append((f"workload-feature NNLS on {args.fit} records", args.fit, evaluate_predictions(fm.predict(X[test]), y[test])))
+    st = cm.correction_state()
+    print(f"{cpu_model()}; records: {len(rows)} (refit on up to {args.fit}, {len(bad)} of them made 10-25x slower; "
+          f"held out {len(rows) - args.fit}); measured latency {y.min() * 1e3:.3f}-{y.max() * 1e3:.3f} ms; "
+          f"refit: lam={st.get('lam')}, overhead {st.get('offset_ms', 0):.4f} ms, outliers flagged {st.get('outliers')}")
     print("| model | kendall tau | spearman rho | within +-10% | mean abs rel err |\n|---|---|---|---|---|")
-    for name, m in (("standalone workload sum (no correction)", uncorrected), ("measured + learned correction", corrected),
-                    ("workload-feature NNLS", feat)):
+    for name, _, m in results:
         print(f"| {name} | {m['kendall_tau']:.3f} | {m['spearman_rho']:.3f} | {m['within_10pct'] * 100:.1f}% | {m['mean_abs_rel_err'] * 100:.1f}% |")
 
 

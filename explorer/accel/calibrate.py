@@ -3,7 +3,10 @@
 The analytical model's cycles for a GEMM layer are a non-negative combination of its terms
 (:data:`explorer.cost.vta.CYCLE_FEATURES`); calibration simulates (layer, configuration) pairs and
 refits the weights by non-negative least squares on relative error. :class:`SimRefiner` does the
-same during a search: every few steps it simulates the derived design's layers and refits.
+same during a search: every few steps it takes the derived design through the same path as
+``explorer compile --target vta`` (ONNX export, TVM import, offload plan, lowering, simulation) and
+refits, shrunk toward the calibration (or the model's prior weights), so one design's few layers
+never replace what was known.
 """
 
 from __future__ import annotations
@@ -36,11 +39,19 @@ def simulate_pair(w: Workload, config: HWConfig) -> int | None:
         return None
 
 
-def fit_weights(X: np.ndarray, y: np.ndarray) -> tuple[float, ...]:
+def fit_weights(X: np.ndarray, y: np.ndarray, prior=None, lam: float = 0.0) -> tuple[float, ...]:
+    """Non-negative weights minimising the squared relative error, plus ``lam`` x the squared
+    relative distance to ``prior`` (weights the prior sets to 0 are measured against 0.25)."""
     from scipy.optimize import nnls
 
     wgt = 1.0 / np.maximum(y, 1.0)
-    sol, _ = nnls(X * wgt[:, None], y * wgt)
+    A, b = X * wgt[:, None], y * wgt
+    if prior is not None and lam > 0:
+        p = np.asarray(prior, dtype=float)
+        s = np.where(p > 0, p, 0.25)
+        A = np.vstack([A, np.sqrt(lam) * np.diag(1.0 / s)])
+        b = np.r_[b, np.sqrt(lam) * p / s]
+    sol, _ = nnls(A, b)
     return tuple(float(v) for v in sol)
 
 
@@ -100,44 +111,81 @@ def load_calibration(path: str | Path) -> dict:
         raise ConfigError(f"{path}: not a VTA calibration file ({type(e).__name__}: {e})") from None
 
 
+REFIT_PRIOR_LAM = 1.0  # how strongly the in-loop refit holds to the calibration / prior weights
+
+
+def whole_network(design_json: dict, config: HWConfig, cm: VTACostModel, genotype: dict) -> dict:
+    """The design through the compiler path (export -> import -> offload -> lower -> simulate) plus
+    the ops left on the host, priced by the analytical model (a stated model: the same ALU/DMA terms
+    at the accelerator's clock; nothing here measures a host CPU). Cycles, per-layer points, host ops."""
+    import tempfile
+
+    from ..deploy.export import build_module, export_onnx
+    from ..space.design import DesignPoint
+    from .compile import compile_stats
+
+    d = DesignPoint.from_json(design_json)
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "m.onnx"
+        export_onnx(build_module(d, None), d.input_shape, p)
+        stats = compile_stats(p, vta_json(config))
+    points = []
+    for L in stats["layers"]:
+        x = L["layer"]
+        w = Workload(kind="conv", name="gemm", cin=x["cin"], cout=x["cout"], hin=x["hin"], win=x["win"], hout=x["hout"],
+                     wout=x["wout"], kh=x["k"], kw=x["k"], n=x["n"], stride=x["stride"], dilation=x.get("dilation", 1),
+                     op="conv2d")
+        points.append((cm.layer_features(w, config), float(L["cycles"])))
+    weights = cm.correction or DEFAULT_CYCLE_WEIGHTS
+    host = sum(float(np.dot(weights, cm.layer_features(w, config)))
+               for w in cm.space_workloads(genotype) if not (w.kind == "conv" and w.groups == 1))
+    gemm = float(stats["total"]["cycles"])
+    return {"gemm_cycles": gemm, "host_cycles_model": host, "cycles": gemm + host,
+            "offloaded_layers": stats["offloaded_layers"], "host_ops": stats["host_ops"], "points": points}
+
+
 class SimRefiner:
     """In-search refinement for the VTA target: the same ``submit``/``poll``/``drain``/``close`` surface
-    as :class:`~explorer.measure.background.BackgroundMeasurer`, but simulation takes milliseconds,
-    so a submitted design is simulated at once and the model refit before ``poll`` returns it."""
+    as :class:`~explorer.measure.background.BackgroundMeasurer`; a submitted design goes through
+    :func:`whole_network` at once (about a second) and the model is refit before ``poll`` returns it."""
 
     def __init__(self, cm: VTACostModel, points: list | None = None):
         self.cm = cm
         self.points = [(list(r), float(v)) for r, v in (points or [])]
+        self.prior = tuple(cm.correction or DEFAULT_CYCLE_WEIGHTS)  # the calibration, or the model's prior
         self.done: list = []
         self.seen: set = set()
+
+    def _truth(self, job) -> None:
+        g, c = job.info["genotype"], job.info["config"]
+        job.info["predicted_s"] = self.cm.evaluate(g, c)["latency_s"]
+        try:
+            res = whole_network(job.design, c, self.cm, g)
+        except BufferCapacityError as e:
+            job.error = f"does not fit the configuration's buffers: {e}"
+            return
+        except Exception as e:  # a design the compiler path cannot take is a failed measurement
+            job.error = f"{type(e).__name__}: {e}"
+            return
+        job.latency_s = res["cycles"] / (c["HW_FREQ_MHZ"] * 1e6)
+        job.info["whole_network"] = {k: v for k, v in res.items() if k != "points"}
+        self.points += [(list(map(float, f)), y) for f, y in res["points"]]
+        X = np.array([p[0] for p in self.points])
+        y = np.array([p[1] for p in self.points])
+        self.cm.correction = fit_weights(X, y, self.prior, REFIT_PRIOR_LAM)
 
     def submit(self, job) -> bool:
         if job.key in self.seen:
             return False
         self.seen.add(job.key)
-        g, c = job.info["genotype"], job.info["config"]
-        job.info["predicted_s"] = self.cm.evaluate(g, c)["latency_s"]
-        f_hz = c["HW_FREQ_MHZ"] * 1e6
-        sim_cycles, new = 0.0, []
-        other = 0.0
-        for w in self.cm.space_workloads(g):
-            if w.kind == "conv" and w.groups == 1:
-                cyc = simulate_pair(w, c)
-                if cyc is None:
-                    job.error = f"{w.name} does not fit the configuration's buffers"
-                    self.done.append(job)
-                    return True
-                sim_cycles += cyc
-                new.append((self.cm.layer_features(w, c), float(cyc)))
-            else:
-                other += float(np.dot(DEFAULT_CYCLE_WEIGHTS, self.cm.layer_features(w, c)))
-        job.latency_s = (sim_cycles + other) / f_hz
-        self.points += new
-        X = np.array([p[0] for p in self.points])
-        y = np.array([p[1] for p in self.points])
-        self.cm.correction = fit_weights(X, y)
+        self._truth(job)
         self.done.append(job)
         return True
+
+    def verify(self, job):
+        """The whole network of a design, now (the end of a search)."""
+        self._truth(job)
+        return job
 
     def poll(self) -> list:
         out, self.done = self.done, []

@@ -152,7 +152,7 @@ def compile_stats(onnx_path: str | Path, hw: dict, out_json: str | Path | None =
             * L.hout * L.wout * L.kh * L.kw
         bound = L.macs / (p.batch * p.block_in * p.block_out)
         d = {**s.as_json(), "layer": {"cin": L.cin, "cout": L.cout, "hin": L.hin, "win": L.win, "k": L.kh,
-                                       "stride": L.stride, "pad": L.pad, "hout": L.hout, "wout": L.wout, "n": L.n},
+                                       "stride": L.stride, "pad": L.pad, "dilation": L.dilation, "hout": L.hout, "wout": L.wout, "n": L.n},
              "macs": L.macs, "gemm_ops_closed_form": closed, "mac_bound_cycles": bound,
              # GEMM-bound: the GEMM core's work dominates: the DMA moves less, and the requantisation
              # on the ALU (same compute module, serialised with the GEMM) is under a quarter of it

@@ -52,6 +52,8 @@ class MeasuredCostModel(CostModel):
     """
 
     resources = ("latency_s", "energy_j")
+    #: figures that scale with measured latency (energy = power x latency / batch)
+    latency_proportional = ("energy_j",)
 
     def __init__(self, slots: list[Slot], net_choices: dict, hw: HardwareSpace, table: dict, core_w: float = 10.0):
         self.hw, self.slots = hw, slots

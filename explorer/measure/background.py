@@ -1,19 +1,32 @@
-"""A background measurement worker for the search: one worker process at a time, never waited on.
+"""A background measurement worker for the search: builds in a worker process, times between steps.
 
 Lifecycle: :meth:`submit` queues a candidate; :meth:`poll` (called once per search step) starts the
-next job when none runs and returns the jobs that finished, without blocking; :meth:`close` kills
-what is left. Results go to the store (failures too) and are reused for the same design and knobs.
+next build when none runs and returns the jobs that finished; :meth:`close` kills what is left.
+Results go to the store (failures too) and are reused for the same design and knobs.
+
+Why the timing waits for the search: the measuring child used to run beside the training search on
+the same cores, and TVM's thread pool then waits on threads the OS has given to the trainer; in-loop
+figures came back 100-1000x the latency the same library has alone. Building (compiling, seconds)
+still runs in the background; timing (tens of milliseconds) runs in a separate, idle timer process
+while the search's own thread waits in :meth:`poll` (``timing="between-steps"``, the default). The
+old behaviour is ``timing="concurrent"`` (the timer runs whenever its build is done), kept to measure
+the difference. Each record states the tuning state of the code it timed and the timing's spread.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 from .base import Job
 from .store import MeasureRecord, Store
 
-__all__ = ["Job", "BackgroundMeasurer"]  # Job re-exported from .base
+__all__ = ["Job", "BackgroundMeasurer", "TIMING_MODES"]  # Job re-exported from .base
+
+TIMING_MODES = ("between-steps", "concurrent")
 
 
 class BackgroundMeasurer:
@@ -23,13 +36,18 @@ class BackgroundMeasurer:
 
     def __init__(self, store: Store, toolchain: dict, repeat: int = 15, target: dict | None = None,
                  device_type: str = "cpu", databases: list | None = None, timeout_s: float = 900.0,
-                 owns_store: bool = False):
+                 owns_store: bool = False, timing: str = "between-steps", number: int = 10):
+        if timing not in TIMING_MODES:
+            raise ValueError(f"timing must be one of {TIMING_MODES}")
         self.store, self.toolchain, self.repeat, self.owns_store = store, toolchain, repeat, owns_store
-        self.target, self.device_type, self.timeout_s = target, device_type, timeout_s
+        self.target, self.device_type, self.timeout_s, self.timing, self.number = target, device_type, timeout_s, timing, number
         self.databases = [str(d) for d in databases] if databases is not None else None
         self.queue: list[Job] = []
-        self.running = None  # (job, WorkerPool, future)
+        self.building = None  # (job, WorkerPool, future)
+        self.timing_job = None  # (job, built, future) in "concurrent" mode
+        self.timers: dict[int, object] = {}  # threads -> a persistent timer WorkerPool
         self.seen: set[tuple[str, str]] = set()
+        self.tmp = Path(tempfile.mkdtemp(prefix="explorer-measure-"))
 
     def submit(self, job: Job) -> bool:
         """Queue ``job`` unless the same design and knobs were already submitted; True if queued."""
@@ -46,73 +64,163 @@ class BackgroundMeasurer:
         if cached:
             job.latency_s = cached[-1].latency_ms / 1e3
             job.info["cached"] = True
+            job.info["tuning"] = cached[-1].payload.get("tuning", "tuned" if cached[-1].tuned else "untuned")
         self.queue.append(job)
         return True
 
-    def _start(self, job: Job) -> None:
-        from ..workers import WorkerPool
-        from .e2e import measure
-
+    # -- the two halves ------------------------------------------------------------------------------
+    def _request(self, job: Job) -> dict:
         if self.target is None:
             from ..deploy.tvm_build import host_target, target_json
 
             self.target = target_json(host_target())
-        req = {"design": job.design, "threads": job.knobs["threads"], "batch": job.knobs.get("batch", 1),
-               "target": self.target, "device_type": self.device_type, "repeat": self.repeat,
-               "database": self.databases}
-        pool = WorkerPool({"TVM_NUM_THREADS": job.knobs["threads"], "PYTHONWARNINGS": "ignore"}, timeout_s=self.timeout_s)
-        self.running = (job, pool, pool.submit(measure, req))
+        return {"design": job.design, "threads": job.knobs["threads"], "batch": job.knobs.get("batch", 1),
+                "target": self.target, "device_type": self.device_type, "repeat": self.repeat, "number": self.number,
+                "database": self.databases, "out_dir": str(self.tmp / f"{job.key[:16]}-{job.step}")}
+
+    def _env(self, job: Job) -> dict:
+        return {"TVM_NUM_THREADS": job.knobs["threads"], "PYTHONWARNINGS": "ignore"}
+
+    def _start_build(self, job: Job) -> None:
+        from ..workers import WorkerPool
+        from .e2e import build_design
+
+        pool = WorkerPool(self._env(job), timeout_s=self.timeout_s)
+        self.building = (job, pool, pool.submit(build_design, self._request(job)))
+
+    def _timer(self, job: Job):
+        from ..workers import WorkerPool
+
+        t = int(job.knobs["threads"])
+        if t not in self.timers:  # started once, then idle between timings (no spinning threads)
+            self.timers[t] = WorkerPool(self._env(job), timeout_s=min(self.timeout_s, 300.0))
+        return self.timers[t]
+
+    def _time_now(self, job: Job, built: dict) -> None:
+        """Time a built library, blocking (the search waits, so nothing else runs on its cores)."""
+        from ..workers import WorkerError
+        from .e2e import time_library
+
+        pool = self._timer(job)
+        t0 = time.monotonic()
+        try:
+            res = pool.result(pool.submit(time_library, {**self._request(job), **built}))
+        except WorkerError as e:
+            self._drop_timer(job)
+            self._finish(job, None, str(e))
+            return
+        job.info["timing_wait_s"] = round(time.monotonic() - t0, 3)
+        self._finish(job, {**res, **{k: v for k, v in built.items() if k not in ("lib", "inputs")}}, None)
+
+    def _drop_timer(self, job: Job) -> None:
+        pool = self.timers.pop(int(job.knobs["threads"]), None)
+        if pool is not None:
+            pool.close()
 
     def _finish(self, job: Job, res: dict | None, error: str | None) -> None:
         if res is not None:
             job.latency_s = res["median_ms"] / 1e3
+            job.info["tuning"] = res.get("tuning")
+            job.info["spread"] = round(res["p90_ms"] / max(res["p10_ms"], 1e-12), 3)
             self.store.add(MeasureRecord(job.key, "e2e", job.knobs["device"], job.knobs, self.toolchain,
                                          latency_ms=res["median_ms"], tuned=bool(res.get("tuned")),
-                                         payload={**res, "design": job.design}))
+                                         payload={**res, "design": job.design, "timing": self.timing}))
         else:
             job.error = error
             self.store.add(MeasureRecord(job.key, "e2e", job.knobs["device"], job.knobs, self.toolchain, ok=False,
                                          error=job.error, payload={"design": job.design}))
         job.finished = time.monotonic()
+        shutil.rmtree(self.tmp / f"{job.key[:16]}-{job.step}", ignore_errors=True)
 
-    def poll(self) -> list[Job]:
-        """Finished jobs since the last call; starts the next queued job. Never blocks."""
+    def _collect_build(self, done: list, block: bool = False) -> None:
         from ..workers import WorkerError
 
+        job, pool, fut = self.building
+        if not (block or fut.done()):
+            return
+        try:
+            built = pool.result(fut)
+        except WorkerError as e:  # the pool's timeout ends a hung build: its result is an error
+            built, err = None, str(e)
+        pool.close()
+        self.building = None
+        if built is None:
+            self._finish(job, None, err)
+            done.append(job)
+        elif self.timing == "between-steps" or block:
+            self._time_now(job, built)
+            done.append(job)
+        else:
+            from .e2e import time_library
+
+            pool = self._timer(job)
+            self.timing_job = (job, built, pool.submit(time_library, {**self._request(job), **built}))
+
+    def _collect_timing(self, done: list) -> None:
+        from ..workers import WorkerError
+
+        job, built, fut = self.timing_job
+        if not fut.done():
+            return
+        self.timing_job = None
+        try:
+            res = self._timer(job).result(fut)
+            self._finish(job, {**res, **{k: v for k, v in built.items() if k not in ("lib", "inputs")}}, None)
+        except WorkerError as e:
+            self._drop_timer(job)
+            self._finish(job, None, str(e))
+        done.append(job)
+
+    def poll(self) -> list[Job]:
+        """Finished jobs since the last call; starts the next queued build. Blocks only to time a
+        built library (tens of milliseconds), in the default ``between-steps`` mode."""
         done = []
-        if self.running is not None:
-            job, pool, fut = self.running
-            if fut.done():  # the pool's timeout ends a hung measurement: its result is an error
-                try:
-                    self._finish(job, pool.result(fut), None)
-                except WorkerError as e:
-                    self._finish(job, None, str(e))
-                pool.close()
-                done.append(job)
-                self.running = None
-        while self.queue and self.running is None:
+        if self.timing_job is not None:
+            self._collect_timing(done)
+        if self.building is not None:
+            self._collect_build(done)
+        while self.queue and self.building is None and self.timing_job is None:
             job = self.queue.pop(0)
             if job.latency_s is not None:  # cached
                 job.finished = time.monotonic()
                 done.append(job)
                 continue
-            self._start(job)
+            self._start_build(job)
         return done
 
     def drain(self, timeout_s: float) -> list[Job]:
         """At the end of a search: drop queued jobs, wait up to ``timeout_s`` for the running one."""
         self.queue.clear()
         done, t0 = [], time.monotonic()
-        while self.running is not None and time.monotonic() - t0 < timeout_s:
+        while (self.building is not None or self.timing_job is not None) and time.monotonic() - t0 < timeout_s:
             done += self.poll()
-            if self.running is not None:
+            if self.building is not None or self.timing_job is not None:
                 time.sleep(0.05)
         return done
 
+    def verify(self, job: Job) -> Job:
+        """Measure one design now, blocking (the end of a search: nothing else runs)."""
+        if not self.submit(job):  # submitted before: measured or in flight; use what the store has
+            self.seen.discard((job.key, json.dumps(job.knobs, sort_keys=True)))
+            self.submit(job)
+        self.queue.remove(job)
+        if job.latency_s is None:
+            if self.building is not None:  # a build in flight is not needed any more
+                self.building[1].close()
+                self.building = None
+            self._start_build(job)
+            self._collect_build([], block=True)
+        return job
+
     def close(self) -> None:
-        if self.running is not None:
-            self.running[1].close()
-            self.running = None
+        if self.building is not None:
+            self.building[1].close()
+            self.building = None
+        for pool in self.timers.values():
+            pool.close()
+        self.timers.clear()
+        self.timing_job = None
         self.queue.clear()
+        shutil.rmtree(self.tmp, ignore_errors=True)
         if self.owns_store:
             self.store.close()

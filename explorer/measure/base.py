@@ -37,6 +37,9 @@ class Measurer(Protocol):
     search :meth:`drain` drops what is queued and waits up to ``timeout_s`` for what runs; :meth:`close`
     stops everything and releases what the measurer holds (processes, store connections). A failed
     measurement is a finished job with ``error`` set, never an exception.
+
+    Optional: ``verify(job) -> job`` measures one design at once, blocking, on the truth the
+    deployment will see (the end of a search checks its kept design's limits with it).
     """
 
     def submit(self, job: Job) -> bool: ...

@@ -11,7 +11,21 @@ import numpy as np
 
 from ..errors import ModelError
 
-__all__ = ["measure_tvm", "measure_onnxruntime", "summarize"]
+__all__ = ["measure_tvm", "measure_onnxruntime", "summarize", "cpu_model"]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (stated beside every speed figure)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 def summarize(samples_s: list[float]) -> dict:
