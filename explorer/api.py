@@ -178,7 +178,7 @@ def _run_method(prob: Problem, method: str, on_step) -> SearchResult:
     cfg = prob.cfg
     con = prob.constraints()
     if method == "cosearch":
-        measurer = prob.backend.measurer(prob.cost_model, calibration=cfg.calibration)
+        measurer = prob.backend.measurer(prob.cost_model, calibration=cfg.calibration, timing=cfg.search.measure_timing)
         try:
             return CoSearch(prob.space, prob.hw, prob.cost_model, prob.data, cfg.search, con, prob.target.name,
                             cfg.seed, on_step=on_step, measurer=measurer).run()

@@ -39,6 +39,12 @@ class SearchConfig:
     eval_every: int = 25
     measure_every: int = 25
     measure_drain_s: float = 60.0
+    # Measurements refine the cost model in the loop, and a kept design that breaks a limit on the
+    # truth is repaired; false: nothing is measured in the loop and the final check only reports.
+    refine: bool = True
+    # CPU/GPU: when a built candidate is timed, "between-steps" (the search waits, nothing else runs)
+    # or "concurrent" (beside the training search, for comparison)
+    measure_timing: str = "between-steps"
     stages: list = field(default_factory=lambda: [[0.45, 4], [0.75, 2]])
     # What stage boundaries and the temperature schedule follow: "steps" (the same seed gives the
     # same result on any machine, however loaded) or "time" (fractions of budget_min: for runs
@@ -123,6 +129,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         (s.eval_every >= 1, "search.eval_every must be >= 1"),
         (s.measure_every >= 1, "search.measure_every must be >= 1"),
         (s.measure_drain_s >= 0, "search.measure_drain_s must be >= 0"),
+        (s.measure_timing in ("between-steps", "concurrent"), "search.measure_timing must be \"between-steps\" or \"concurrent\""),
+        (isinstance(s.refine, bool), "search.refine must be true or false"),
         (r.epochs >= 0 and r.batch_size >= 2 and r.lr > 0, "retrain: epochs >= 0, batch_size >= 2, lr > 0"),
     ]
     for ok, msg in checks:

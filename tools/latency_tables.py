@@ -13,7 +13,12 @@ For every table: fit on ``--fit`` random records, evaluate Kendall tau on ``--ev
   * ``additive``: the additive (slot, option) model fitted in log space with shrinkage
     (``explorer.cost.additive``), whose row costs the search can use.
 
+With ``--standalone-prior THREADS`` (for tables measured on this machine with TVM, such as
+``tools/measure_designs.py --space nb201 ...``), the additive model is also fitted with the space's
+workloads timed standalone with TVM here as its prior (``row_prior_ms``).
+
 Usage: python tools/latency_tables.py --help-dir HELP/data/nasbench201 --devices raspi4,pixel3 [--fit 200 --eval 2000]
+       EXPLORER_SCHEDULES=none python tools/latency_tables.py --devices nb201_tvm.csv --standalone-prior 2
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ def onehot(space, genotypes) -> np.ndarray:
     return np.array([[float(g[k] == o) for k, o in cols] for g in genotypes])
 
 
-def evaluate(space, table: dict, n_fit: int, n_eval: int, seed: int) -> dict:
+def evaluate(space, table: dict, n_fit: int, n_eval: int, seed: int, row_prior=None) -> dict:
     from scipy.stats import kendalltau
     from sklearn.linear_model import RidgeCV
 
@@ -74,7 +79,27 @@ def evaluate(space, table: dict, n_fit: int, n_eval: int, seed: int) -> dict:
     out["additive_s"] = time.monotonic() - t
     out["liveness"] = a.liveness
     out["lam"] = a.lam
+    if row_prior is not None:
+        b = AdditiveLatencyModel.for_space(space, row_prior_ms=row_prior).fit(gf, yf, seed=seed)
+        out["standalone"] = (tau(b.predict(gf), yf), tau(b.predict(ge), ye))
+        out["standalone_liveness"] = b.liveness
     return out
+
+
+def standalone_prior(space, threads: int) -> list[float]:
+    """Row prior from the space's workloads timed standalone with TVM on this CPU (cached in the
+    store; untuned where ``EXPLORER_SCHEDULES=none``, as tools/measure_designs.py's tables are)."""
+    from explorer.cost.additive import standalone_row_prior
+    from explorer.deploy.schedules import resolve
+    from explorer.deploy.tvm_build import toolchain_versions
+    from explorer.measure.store import Store, default_store_path
+    from explorer.measure.workloads import measure_workloads
+
+    ws = list(dict.fromkeys(w for s in space.cost_slots() for wls in s.table.values() for w in wls))
+    dbs = resolve(None, "cpu")
+    with Store(default_store_path()) as st:
+        got = measure_workloads([(w, 1) for w in ws], "cpu", threads, st, toolchain_versions(), database=dbs or None)
+    return standalone_row_prior(space, {w: sec for (w, _), sec in got.items()})
 
 
 def main():
@@ -84,19 +109,25 @@ def main():
     ap.add_argument("--fit", type=int, nargs="+", default=[200, 20])
     ap.add_argument("--eval", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--standalone-prior", type=int, metavar="THREADS", default=0,
+                    help="also fit with a prior of the workloads timed standalone with TVM here (for tables measured here)")
     a = ap.parse_args()
     from explorer.space import create_space
 
     space = create_space("nb201", (3, 32, 32), 10, channels=16, cells_per_stage=5)  # the benchmark's skeleton
-    print("| table | fit | features train / held-out | ridge (one-hot, log) train / held-out | additive train / held-out | ops that cost | shrinkage | 90% interval holds | fit s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    prior = standalone_prior(space, a.standalone_prior) if a.standalone_prior else None
+    extra = " additive, standalone prior |" if prior else ""
+    print("| table | fit | features train / held-out | ridge (one-hot, log) train / held-out | additive train / held-out | "
+          f"ops that cost | shrinkage | 90% interval holds | fit s |{extra}")
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if prior else ""))
     for dev in a.devices.split(","):
         table = load_table(a.help_dir, dev)
         for n in a.fit:
-            r = evaluate(space, table, n, a.eval, a.seed)
+            r = evaluate(space, table, n, a.eval, a.seed, prior)
             f = lambda k: f"{r[k][0]:.2f} / **{r[k][1]:.2f}**" if k == "additive" else f"{r[k][0]:.2f} / {r[k][1]:.2f}"  # noqa: E731
             print(f"| {Path(dev).stem} | {n} | {f('features')} | {f('ridge')} | {f('additive')} | {r['liveness']} | "
-                  f"{r['lam']} | {r['coverage'] * 100:.0f}% | {r['additive_s']:.1f} |", flush=True)
+                  f"{r['lam']} | {r['coverage'] * 100:.0f}% | {r['additive_s']:.1f} |"
+                  + (f" {f('standalone')} ({r['standalone_liveness']}) |" if prior else ""), flush=True)
 
 
 if __name__ == "__main__":

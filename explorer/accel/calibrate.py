@@ -155,6 +155,7 @@ class SimRefiner:
         self.prior = tuple(cm.correction or DEFAULT_CYCLE_WEIGHTS)  # the calibration, or the model's prior
         self.done: list = []
         self.seen: set = set()
+        self.refit = True  # False: report the truth, leave the model as it is (search.refine = false)
 
     def _truth(self, job) -> None:
         g, c = job.info["genotype"], job.info["config"]
@@ -169,6 +170,8 @@ class SimRefiner:
             return
         job.latency_s = res["cycles"] / (c["HW_FREQ_MHZ"] * 1e6)
         job.info["whole_network"] = {k: v for k, v in res.items() if k != "points"}
+        if not self.refit:
+            return
         self.points += [(list(map(float, f)), y) for f, y in res["points"]]
         X = np.array([p[0] for p in self.points])
         y = np.array([p[1] for p in self.points])

@@ -38,7 +38,7 @@ class AcceleratorBackend(TargetBackend):
             cm.correction = tuple(load_calibration(calibration)["weights"])
         return cm
 
-    def measurer(self, cost_model, calibration=None):
+    def measurer(self, cost_model, calibration=None, timing="between-steps"):
         from ..accel.calibrate import SimRefiner, load_calibration
 
         points = load_calibration(calibration)["points"] if calibration else []

@@ -91,8 +91,9 @@ class TargetBackend(ABC):
     def cost_model(self, space, hw, calibration: str | None = None, store_path=None, progress: bool = False):
         """The differentiable :class:`~explorer.cost.base.CostModel` of ``space`` on ``hw``."""
 
-    def measurer(self, cost_model, calibration: str | None = None):
-        """The loop's source of truth (a :class:`~explorer.measure.base.Measurer`), or None."""
+    def measurer(self, cost_model, calibration: str | None = None, timing: str = "between-steps"):
+        """The loop's source of truth (a :class:`~explorer.measure.base.Measurer`), or None.
+        ``timing`` is the search's ``measure_timing`` (for measurers that time on shared cores)."""
         return None
 
     def finish(self, space, result, cost_model, work: Path) -> dict:

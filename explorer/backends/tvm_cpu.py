@@ -72,13 +72,14 @@ class TVMBackend(TargetBackend):
                         table[(w, b, device, threads)] = sec
         return MeasuredCostModel(slots, space.choices(), hw, table, core_w=dict(self.target.power).get("core_w", 10.0))
 
-    def measurer(self, cost_model, calibration=None):
+    def measurer(self, cost_model, calibration=None, timing="between-steps"):
         from ..deploy.tvm_build import target_json, toolchain_versions
         from ..measure.background import BackgroundMeasurer
         from ..measure.store import Store, default_store_path
 
         return BackgroundMeasurer(Store(default_store_path()), toolchain_versions(), target=target_json(self.tvm_target()),
-                                  device_type=self.device_type, databases=self.databases(), owns_store=True)
+                                  device_type=self.device_type, databases=self.databases(), owns_store=True,
+                                  timing=timing)
 
     # -- outside a search ---------------------------------------------------------------------------
     def compile(self, model, out=None, shapes=None, num_cores=None, arch=None, schedules=None, store=None, **_):

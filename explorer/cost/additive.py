@@ -6,7 +6,9 @@ distribution and keeps the ``p_o (c_o - E[c])`` gradient. Every row's cost is a 
 factor, ``c_row = prior_row * exp(u[op kind] + v[choice, option])``:
 
 * the prior comes from the row's workloads (multiply-accumulates, ALU element operations and
-  kernels, with three scales fitted to the table), so rows nobody measured are still priced;
+  kernels, with three scales fitted to the table), so rows nobody measured are still priced; where
+  the workloads were timed standalone on the table's device (``row_prior_ms``, e.g. TVM on this
+  CPU), the prior is a fitted scale of those timings plus a per-op constant instead;
 * ``u`` pools every row with the same option (every ``nor_conv_3x3``, wherever it is), ``v`` each
   (choice, option); a row of several choices (op, activation, width) sums its options' factors. Both
   are shrunk toward 0 (the prior) by ridge penalties whose strength is chosen by cross-validation
@@ -34,7 +36,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..slots import ComboTable, workload_features_basic
 
-__all__ = ["AdditiveLatencyModel", "factor_incidence", "row_options", "solve_log_factors"]
+__all__ = ["AdditiveLatencyModel", "factor_incidence", "row_options", "solve_log_factors", "standalone_row_prior"]
 
 LAMBDAS = (0.03, 0.3, 3.0, 30.0, 300.0, 3000.0)
 F_SCALE = 0.1  # log-error beyond which a record counts linearly, not quadratically (soft L1)
@@ -144,13 +146,23 @@ class AdditiveLatencyModel:
     cov: list = field(default_factory=list)  # Laplace covariance of (u, v, log intercept), in that order
     sigma_log: float = 0.0  # residual scale of log latency (robust)
     sigma_cv: float = 0.0  # held-out scale of log error in the cross-validation (robust)
+    # per row, the standalone time of its workloads (ms) where they were measured on the table's
+    # device: then the prior is a scale of these plus a per-op constant, not the workload features
+    row_prior_ms: list | None = None
     kind = "additive-log"
 
     # -- structure --------------------------------------------------------------------------------
     def _setup(self, space):
         self._space = space
         self._ct = ComboTable(space.cost_slots(), space.choices())
-        self._work = np.array([_row_work(w) for w in self._ct.row_workloads])  # [rows, prior features]
+        if self.row_prior_ms is not None:
+            if len(self.row_prior_ms) != len(self._ct):
+                raise ConfigError(f"row_prior_ms has {len(self.row_prior_ms)} rows; the space has {len(self._ct)}")
+            self._work = np.stack([np.asarray(self.row_prior_ms, dtype=float), np.ones(len(self._ct))], 1)
+            if len(self.prior_scales) != 2:
+                self.prior_scales = [0.0, 0.0]
+        else:
+            self._work = np.array([_row_work(w) for w in self._ct.row_workloads])  # [rows, prior features]
         self._fixed = np.array([len(s.axes) == 0 for s in self._ct.slots])[self._ct.row_slot.numpy()]
         self._kinds, self._keys = row_options(self._ct)
         self._row_index = {rc: r for r, rc in enumerate(self._row_combos())}
@@ -281,6 +293,8 @@ class AdditiveLatencyModel:
              "liveness": self.liveness, "lam": self.lam, "prior_scales": list(self.prior_scales),
              "intercept_ms": self.intercept_ms, "u": self.u, "v": self.v, "cov": self.cov,
              "sigma_log": self.sigma_log, "sigma_cv": self.sigma_cv}
+        if self.row_prior_ms is not None:
+            d["row_prior_ms"] = [float(x) for x in self.row_prior_ms]
         Path(path).write_text(json.dumps(d, indent=2) + "\n")
 
     @classmethod
@@ -288,15 +302,25 @@ class AdditiveLatencyModel:
         try:
             m = cls(d["space"], d["space_options"], tuple(d["input_shape"]), d["num_classes"], str(d["liveness"]),
                     float(d["lam"]), list(d["prior_scales"]), float(d["intercept_ms"]), dict(d["u"]), dict(d["v"]),
-                    list(d.get("cov", [])), float(d.get("sigma_log", 0.0)), float(d.get("sigma_cv", 0.0)))
+                    list(d.get("cov", [])), float(d.get("sigma_log", 0.0)), float(d.get("sigma_cv", 0.0)),
+                    d.get("row_prior_ms"))
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{path}: not an additive latency model ({type(e).__name__}: {e})") from None
         return m
 
     @classmethod
     def for_space(cls, space, **kw) -> "AdditiveLatencyModel":
+        """``row_prior_ms`` (optional): per row of the space's :class:`~explorer.slots.ComboTable`,
+        the standalone time of its workloads on the table's device (see :func:`standalone_row_prior`)."""
         return cls(space.name, space.options(), tuple(space.input_shape), space.num_classes, **kw)._setup(space)
 
     def bind(self, space) -> "AdditiveLatencyModel":
         """Attach the space (after :meth:`from_json`)."""
         return self._setup(space)
+
+
+def standalone_row_prior(space, per_workload_s: dict) -> list[float]:
+    """Per row of ``space``'s ComboTable, the sum of its workloads' standalone times in ms, from
+    ``{workload: seconds}`` (e.g. :func:`explorer.measure.workloads.measure_workloads` at batch 1)."""
+    ct = ComboTable(space.cost_slots(), space.choices())
+    return [1e3 * sum(per_workload_s[w] for w in wls) for wls in ct.row_workloads]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-__all__ = ["build_design", "time_library", "measure", "tuning_state"]
+__all__ = ["build_design", "time_library", "measure", "tuning_state", "warm_up"]
 
 
 def tuning_state(scheduled: int, kernels: int) -> str:
@@ -26,6 +26,12 @@ def tuning_state(scheduled: int, kernels: int) -> str:
     if kernels and scheduled >= kernels:
         return "tuned"
     return f"partly tuned ({scheduled} of {kernels} kernels)" if scheduled else "untuned"
+
+
+def warm_up() -> None:
+    """Import what timing needs, so that a timer process is ready before its first library."""
+    import tvm  # noqa: F401
+    from tvm import relax  # noqa: F401
 
 
 def build_design(req: dict) -> dict:

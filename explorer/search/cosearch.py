@@ -100,6 +100,8 @@ class CoSearch:
         self.update_hw, self.update_alpha, self.cost_on_alpha = update_hw, update_alpha, cost_on_alpha
         self.on_step = on_step
         self.measurer = measurer  # real latencies (or simulated cycles) refine the cost model
+        if measurer is not None and hasattr(measurer, "refit"):
+            measurer.refit = cfg.refine
         names = {k.name for k in hw.knobs}
         inp_k, wgt_k = BIT_KNOBS
         self.has_bits = set(BIT_KNOBS) <= names
@@ -261,7 +263,7 @@ class CoSearch:
             while warm_done and stage_i < len(stages) and progress >= stages[stage_i][0]:
                 if self.update_alpha:
                     removed = self.net.prune(stages[stage_i][1])
-                    history.append({"step": step, "event": "prune", "keep": stages[stage_i][1], "removed": removed})
+                    self._event(history, {"step": step, "event": "prune", "keep": stages[stage_i][1], "removed": removed})
                 stage_i += 1
             search_arch = warm_done
             xt, yt = next(self.train_b)
@@ -275,7 +277,7 @@ class CoSearch:
             if cost is None:
                 with torch.no_grad():
                     cost = self.cm.predict(self.net.probs(), self.hw.probs())
-            if self.measurer is not None:
+            if self.measurer is not None and cfg.refine:
                 self._measure(step, search_arch, rec)
             L = (0.0 if math.isnan(L1) else L1) + (0.0 if math.isnan(L2) else L2)
             if search_arch:
@@ -336,10 +338,10 @@ class CoSearch:
             if last and step < cfg.steps:
                 stop_reason = "budget"
                 break
-        if self.measurer is not None:
+        if self.measurer is not None and cfg.refine:
             rec = {"step": step, "event": "measure-drain"}
             self._measure(step, False, rec, final_wait_s=self.cfg.measure_drain_s)
-            history.append(rec)
+            self._event(history, rec)
         if best is None:  # budget ended inside warm-up: derive what we have
             g, c = self.net.derive(), self.hw.derive()
             ev = self.evaluate_derived(g, c)
@@ -351,7 +353,7 @@ class CoSearch:
             ev = self.evaluate_derived(g, c)
         measured = None
         if self.measurer is not None and hasattr(self.measurer, "verify"):
-            g, c, measured, more = self.verify_on_truth(g, c, step, history)
+            g, c, measured, more = self.verify_on_truth(g, c, step, history, rounds=3 if cfg.refine else 1)
             moves += more
             ev = self.evaluate_derived(g, c)
         figures = ev["figures"]
@@ -371,6 +373,12 @@ class CoSearch:
             measured=measured,
         )
 
+    def _event(self, history: list, rec: dict) -> None:
+        """A record that is not a step (prune, measure-drain, verify): kept and written like one."""
+        history.append(rec)
+        if self.on_step:
+            self.on_step(rec)
+
     def verify_on_truth(self, g, c, step: int, history: list, rounds: int = 3):
         """Measure the kept design on the target's truth (blocking). The measurement refits the model;
         if a limit breaks on the truth, the design is repaired with the refit model and measured
@@ -384,9 +392,9 @@ class CoSearch:
             job = self.measurer.verify(Job(step, d.key(), d.as_json(), info={"genotype": g, "config": c}))
             if job.latency_s is None:
                 out = {"error": job.error, "limits_met_measured": None}
-                history.append({"step": step, "event": "verify", "round": r, "error": job.error})
+                self._event(history, {"step": step, "event": "verify", "round": r, "error": job.error})
                 break
-            if job.info.get("predicted_s") is None:  # refiners that refit themselves have done so
+            if job.info.get("predicted_s") is None and self.cfg.refine:  # refiners that refit themselves have done so
                 self.cm.update([Measurement(g, c, job.latency_s)])
             ratio = job.latency_s / max(predicted["latency_s"], 1e-15)
             # the truth measures latency; figures proportional to it (energy of a TVM target) follow it
@@ -397,9 +405,9 @@ class CoSearch:
                    "limits_met_measured": ok, "rounds": r + 1, "tuning": job.info.get("tuning"),
                    **({"spread_p90_p10": job.info["spread"]} if "spread" in job.info else {}),
                    **({"whole_network": job.info["whole_network"]} if "whole_network" in job.info else {})}
-            history.append({"step": step, "event": "verify", "round": r, "measured_s": job.latency_s,
-                            "predicted_s": predicted["latency_s"], "limits_met_measured": ok,
-                            "correction": self.cm.correction_state()})
+            self._event(history, {"step": step, "event": "verify", "round": r, "measured_s": job.latency_s,
+                                  "predicted_s": predicted["latency_s"], "limits_met_measured": ok,
+                                  "tuning": job.info.get("tuning"), "correction": self.cm.correction_state()})
             if ok or r == rounds - 1:
                 break
             g2, c2, more = repair(self.cm, g, c, self.hw, con, self._prefs())

@@ -105,6 +105,11 @@ def test_run_folder(tmp_path):
     assert all(json.loads(line) for line in lines)
     assert 0.0 <= s["test_accuracy"] <= 1.0
     assert not (tmp_path / "run.partial").exists()
+    # the kept design went through the compiler path; the summary has the whole network's figure
+    whole = s["measured"]["whole_network"]
+    assert whole["offloaded_layers"] > 0 and whole["cycles"] == whole["gemm_cycles"] + whole["host_cycles_model"]
+    assert s["limits_met_measured"] in (True, False) and s["measured"]["figures"]["latency_ms"] > 0
+    assert any(json.loads(line).get("event") == "verify" for line in lines)
 
 
 def test_existing_run_is_never_replaced_without_force(tmp_path):
