@@ -50,7 +50,7 @@ def onehot(space, genotypes) -> np.ndarray:
     return np.array([[float(g[k] == o) for k, o in cols] for g in genotypes])
 
 
-def evaluate(space, table: dict, n_fit: int, n_eval: int, seed: int, row_prior=None) -> dict:
+def evaluate(space, table: dict, n_fit: int, n_eval: int, seed: int, row_prior=None, centre=None) -> dict:
     from scipy.stats import kendalltau
     from sklearn.linear_model import RidgeCV
 
@@ -79,6 +79,10 @@ def evaluate(space, table: dict, n_fit: int, n_eval: int, seed: int, row_prior=N
     out["additive_s"] = time.monotonic() - t
     out["liveness"] = a.liveness
     out["lam"] = a.lam
+    if centre is not None:
+        c = AdditiveLatencyModel.for_space(space, centre_u=centre[0], centre_v=centre[1]).fit(gf, yf, seed=seed)
+        out["few_shot"] = (tau(c.predict(gf), yf), tau(c.predict(ge), ye))
+    out["model"] = a
     if row_prior is not None:
         b = AdditiveLatencyModel.for_space(space, row_prior_ms=row_prior).fit(gf, yf, seed=seed)
         out["standalone"] = (tau(b.predict(gf), yf), tau(b.predict(ge), ye))
@@ -109,6 +113,8 @@ def main():
     ap.add_argument("--fit", type=int, nargs="+", default=[200, 20])
     ap.add_argument("--eval", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--few-shot", action="store_true",
+                    help="also fit each table's smaller fits shrunk toward the mean factors of the other tables' largest fits")
     ap.add_argument("--standalone-prior", type=int, metavar="THREADS", default=0,
                     help="also fit with a prior of the workloads timed standalone with TVM here (for tables measured here)")
     a = ap.parse_args()
@@ -116,18 +122,33 @@ def main():
 
     space = create_space("nb201", (3, 32, 32), 10, channels=16, cells_per_stage=5)  # the benchmark's skeleton
     prior = standalone_prior(space, a.standalone_prior) if a.standalone_prior else None
-    extra = " additive, standalone prior |" if prior else ""
+    extra = (" additive, standalone prior |" if prior else "") + (" additive, few-shot prior from the other tables |" if a.few_shot else "")
     print("| table | fit | features train / held-out | ridge (one-hot, log) train / held-out | additive train / held-out | "
           f"ops that cost | shrinkage | 90% interval holds | fit s |{extra}")
-    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if prior else ""))
-    for dev in a.devices.split(","):
-        table = load_table(a.help_dir, dev)
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if prior else "") + ("---|" if a.few_shot else ""))
+    devices = a.devices.split(",")
+    tables = {dev: load_table(a.help_dir, dev) for dev in devices}
+    big = max(a.fit)
+    full = {}
+    if a.few_shot:  # every table's largest fit, the source of the others' few-shot prior
+        for dev in devices:
+            full[dev] = evaluate(space, tables[dev], big, 10, a.seed)["model"]
+    for dev in devices:
         for n in a.fit:
-            r = evaluate(space, table, n, a.eval, a.seed, prior)
+            centre = None
+            if a.few_shot and n < big:
+                from explorer.cost.additive import few_shot_centre
+
+                centre = few_shot_centre([m for d, m in full.items() if d != dev])
+            r = evaluate(space, tables[dev], n, a.eval, a.seed, prior, centre)
             f = lambda k: f"{r[k][0]:.2f} / **{r[k][1]:.2f}**" if k == "additive" else f"{r[k][0]:.2f} / {r[k][1]:.2f}"  # noqa: E731
-            print(f"| {Path(dev).stem} | {n} | {f('features')} | {f('ridge')} | {f('additive')} | {r['liveness']} | "
-                  f"{r['lam']} | {r['coverage'] * 100:.0f}% | {r['additive_s']:.1f} |"
-                  + (f" {f('standalone')} ({r['standalone_liveness']}) |" if prior else ""), flush=True)
+            line = (f"| {Path(dev).stem} | {n} | {f('features')} | {f('ridge')} | {f('additive')} | {r['liveness']} | "
+                    f"{r['lam']} | {r['coverage'] * 100:.0f}% | {r['additive_s']:.1f} |")
+            if prior:
+                line += f" {f('standalone')} ({r['standalone_liveness']}) |"
+            if a.few_shot:
+                line += f" {f('few_shot')} |" if "few_shot" in r else " - |"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..slots import ComboTable, workload_features_basic
 
-__all__ = ["AdditiveLatencyModel", "factor_incidence", "row_options", "solve_log_factors", "standalone_row_prior"]
+__all__ = ["AdditiveLatencyModel", "factor_incidence", "row_options", "solve_log_factors", "standalone_row_prior", "few_shot_centre"]
 
 LAMBDAS = (0.03, 0.3, 3.0, 30.0, 300.0, 3000.0)
 F_SCALE = 0.1  # log-error beyond which a record counts linearly, not quadratically (soft L1)
@@ -83,12 +83,13 @@ def row_options(ct: ComboTable, fixed_kind: str | None = None):
 
 
 def solve_log_factors(A, y, prior, Pu, Pv, lam: float, b0: float, u_weight: float = 0.1,
-                      b_prior: float | None = None, b_weight: float = 0.1) -> dict:
+                      b_prior: float | None = None, b_weight: float = 0.1, centre=None) -> dict:
     """Fit ``y ~ exp(b) + A @ (prior * exp(Pu u + Pv v))`` in log space with a robust (soft L1) loss
     and ridge penalties ``lam * u_weight * |u|^2 + lam * |v|^2`` that shrink every factor toward the
     prior. ``A`` may carry per-record weights (a record's own prior, e.g. at its hardware setting,
     with ``prior`` all ones). With ``b_prior`` the intercept is shrunk toward it too (in log, as
-    ``u``); without, it is free. Returns u, v, b, the Laplace covariance of (u, v, log b) and the robust
+    ``u``); without, it is free. ``centre`` = (u0, v0) shrinks toward those factors instead of 0 (a
+    prior learnt on other devices' tables). Returns u, v, b, the Laplace covariance of (u, v, log b) and the robust
     residual scale of log latency."""
     from scipy.optimize import least_squares
 
@@ -97,6 +98,7 @@ def solve_log_factors(A, y, prior, Pu, Pv, lam: float, b0: float, u_weight: floa
     P = np.hstack([Pu, Pv])
     su, sv = np.sqrt(lam * u_weight), np.sqrt(lam)
     sb, lb0 = (np.sqrt(lam * b_weight), np.log(b_prior)) if b_prior is not None else (0.0, 0.0)
+    u0, v0 = (np.asarray(centre[0], float), np.asarray(centre[1], float)) if centre is not None else (np.zeros(nu), np.zeros(nv))
 
     def parts(z):
         c = prior * np.exp(P @ z[:-1])
@@ -104,7 +106,7 @@ def solve_log_factors(A, y, prior, Pu, Pv, lam: float, b0: float, u_weight: floa
 
     def res(z):
         _, pred = parts(z)
-        return np.r_[np.log(pred) - ly, su * z[:nu], sv * z[nu:nu + nv], sb * (z[-1] - lb0)]
+        return np.r_[np.log(pred) - ly, su * (z[:nu] - u0), sv * (z[nu:nu + nv] - v0), sb * (z[-1] - lb0)]
 
     def jac(z):
         c, pred = parts(z)
@@ -115,7 +117,7 @@ def solve_log_factors(A, y, prior, Pu, Pv, lam: float, b0: float, u_weight: floa
         pen[-1, -1] = sb
         return np.vstack([top, pen])
 
-    z0 = np.r_[np.zeros(nu + nv), np.log(max(b0, 1e-9))]
+    z0 = np.r_[u0, v0, np.log(max(b0, 1e-9))]
     sol = least_squares(res, z0, jac=jac, method="trf", loss="soft_l1", f_scale=F_SCALE, ftol=1e-6, xtol=1e-6)
     # Laplace approximation of the parameters' spread, for prediction intervals: the residual
     # scale is estimated robustly (1.4826 x median absolute log error), as the fit is robust.
@@ -149,6 +151,9 @@ class AdditiveLatencyModel:
     # per row, the standalone time of its workloads (ms) where they were measured on the table's
     # device: then the prior is a scale of these plus a per-op constant, not the workload features
     row_prior_ms: list | None = None
+    # factors learnt on other devices' tables (few-shot): shrink toward them instead of toward 0
+    centre_u: dict | None = None
+    centre_v: dict | None = None
     kind = "additive-log"
 
     # -- structure --------------------------------------------------------------------------------
@@ -246,7 +251,10 @@ class AdditiveLatencyModel:
     def _solve(self, A, y, lam, scales, b0):
         kinds, keys, Pu, Pv = self._groups()
         prior = np.where(self._fixed, 0.0, self._prior(scales))
-        f = solve_log_factors(A, y, prior, Pu, Pv, lam, b0)
+        centre = None
+        if self.centre_u is not None or self.centre_v is not None:
+            centre = ([(self.centre_u or {}).get(k, 0.0) for k in kinds], [(self.centre_v or {}).get(k, 0.0) for k in keys])
+        f = solve_log_factors(A, y, prior, Pu, Pv, lam, b0, centre=centre)
         self.cov, self.sigma_log = f["cov"], f["sigma_log"]
         return dict(zip(kinds, f["u"].tolist())), dict(zip(keys, f["v"].tolist())), f["b"]
 
@@ -324,3 +332,12 @@ def standalone_row_prior(space, per_workload_s: dict) -> list[float]:
     ``{workload: seconds}`` (e.g. :func:`explorer.measure.workloads.measure_workloads` at batch 1)."""
     ct = ComboTable(space.cost_slots(), space.choices())
     return [1e3 * sum(per_workload_s[w] for w in wls) for wls in ct.row_workloads]
+
+
+def few_shot_centre(models: list["AdditiveLatencyModel"]) -> tuple[dict, dict]:
+    """The mean factors (u, v) of models fitted on other devices' tables of the same space: a prior
+    for a new device's few records (``centre_u``, ``centre_v``)."""
+    us = [m.u for m in models]
+    vs = [m.v for m in models]
+    mean = lambda ds: {k: float(np.mean([d.get(k, 0.0) for d in ds])) for k in sorted({k for d in ds for k in d})}  # noqa: E731
+    return mean(us), mean(vs)

@@ -6,9 +6,14 @@ seconds), energy (J) and area (mm2).
 
 How the hardware is relaxed: the core shape (LOG_BATCH x LOG_BLOCK_IN x LOG_BLOCK_OUT) is small, so
 every shape is evaluated exactly (true ceilings, no padding approximations) and weighted by its
-joint probability. The other knobs (buffer sizes, bit widths, clock, bandwidth) enter through their
-expected values; where they feed a ceiling (how many blocks a layer needs) the ceiling is relaxed to
-``1 + softplus(x - 1)``. With one-hot probabilities and ``exact=True`` the figures are exact.
+joint probability. The other knobs (buffer sizes, bit widths, clock, bandwidth) have 1,944
+combinations here, too many to evaluate at every step, so by default (``knob_topk``) the expectation
+over them is taken exactly over the ``knob_topk`` most probable combinations (their probabilities
+renormalised; exact figures, true ceilings): exact once the distribution has settled on that many,
+and its gradient is the gradient of that expectation. With ``knob_topk = 0`` they enter through their
+expected values instead, c(E[knob]) with ceilings relaxed to ``1 + softplus(x - 1)``: not the
+expectation that the ``p (c - E[c])`` identity describes (``tools/relaxation_gap.py`` measures the
+difference over a search). With one-hot probabilities and ``exact=True`` the figures are exact.
 
 Coefficients and their sources are the module constants below.
 """
@@ -86,6 +91,7 @@ RELAXED = (
     "DRAM_BW_GBPS",
 )
 _POW2 = {k for k in RELAXED if k.startswith("LOG_")}
+KNOB_TOPK = 0  # combinations of the RELAXED knobs over which predict() takes the expectation exactly
 
 
 def _softceil(x, exact: bool):
@@ -125,6 +131,7 @@ class VTACostModel(CostModel):
         self.wl_combo = torch.tensor(wl_combo, dtype=torch.long)
         self.n_combos = len(self.combos)
         self.correction: tuple[float, ...] | None = None  # calibrated cycle weights, or the prior
+        self.knob_topk = KNOB_TOPK  # 0: expected knob values (the old relaxation)
         self._wl = self._workload_tensors(fields)
         # The enumerated core shapes, flattened in C order over GRID.
         gv = [torch.tensor([float(2**v) for v in hw.knob(k).values]) for k in GRID]
@@ -148,6 +155,22 @@ class VTACostModel(CostModel):
             vals = torch.tensor([float(2**v if k in _POW2 else v) for v in self.hw.knob(k).values])
             out[k] = (hw_probs[k] * vals).sum().reshape(1, 1, 1)
         return out
+
+    def _relaxed_topk(self, hw_probs, k: int):
+        """The ``k`` most probable combinations of the RELAXED knobs: their values (each [k, 1, 1])
+        and their joint probabilities (differentiable)."""
+        joint = None
+        for name in RELAXED:
+            p = hw_probs[name]
+            joint = p if joint is None else joint.unsqueeze(-1) * p
+        flat = joint.reshape(-1)
+        top = torch.topk(flat.detach(), min(k, flat.numel())).indices
+        idx = torch.unravel_index(top, joint.shape)
+        r = {}
+        for name, ix in zip(RELAXED, idx):
+            vals = torch.tensor([float(2**v if name in _POW2 else v) for v in self.hw.knob(name).values])
+            r[name] = vals[ix].reshape(-1, 1, 1)
+        return r, flat[top]
 
     def _grid_probs(self, hw_probs) -> torch.Tensor:
         return joint_probs(hw_probs, GRID)
@@ -285,9 +308,19 @@ class VTACostModel(CostModel):
 
     def predict(self, net_probs, hw_probs, exact: bool = False) -> dict[str, torch.Tensor]:
         """Expected latency (s), energy (J) and area (mm2); differentiable in both probability sets."""
-        r = self._relaxed_values(hw_probs)
         pg = self._grid_probs(hw_probs)
         pc = self._combo_probs(net_probs)
+        if self.knob_topk:
+            r, w = self._relaxed_topk(hw_probs, self.knob_topk)
+            w = w / w.sum()
+            wc = self.workload_costs(r, exact=True)
+            out = {}
+            for k in ("latency_s", "energy_j"):
+                per_combo = self._combo_sum(wc[k])  # [K, n_combos, G]
+                out[k] = w @ torch.einsum("c,kcg,g->k", pc, per_combo, pg)
+            out["area_mm2"] = w @ (self.area_mm2(r).reshape(len(w), -1) @ pg)
+            return out
+        r = self._relaxed_values(hw_probs)
         wc = self.workload_costs(r, exact)
         out = {}
         for k in ("latency_s", "energy_j"):
@@ -295,6 +328,32 @@ class VTACostModel(CostModel):
             out[k] = (pc @ per_combo) @ pg
         out["area_mm2"] = self.area_mm2(r).reshape(-1) @ pg
         return out
+
+    def exact_expectation(self, net_probs, hw_probs, chunk: int = 96) -> dict[str, float]:
+        """The expectation over every combination of the RELAXED knobs (no gradient; for measuring
+        how far :meth:`predict`'s relaxation is from it)."""
+        with torch.no_grad():
+            joint = None
+            for name in RELAXED:
+                p = hw_probs[name]
+                joint = p if joint is None else joint.unsqueeze(-1) * p
+            flat = joint.reshape(-1)
+            pg, pc = self._grid_probs(hw_probs), self._combo_probs(net_probs)
+            idx_all = torch.arange(flat.numel())
+            out = {"latency_s": 0.0, "energy_j": 0.0, "area_mm2": 0.0}
+            for start in range(0, flat.numel(), chunk):
+                sel = idx_all[start:start + chunk]
+                idx = torch.unravel_index(sel, joint.shape)
+                r = {}
+                for name, ix in zip(RELAXED, idx):
+                    vals = torch.tensor([float(2**v if name in _POW2 else v) for v in self.hw.knob(name).values])
+                    r[name] = vals[ix].reshape(-1, 1, 1)
+                w = flat[sel]
+                wc = self.workload_costs(r, exact=True)
+                for k in ("latency_s", "energy_j"):
+                    out[k] += float(w @ torch.einsum("c,kcg,g->k", pc, self._combo_sum(wc[k]), pg))
+                out["area_mm2"] += float(w @ (self.area_mm2(r).reshape(len(w), -1) @ pg))
+            return out
 
     def evaluate(self, genotype: dict[str, str], config: HWConfig) -> dict[str, float]:
         """Exact figures of one design, plus cycles and traffic."""

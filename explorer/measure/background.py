@@ -49,6 +49,10 @@ class BackgroundMeasurer:
         self.seen: set[tuple[str, str]] = set()
         self.tmp = Path(tempfile.mkdtemp(prefix="explorer-measure-"))
 
+    def idle(self) -> bool:
+        """Nothing queued, building or timing: a new job would start at the next poll."""
+        return not self.queue and self.building is None and self.timing_job is None
+
     def submit(self, job: Job) -> bool:
         """Queue ``job`` unless the same design and knobs were already submitted; True if queued."""
         if not job.knobs and "config" in job.info:

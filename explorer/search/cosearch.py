@@ -102,6 +102,7 @@ class CoSearch:
         self.measurer = measurer  # real latencies (or simulated cycles) refine the cost model
         if measurer is not None and hasattr(measurer, "refit"):
             measurer.refit = cfg.refine
+        self._submitted: set[str] = set()  # design keys sent to the measurer
         names = {k.name for k in hw.knobs}
         inp_k, wgt_k = BIT_KNOBS
         self.has_bits = set(BIT_KNOBS) <= names
@@ -206,10 +207,14 @@ class CoSearch:
         if final_wait_s is not None:  # the loop has ended: collect the measurement in flight
             done = self.measurer.drain(final_wait_s)
         else:
-            if search_arch and step % self.cfg.measure_every == 0:
-                g, c = self.net.derive(), self.hw.derive()
-                d = DesignPoint.make(self.space, g, self.target, c)
-                self.measurer.submit(Job(step, d.key(), d.as_json(), info={"genotype": g, "config": c}))
+            idle = getattr(self.measurer, "idle", None)
+            if search_arch and step % self.cfg.measure_every == 0 and (idle is None or idle()):
+                pick = self._pick_candidate()
+                if pick is not None:
+                    g, c, why = pick
+                    d = DesignPoint.make(self.space, g, self.target, c)
+                    self._submitted.add(d.key())
+                    self.measurer.submit(Job(step, d.key(), d.as_json(), info={"genotype": g, "config": c, "why": why}))
             done = self.measurer.poll()
         if not done:
             return
@@ -233,7 +238,7 @@ class CoSearch:
             if before is not None:
                 rec_m["current_before_s"] = before
                 rec_m["current_after_s"] = self.cm.evaluate(cur_g, cur_c)["latency_s"]
-            for k in ("tuning", "spread", "timing_wait_s", "whole_network"):
+            for k in ("why", "tuning", "spread", "timing_wait_s", "whole_network"):
                 if k in job.info:
                     rec_m[k] = job.info[k]
             out.append(rec_m)
@@ -372,6 +377,38 @@ class CoSearch:
             history=history,
             measured=measured,
         )
+
+    def _pick_candidate(self):
+        """What to measure next: with a latency limit and a model that gives intervals, the most
+        probable of the derived design and its one-change neighbours (the runner-up option of any
+        choice or knob) whose 90% interval straddles the limit and that was not measured yet; else
+        the derived design if it was not measured yet; else nothing. Returns (genotype, config, why)."""
+        g0, c0 = self.net.derive(), self.hw.derive()
+        fresh = lambda g, c: DesignPoint.make(self.space, g, self.target, c).key() not in self._submitted  # noqa: E731
+        interval = getattr(self.cm, "latency_interval", None)
+        limit = self.con.limits.get("latency_s")
+        if interval is not None and limit is not None:
+            cands = [(0.0, g0, c0)]
+            for name, p in self.net.probs().items():
+                opts, pv = self.net.choice_options[name], p.detach()
+                top = torch.topk(pv, 2).indices.tolist() if len(pv) > 1 else []
+                if len(top) == 2 and pv[top[1]] > 0:
+                    cands.append((float(torch.log(pv[top[0]] / pv[top[1]])), {**g0, name: opts[top[1]]}, c0))
+            hw_p = self.hw.probs()
+            for k in self.hw.knobs:
+                pv = hw_p[k.name].detach()
+                top = torch.topk(pv, 2).indices.tolist() if len(pv) > 1 else []
+                if len(top) == 2 and pv[top[1]] > 0:
+                    c2 = type(c0)(tuple((n, k.values[top[1]] if n == k.name else x) for n, x in c0.values), c0.fixed)
+                    cands.append((float(torch.log(pv[top[0]] / pv[top[1]])), g0, c2))
+            for _, g, c in sorted(cands, key=lambda t: t[0]):
+                _, lo, hi = interval(g, c)
+                if lo < limit < hi and fresh(g, c):
+                    return g, c, "derived design, interval straddles the limit" if g is g0 and c is c0 else \
+                        "neighbour, interval straddles the limit"
+        if fresh(g0, c0):
+            return g0, c0, "derived design"
+        return None
 
     def _event(self, history: list, rec: dict) -> None:
         """A record that is not a step (prune, measure-drain, verify): kept and written like one."""
