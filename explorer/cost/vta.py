@@ -7,13 +7,13 @@ seconds), energy (J) and area (mm2).
 How the hardware is relaxed: the core shape (LOG_BATCH x LOG_BLOCK_IN x LOG_BLOCK_OUT) is small, so
 every shape is evaluated exactly (true ceilings, no padding approximations) and weighted by its
 joint probability. The other knobs (buffer sizes, bit widths, clock, bandwidth) have 1,944
-combinations here, too many to evaluate at every step, so by default (``knob_topk``) the expectation
-over them is taken exactly over the ``knob_topk`` most probable combinations (their probabilities
-renormalised; exact figures, true ceilings): exact once the distribution has settled on that many,
-and its gradient is the gradient of that expectation. With ``knob_topk = 0`` they enter through their
-expected values instead, c(E[knob]) with ceilings relaxed to ``1 + softplus(x - 1)``: not the
-expectation that the ``p (c - E[c])`` identity describes (``tools/relaxation_gap.py`` measures the
-difference over a search). With one-hot probabilities and ``exact=True`` the figures are exact.
+combinations here, too many to evaluate at every step: the expectation over them is taken exactly
+over the ``knob_topk`` (16) most probable combinations (true ceilings, exact figures), and the rest of
+the probability mass is priced at the knobs' expected values, c(E[knob]), with ceilings relaxed to
+``1 + softplus(x - 1)``. As the knob distribution settles, the exact part takes over; with one-hot
+probabilities the figures are exact. ``knob_topk = 0`` prices everything at the expected values
+(the earlier relaxation, which under-estimates the expectation: the ceilings and maxima are convex).
+``tools/relaxation_gap.py`` measures both against the full expectation over a search (BENCHMARKS.md).
 
 Coefficients and their sources are the module constants below.
 """
@@ -91,7 +91,7 @@ RELAXED = (
     "DRAM_BW_GBPS",
 )
 _POW2 = {k for k in RELAXED if k.startswith("LOG_")}
-KNOB_TOPK = 0  # combinations of the RELAXED knobs over which predict() takes the expectation exactly
+KNOB_TOPK = 16  # combinations of the RELAXED knobs over which predict() takes the expectation exactly
 
 
 def _softceil(x, exact: bool):
@@ -310,16 +310,15 @@ class VTACostModel(CostModel):
         """Expected latency (s), energy (J) and area (mm2); differentiable in both probability sets."""
         pg = self._grid_probs(hw_probs)
         pc = self._combo_probs(net_probs)
+        top = None
         if self.knob_topk:
             r, w = self._relaxed_topk(hw_probs, self.knob_topk)
-            w = w / w.sum()
             wc = self.workload_costs(r, exact=True)
-            out = {}
-            for k in ("latency_s", "energy_j"):
-                per_combo = self._combo_sum(wc[k])  # [K, n_combos, G]
-                out[k] = w @ torch.einsum("c,kcg,g->k", pc, per_combo, pg)
-            out["area_mm2"] = w @ (self.area_mm2(r).reshape(len(w), -1) @ pg)
-            return out
+            top = {k: w @ torch.einsum("c,kcg,g->k", pc, self._combo_sum(wc[k]), pg) for k in ("latency_s", "energy_j")}
+            top["area_mm2"] = w @ (self.area_mm2(r).reshape(len(w), -1) @ pg)
+            mass = w.sum()
+            if float(mass) > 1.0 - 1e-6:
+                return top
         r = self._relaxed_values(hw_probs)
         wc = self.workload_costs(r, exact)
         out = {}
@@ -327,6 +326,8 @@ class VTACostModel(CostModel):
             per_combo = self._combo_sum(wc[k])[0]  # [n_combos, G]
             out[k] = (pc @ per_combo) @ pg
         out["area_mm2"] = self.area_mm2(r).reshape(-1) @ pg
+        if top is not None:  # exact over the top combinations, the mean relaxation for the rest of the mass
+            out = {k: top[k] + (1.0 - mass) * out[k] for k in out}
         return out
 
     def exact_expectation(self, net_probs, hw_probs, chunk: int = 96) -> dict[str, float]:
