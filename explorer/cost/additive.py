@@ -83,13 +83,14 @@ def row_options(ct: ComboTable, fixed_kind: str | None = None):
 
 
 def solve_log_factors(A, y, prior, Pu, Pv, lam: float, b0: float, u_weight: float = 0.1,
-                      b_prior: float | None = None, b_weight: float = 0.1, centre=None) -> dict:
+                      b_prior: float | None = None, b_weight: float = 0.1, centre=None, b_mask=None) -> dict:
     """Fit ``y ~ exp(b) + A @ (prior * exp(Pu u + Pv v))`` in log space with a robust (soft L1) loss
     and ridge penalties ``lam * u_weight * |u|^2 + lam * |v|^2`` that shrink every factor toward the
     prior. ``A`` may carry per-record weights (a record's own prior, e.g. at its hardware setting,
     with ``prior`` all ones). With ``b_prior`` the intercept is shrunk toward it too (in log, as
     ``u``); without, it is free. ``centre`` = (u0, v0) shrinks toward those factors instead of 0 (a
-    prior learnt on other devices' tables). Returns u, v, b, the Laplace covariance of (u, v, log b) and the robust
+    prior learnt on other devices' tables). ``b_mask`` (0/1 per record) says which records include
+    the intercept (an end-to-end figure does, a part of a network does not). Returns u, v, b, the Laplace covariance of (u, v, log b) and the robust
     residual scale of log latency."""
     from scipy.optimize import least_squares
 
@@ -100,9 +101,11 @@ def solve_log_factors(A, y, prior, Pu, Pv, lam: float, b0: float, u_weight: floa
     sb, lb0 = (np.sqrt(lam * b_weight), np.log(b_prior)) if b_prior is not None else (0.0, 0.0)
     u0, v0 = (np.asarray(centre[0], float), np.asarray(centre[1], float)) if centre is not None else (np.zeros(nu), np.zeros(nv))
 
+    bm = np.ones(len(y)) if b_mask is None else np.asarray(b_mask, dtype=float)
+
     def parts(z):
         c = prior * np.exp(P @ z[:-1])
-        return c, np.exp(z[-1]) + A @ c
+        return c, bm * np.exp(z[-1]) + A @ c
 
     def res(z):
         _, pred = parts(z)
@@ -110,7 +113,7 @@ def solve_log_factors(A, y, prior, Pu, Pv, lam: float, b0: float, u_weight: floa
 
     def jac(z):
         c, pred = parts(z)
-        top = np.hstack([(A @ (c[:, None] * P)) / pred[:, None], (np.exp(z[-1]) / pred)[:, None]])
+        top = np.hstack([(A @ (c[:, None] * P)) / pred[:, None], (bm * np.exp(z[-1]) / pred)[:, None]])
         pen = np.zeros((nu + nv + 1, nu + nv + 1))
         pen[:nu, :nu] = np.eye(nu) * su
         pen[nu:nu + nv, nu:nu + nv] = np.eye(nv) * sv

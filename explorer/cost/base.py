@@ -28,6 +28,9 @@ class Measurement:
     genotype: dict
     config: object  # HWConfig
     latency_s: float
+    #: kernel-level truth, where the measurer timed kernels and they could be attributed:
+    #: ``((slot indices, seconds), ...)`` for groups of consecutive slots (explorer.measure.kernels)
+    parts: tuple = ()
 
 
 class CostModel(ABC):

@@ -74,6 +74,8 @@ class MeasuredCostModel(CostModel):
         self.factor = torch.ones(len(self.combos))  # learned per-row correction of the standalone timings
         self.offset_s = 0.0  # end-to-end overhead the rows do not explain
         self.fit_points: list[tuple[np.ndarray, int, float]] = []  # (rows of the design, setting, seconds)
+        self.part_points: list[tuple[np.ndarray, int, float]] = []  # kernel time of groups of a design's rows
+        self._part_design: list[int] = []  # which end-to-end record each part belongs to
         self._state = {"records": 0}
         self._cov = None  # Laplace covariance of (factor parameters, log overhead) after a refit
         self._sigma_log = PRIOR_SIGMA_LOG
@@ -136,13 +138,20 @@ class MeasuredCostModel(CostModel):
 
     # -- the learned correction ------------------------------------------------------------------
     def update(self, measurements: list[Measurement]) -> None:
-        """Add end-to-end measurements of designs and refit the per-row factors and the overhead."""
+        """Add end-to-end measurements of designs (and, where given, the kernel time of groups of
+        their slots, ``Measurement.parts``) and refit the per-row factors and the overhead."""
+        slot_of_row = self.combos.row_slot.numpy()
         for m in measurements:
             net, hwp = self._onehots(m.genotype, m.config)
             with torch.no_grad():
                 rows = self._combo_probs(net).double().numpy()
                 setting = int(torch.argmax(self._setting_probs(hwp)))
             self.fit_points.append((rows, setting, float(m.latency_s)))
+            for slots, sec in m.parts:
+                part = rows * np.isin(slot_of_row, list(slots))
+                if sec > 0 and part.any():
+                    self.part_points.append((part, setting, float(sec)))
+                    self._part_design.append(len(self.fit_points) - 1)
         if self.fit_points:
             self._refit()
 
@@ -152,49 +161,63 @@ class MeasuredCostModel(CostModel):
         A = np.stack([rows * pc[:, s] for rows, s, _ in points])
         return A, np.array([lat * 1e3 for _, _, lat in points])
 
-    def _solve(self, A, y, lam):
+    def _solve(self, A, y, lam, b_mask=None):
         ones = np.ones(A.shape[1])
-        b0 = 0.02 * float(np.median(y))
-        return solve_log_factors(A, y, ones, self._Pu, self._Pv, lam, b0, b_prior=b0, b_weight=B_WEIGHT, u_weight=U_WEIGHT)
+        e2e = y if b_mask is None else y[np.asarray(b_mask) > 0]
+        b0 = 0.02 * float(np.median(e2e))
+        return solve_log_factors(A, y, ones, self._Pu, self._Pv, lam, b0, b_prior=b0, b_weight=B_WEIGHT,
+                                 u_weight=U_WEIGHT, b_mask=b_mask)
 
     def _refit(self) -> None:
-        """Robust fit of all records; records it still misses by more than 2x are flagged as
-        outliers (contention, a failed timing) and left out of the final fit."""
-        A, y = self._design_matrix(self.fit_points)
-        n = len(y)
-        first = self._solve(A, y, self._choose_lam(A, y)[0])
-        keep = np.abs(first["residuals"]) <= OUTLIER_LOG
-        if keep.sum() < 2:  # the model cannot tell which ones are wrong yet
-            keep[:] = True
-        lam, cv = self._choose_lam(A[keep], y[keep])
-        fit = self._solve(A[keep], y[keep], lam)
+        """Robust fit of all records (end-to-end ones with the overhead term, kernel-level parts
+        without); records it still misses by more than 2x are flagged as outliers (contention, a
+        failed timing) and left out of the final fit."""
+        A, y = self._design_matrix(self.fit_points + self.part_points)
+        n, n_e2e = len(y), len(self.fit_points)
+        bm = (np.arange(n) < n_e2e).astype(float)
+        design = np.r_[np.arange(n_e2e), np.asarray(self._part_design, dtype=int)]
+        # Outliers are records the other records contradict, not records far from the prior: with
+        # fewer than CV_MIN measured designs nothing is flagged (a large but consistent error, an op
+        # 3x dearer than its standalone timing, must be learnt, not rejected); then a first fit at
+        # the cross-validated shrinkage flags what it still misses by more than 2x.
+        keep = np.ones(n, dtype=bool)
+        if n_e2e >= CV_MIN:
+            first = self._solve(A, y, self._choose_lam(A, y, bm, design)[0], bm)
+            keep = np.abs(first["residuals"]) <= OUTLIER_LOG
+            if keep[:n_e2e].sum() < 2:  # the model cannot tell which ones are wrong
+                keep[:] = True
+        lam, cv = self._choose_lam(A[keep], y[keep], bm[keep], design[keep])
+        fit = self._solve(A[keep], y[keep], lam, bm[keep])
         z = np.r_[fit["u"], fit["v"]]
         self.factor = torch.tensor(np.exp(np.hstack([self._Pu, self._Pv]) @ z), dtype=torch.float32)
         self.offset_s = fit["b"] / 1e3
         self._cov, self._sigma_log = np.asarray(fit["cov"]), max(fit["sigma_log"], 0.02)
         self._state = {
-            "records": n, "lam": lam, "cv_log_error": cv, "offset_ms": fit["b"], "sigma_log": fit["sigma_log"],
-            "outliers": [int(i) for i in np.flatnonzero(~keep)],
+            "records": n_e2e, "kernel_parts": n - n_e2e, "lam": lam, "cv_log_error": cv, "offset_ms": fit["b"],
+            "sigma_log": fit["sigma_log"], "outliers": [int(i) for i in np.flatnonzero(~keep[:n_e2e])],
+            "part_outliers": int((~keep[n_e2e:]).sum()),
             "factors": {k: round(float(np.exp(u)), 4) for k, u in zip(self._kinds, fit["u"]) if abs(u) > 1e-3},
         }
 
-    def _choose_lam(self, A, y) -> tuple[float, float | None]:
-        """The shrinkage: LAM_FEW below CV_MIN records, else by 4-fold cross-validation of the robust
-        log error. Returns (lam, its cross-validated error or None)."""
-        n = len(y)
-        if n < CV_MIN:
+    def _choose_lam(self, A, y, b_mask, design) -> tuple[float, float | None]:
+        """The shrinkage: LAM_FEW below CV_MIN measured designs, else by 4-fold cross-validation of
+        the robust log error, folds by design (a design's parts are held out with it). Returns (lam,
+        its cross-validated error or None)."""
+        if len(np.unique(design)) < CV_MIN:
             return LAM_FEW, None
-        fold = np.arange(n) % 4
+        fold = design % 4
         P = np.hstack([self._Pu, self._Pv])
         scores = []
         for cand in LAMBDAS:
             err = []
             for f in range(4):
                 tr, te = fold != f, fold == f
-                fit = self._solve(A[tr], y[tr], cand)
+                if not (b_mask[tr] > 0).any():
+                    continue
+                fit = self._solve(A[tr], y[tr], cand, b_mask[tr])
                 c = np.exp(P @ np.r_[fit["u"], fit["v"]])
-                err.append(np.mean(_soft_l1(np.log(fit["b"] + A[te] @ c) - np.log(y[te]))))
-            scores.append(float(np.mean(err)))
+                err.append(np.mean(_soft_l1(np.log(b_mask[te] * fit["b"] + A[te] @ c) - np.log(y[te]))))
+            scores.append(float(np.mean(err)) if err else float("inf"))
         k = int(np.argmin(scores))
         return LAMBDAS[k], scores[k]
 

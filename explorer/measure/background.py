@@ -80,7 +80,7 @@ class BackgroundMeasurer:
             self.target = target_json(host_target())
         return {"design": job.design, "threads": job.knobs["threads"], "batch": job.knobs.get("batch", 1),
                 "target": self.target, "device_type": self.device_type, "repeat": self.repeat, "number": self.number,
-                "database": self.databases, "out_dir": str(self.tmp / f"{job.key[:16]}-{job.step}")}
+                "database": self.databases, "kernels": True, "out_dir": str(self.tmp / f"{job.key[:16]}-{job.step}")}
 
     def _env(self, job: Job) -> dict:
         return {"TVM_NUM_THREADS": job.knobs["threads"], "PYTHONWARNINGS": "ignore"}
@@ -130,6 +130,9 @@ class BackgroundMeasurer:
             job.latency_s = res["median_ms"] / 1e3
             job.info["tuning"] = res.get("tuning")
             job.info["spread"] = round(res["p90_ms"] / max(res["p10_ms"], 1e-12), 3)
+            if res.get("kernels"):
+                job.info["kernels"] = res["kernels"]
+                job.info["kernels_ms"] = res["kernels_ms"]
             self.store.add(MeasureRecord(job.key, "e2e", job.knobs["device"], job.knobs, self.toolchain,
                                          latency_ms=res["median_ms"], tuned=bool(res.get("tuned")),
                                          payload={**res, "design": job.design, "timing": self.timing}))

@@ -8,7 +8,7 @@ Two halves, so that the timing can run while nothing else does (see
   depend on the weights), exports it to ONNX, compiles it with TVM into ``out_dir`` and returns the
   library, its inputs and its tuning state;
 * :func:`time_library` times a built library (``{"lib": ..., "inputs": ..., "repeat", "number",
-  "device_type"}``).
+  "device_type", "kernels": bool}``; with ``kernels`` also every kernel alone).
 
 :func:`measure` does both in one call (tools, and the final check of a search).
 """
@@ -49,7 +49,7 @@ def build_design(req: dict) -> dict:
     card = build(m, target, out / "m.so", database=req.get("database") or "none")
     kernels = len(card["workloads"])
     return {"lib": str(out / "m.so"), "inputs": {k: [list(s), d] for k, (s, d) in m.inputs.items()},
-            "tuned": card["tuned"], "scheduled_kernels": card["scheduled_kernels"], "kernels": kernels,
+            "tuned": card["tuned"], "scheduled_kernels": card["scheduled_kernels"], "kernel_count": kernels,
             "tuning": tuning_state(card["scheduled_kernels"], kernels),
             "schedule_database_id": card["schedule_database_id"], "build_s": card["build_s"]}
 
@@ -59,7 +59,7 @@ def time_library(req: dict) -> dict:
 
     inputs = {k: (tuple(s), d) for k, (s, d) in req["inputs"].items()}
     return measure_tvm(req["lib"], inputs, repeat=int(req.get("repeat", 15)), number=int(req.get("number", 10)),
-                       device=req.get("device_type", "cpu"))
+                       device=req.get("device_type", "cpu"), kernels=bool(req.get("kernels")))
 
 
 def measure(req: dict) -> dict:

@@ -41,9 +41,11 @@ def _inputs(inputs: dict, seed: int) -> dict:
 
 
 def measure_tvm(lib: str | os.PathLike, inputs: dict, repeat: int = 30, number: int = 10, seed: int = 0,
-                device: str = "cpu") -> dict:
+                device: str = "cpu", kernels: bool = False) -> dict:
     """Time ``main`` of a built library with ``vm.time_evaluator`` (``repeat`` x ``number`` runs) on
-    ``device`` (TVM's device type name: cpu, cuda, ...)."""
+    ``device`` (TVM's device type name: cpu, cuda, ...). With ``kernels``, also every kernel alone
+    (``kernels``: [name, seconds, argument shapes] in program order; see
+    :func:`explorer.measure.kernels.time_kernels`)."""
     import tvm
     from tvm import relax
 
@@ -64,6 +66,11 @@ def measure_tvm(lib: str | os.PathLike, inputs: dict, repeat: int = 30, number: 
     res = f(*args)
     out = summarize(list(res.results))
     out.update({"runner": "tvm", "repeat": repeat, "number": number})
+    if kernels:
+        from .kernels import time_kernels
+
+        out["kernels"] = time_kernels(rt, vm, dev, args)
+        out["kernels_ms"] = sum(k[1] for k in out["kernels"]) * 1e3
     return out
 
 

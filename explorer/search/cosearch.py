@@ -228,17 +228,18 @@ class CoSearch:
             predicted = job.info.get("predicted_s")  # set by refiners that refit the model themselves
             # how far this refit moves the model's figure for the design the search holds now
             before = job.info.get("current_before_s")
+            parts = self._parts(g, job)
             if predicted is None:
                 predicted = self.cm.evaluate(g, c)["latency_s"]  # before this measurement is used
                 before = self.cm.evaluate(cur_g, cur_c)["latency_s"]
-                self.cm.update([Measurement(g, c, job.latency_s)])
+                self.cm.update([Measurement(g, c, job.latency_s, parts)])
             rec_m = {"submitted_step": job.step, "predicted_s": predicted, "measured_s": job.latency_s,
                      "rel_error": (predicted - job.latency_s) / job.latency_s, "cached": job.info.get("cached", False),
                      "correction": self.cm.correction_state()}
             if before is not None:
                 rec_m["current_before_s"] = before
                 rec_m["current_after_s"] = self.cm.evaluate(cur_g, cur_c)["latency_s"]
-            for k in ("why", "tuning", "spread", "timing_wait_s", "whole_network"):
+            for k in ("why", "tuning", "spread", "timing_wait_s", "whole_network", "kernels_ms", "kernel_groups", "attribution"):
                 if k in job.info:
                     rec_m[k] = job.info[k]
             out.append(rec_m)
@@ -378,6 +379,22 @@ class CoSearch:
             measured=measured,
         )
 
+    def _parts(self, g, job) -> tuple:
+        """Kernel-level truth of a measured design, attributed to groups of its slots (empty when
+        the measurer timed no kernels or they could not be matched; the reason goes in job.info)."""
+        from ..measure.kernels import AttributionError, attribute
+
+        kernels = job.info.get("kernels")
+        if not kernels:
+            return ()
+        try:
+            parts = tuple(attribute(self.space, g, kernels))
+        except AttributionError as e:
+            job.info["attribution"] = str(e)
+            return ()
+        job.info["kernel_groups"] = len(parts)
+        return parts
+
     def _pick_candidate(self):
         """What to measure next: with a latency limit and a model that gives intervals, the most
         probable of the derived design and its one-change neighbours (the runner-up option of any
@@ -432,7 +449,7 @@ class CoSearch:
                 self._event(history, {"step": step, "event": "verify", "round": r, "error": job.error})
                 break
             if job.info.get("predicted_s") is None and self.cfg.refine:  # refiners that refit themselves have done so
-                self.cm.update([Measurement(g, c, job.latency_s)])
+                self.cm.update([Measurement(g, c, job.latency_s, self._parts(g, job))])
             ratio = job.latency_s / max(predicted["latency_s"], 1e-15)
             # the truth measures latency; figures proportional to it (energy of a TVM target) follow it
             truth = {k: (v * ratio if k in getattr(self.cm, "latency_proportional", ()) else v) for k, v in predicted.items()}

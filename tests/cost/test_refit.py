@@ -106,3 +106,30 @@ def test_per_op_errors_of_the_standalone_timings_are_learnt():
     before = within()
     cm.update([Measurement(g, CFG, truth.evaluate(g, CFG)["latency_s"]) for g in (SPACE.random_genotype(rng) for _ in range(40))])
     assert within() >= 0.9 > before + 0.2, (before, within())
+
+
+def slot_parts(truth, g) -> tuple:
+    """Kernel-level truth of a design as the measurer gives it: the time of groups of slots (here
+    one group per slot), from the truth model's rows."""
+    rows = truth.combos.probs(truth.combos.onehot(g)).numpy()
+    setting = int(torch.argmax(truth._setting_probs(HW.onehot(CFG))))
+    per = (truth.per_combo[:, setting] * truth.factor).numpy() * rows
+    slot = truth.combos.row_slot.numpy()
+    return tuple(([si], float(per[slot == si].sum())) for si in range(len(truth.combos.slots)) if per[slot == si].sum() > 0)
+
+
+def test_kernel_level_truth_corrects_a_doctored_op_from_one_design():
+    """One measured design with its kernel time per slot group says conv5x5 costs 3x the prior:
+    the rank and the gradient sign are right after that single design (end to end alone, the same
+    design leaves the sign wrong in some layer)."""
+    truth = model()
+    rng = np.random.default_rng(0)
+    g = {k: ("conv5x5" if k.startswith("op_") and k != "op_L1" else v) for k, v in SPACE.random_genotype(rng).items()}
+    g["op_L1"] = "conv3x3"
+    e2e_only, with_parts = model({"conv5x5": 1 / 3}), model({"conv5x5": 1 / 3})
+    lat = truth.evaluate(g, CFG)["latency_s"]
+    e2e_only.update([Measurement(g, CFG, lat)])
+    with_parts.update([Measurement(g, CFG, lat, slot_parts(truth, g))])
+    assert with_parts.correction_state()["kernel_parts"] > 0
+    assert all(x > 0 for x in conv5_gradients(with_parts))
+    assert min(conv5_gradients(e2e_only)) < min(conv5_gradients(with_parts))
