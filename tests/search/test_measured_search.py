@@ -50,3 +50,7 @@ def test_cpu_search_measures_in_background_and_refits(tmp_path):
     assert r.measured is not None and r.measured["figures"]["latency_s"] > 0
     assert r.measured["limits_met_measured"] in (True, False)
     assert any(h.get("event") == "verify" for h in r.history)
+    # kernel-level truth: each fresh measurement's kernels were timed and attributed to slot groups
+    fresh = [x for x in got if not x["cached"]]
+    assert fresh and all(x.get("kernel_groups", 0) > 0 for x in fresh), [x.get("attribution") for x in fresh]
+    assert prob.cost_model.correction_state()["kernel_parts"] > 0
