@@ -317,7 +317,7 @@ class VTACostModel(CostModel):
             top = {k: w @ torch.einsum("c,kcg,g->k", pc, self._combo_sum(wc[k]), pg) for k in ("latency_s", "energy_j")}
             top["area_mm2"] = w @ (self.area_mm2(r).reshape(len(w), -1) @ pg)
             mass = w.sum()
-            if float(mass) > 1.0 - 1e-6:
+            if float(mass.detach()) > 1.0 - 1e-6:
                 return top
         r = self._relaxed_values(hw_probs)
         wc = self.workload_costs(r, exact)
