@@ -11,6 +11,7 @@ never replace what was known.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cost.vta import CYCLE_FEATURES, DEFAULT_CYCLE_WEIGHTS, VTACostModel
-from ..slots import Workload
+from ..slots import Workload, conv
 from ..space.hardware import HWConfig
 from .params import VTAParams, vta_json
 from .sim import BufferCapacityError, ConvLayer, run_layer
@@ -132,12 +133,14 @@ def whole_network(design_json: dict, config: HWConfig, cm: VTACostModel, genotyp
     points = []
     for L in stats["layers"]:
         x = L["layer"]
-        w = Workload(kind="conv", name="gemm", cin=x["cin"], cout=x["cout"], hin=x["hin"], win=x["win"], hout=x["hout"],
-                     wout=x["wout"], kh=x["k"], kw=x["k"], n=x["n"], stride=x["stride"], dilation=x.get("dilation", 1),
-                     op="conv2d")
+        # the same constructor as the space's workloads, so the features (requantisation on the ALU
+        # included) are the ones the model prices the layer with
+        w = conv("gemm", x["cin"], x["cout"], x["hin"], x["win"], x["k"], x["stride"], 1, x.get("dilation", 1), x["n"])
+        if (w.hout, w.wout) != (x["hout"], x["wout"]):
+            w = dataclasses.replace(w, hout=x["hout"], wout=x["wout"])
         points.append((cm.layer_features(w, config), float(L["cycles"])))
-    weights = cm.correction or DEFAULT_CYCLE_WEIGHTS
-    host = sum(float(np.dot(weights, cm.layer_features(w, config)))
+    # the model prices work off the GEMM core with its prior weights (never refit): the same here
+    host = sum(float(np.dot(DEFAULT_CYCLE_WEIGHTS, cm.layer_features(w, config)))
                for w in cm.space_workloads(genotype) if not (w.kind == "conv" and w.groups == 1))
     gemm = float(stats["total"]["cycles"])
     return {"gemm_cycles": gemm, "host_cycles_model": host, "cycles": gemm + host,

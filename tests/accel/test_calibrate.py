@@ -55,3 +55,26 @@ def test_cli_calibrate_and_search_with_it(tmp_path):
     bad.write_text("{}")
     r = run_cli("search", "--dataset", "digits", "--calibration", str(bad), "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "not a VTA calibration file" in r.stderr
+
+
+def test_whole_network_is_priced_like_the_model():
+    """The compiler path's GEMM layers have the features the model prices the space's GEMM
+    workloads with, and the host part is what the model charges for the rest: so a design the model
+    prices exactly has no error but the simulator's."""
+    from explorer.accel.calibrate import whole_network
+    from explorer.cost.vta import DEFAULT_CYCLE_WEIGHTS
+    from explorer.space.design import DesignPoint
+
+    prob = build_problem(tiny_config())
+    cm, c = prob.cost_model, prob.hw.default_config()
+    g = prob.space.random_genotype(np.random.default_rng(2))
+    d = DesignPoint.make(prob.space, g, "vta", c)
+    r = whole_network(d.as_json(), c, cm, g)
+    gemm = [w for w in cm.space_workloads(g) if w.kind == "conv" and w.groups == 1]
+    assert r["offloaded_layers"] == len(gemm)
+    got = sorted(tuple(np.round(f, 3)) for f, _ in r["points"])
+    want = sorted(tuple(np.round(cm.layer_features(w, c), 3)) for w in gemm)
+    assert got == want
+    assert r["gemm_cycles"] == sum(simulate_pair(w, c) for w in gemm)
+    rest = sum(float(np.dot(DEFAULT_CYCLE_WEIGHTS, cm.layer_features(w, c))) for w in cm.space_workloads(g) if w not in gemm)
+    assert r["host_cycles_model"] == pytest.approx(rest)
