@@ -7,6 +7,7 @@ know) so that the logic is checked exactly and fast; the real TVM path is in tes
 """
 
 import numpy as np
+import pytest
 
 from explorer.api import build_problem
 from explorer.cost.measured import MeasuredCostModel, distinct_items
@@ -86,6 +87,7 @@ def test_candidates_whose_interval_straddles_the_limit_come_first():
     assert s._pick_candidate() is None
 
 
+@pytest.mark.slow  # 80 search steps with 16 refits: the slow tier
 def test_a_doctored_model_is_corrected_and_the_limit_holds_on_the_truth():
     """The model thinks convolutions cost a third of what they do; the limit sits where that
     matters. With refinement the kept design meets the limit on the truth, and the model's final
