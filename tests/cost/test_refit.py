@@ -94,6 +94,7 @@ def test_gross_outliers_do_not_spoil_the_refit():
     assert set(cm.correction_state()["outliers"]) >= {30, 31, 32}
 
 
+@pytest.mark.slow  # 40 refits with cross-validation: the slow tier
 def test_per_op_errors_of_the_standalone_timings_are_learnt():
     """Truth differs from the prior per op (0.4x-2.5x): after 40 measurements >= 90% of held-out
     designs are within 10%, against far fewer before."""
