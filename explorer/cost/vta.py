@@ -159,18 +159,27 @@ class VTACostModel(CostModel):
     def _relaxed_topk(self, hw_probs, k: int):
         """The ``k`` most probable combinations of the RELAXED knobs: their values (each [k, 1, 1])
         and their joint probabilities (differentiable)."""
+        joint = self._relaxed_joint(hw_probs)
+        flat = joint.reshape(-1)
+        top = torch.topk(flat.detach(), min(k, flat.numel())).indices
+        return self._relaxed_at(top, joint.shape), flat[top]
+
+    @staticmethod
+    def _relaxed_joint(hw_probs) -> torch.Tensor:
+        """Joint probability of every combination of the RELAXED knobs (one axis per knob)."""
         joint = None
         for name in RELAXED:
             p = hw_probs[name]
             joint = p if joint is None else joint.unsqueeze(-1) * p
-        flat = joint.reshape(-1)
-        top = torch.topk(flat.detach(), min(k, flat.numel())).indices
-        idx = torch.unravel_index(top, joint.shape)
+        return joint
+
+    def _relaxed_at(self, flat_idx, shape) -> dict[str, torch.Tensor]:
+        """Knob values (each [len(flat_idx), 1, 1]) of the given flattened combinations."""
         r = {}
-        for name, ix in zip(RELAXED, idx):
+        for name, ix in zip(RELAXED, torch.unravel_index(flat_idx, shape)):
             vals = torch.tensor([float(2**v if name in _POW2 else v) for v in self.hw.knob(name).values])
             r[name] = vals[ix].reshape(-1, 1, 1)
-        return r, flat[top]
+        return r
 
     def _grid_probs(self, hw_probs) -> torch.Tensor:
         return joint_probs(hw_probs, GRID)
@@ -334,21 +343,14 @@ class VTACostModel(CostModel):
         """The expectation over every combination of the RELAXED knobs (no gradient; for measuring
         how far :meth:`predict`'s relaxation is from it)."""
         with torch.no_grad():
-            joint = None
-            for name in RELAXED:
-                p = hw_probs[name]
-                joint = p if joint is None else joint.unsqueeze(-1) * p
+            joint = self._relaxed_joint(hw_probs)
             flat = joint.reshape(-1)
             pg, pc = self._grid_probs(hw_probs), self._combo_probs(net_probs)
             idx_all = torch.arange(flat.numel())
             out = {"latency_s": 0.0, "energy_j": 0.0, "area_mm2": 0.0}
             for start in range(0, flat.numel(), chunk):
                 sel = idx_all[start:start + chunk]
-                idx = torch.unravel_index(sel, joint.shape)
-                r = {}
-                for name, ix in zip(RELAXED, idx):
-                    vals = torch.tensor([float(2**v if name in _POW2 else v) for v in self.hw.knob(name).values])
-                    r[name] = vals[ix].reshape(-1, 1, 1)
+                r = self._relaxed_at(sel, joint.shape)
                 w = flat[sel]
                 wc = self.workload_costs(r, exact=True)
                 for k in ("latency_s", "energy_j"):
