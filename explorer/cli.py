@@ -15,17 +15,21 @@ from .errors import ExplorerError
 __all__ = ["main"]
 
 
-def _positive(kind):
+def _positive(kind, allow_zero: bool = False):
     def parse(s):
         try:
             v = kind(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
+        if v < 0 or (v == 0 and not allow_zero) or v != v:
+            raise argparse.ArgumentTypeError(f"must be {'>=' if allow_zero else '>'} 0, got {s}")
         return v
 
     return parse
+
+
+def _nonneg(kind):
+    return _positive(kind, allow_zero=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--target", default="cpu", help="cpu (this machine, or the RPC servers' CPU with --rpc)")
     t.add_argument("--trials", type=_positive(int), default=512,
                    help="total trials for this model's kernels, counting those already in the database")
+    t.add_argument("--minutes", type=_positive(float), help="stop after this many minutes (after the batch in flight)")
     t.add_argument("--db", help="schedule database folder (default $EXPLORER_HOME/schedules/<target>/, used by compile, deploy and search)")
     t.add_argument("--rpc", metavar="HOST:PORT", help="TVM RPC tracker; candidates are run on its servers")
     t.add_argument("--key", help="device key of the RPC servers (with --rpc)")
@@ -105,7 +110,14 @@ def _parser() -> argparse.ArgumentParser:
     dp.add_argument("run", metavar="RUN")
     dp.add_argument("--target", default="cpu", help="a TVM target: cpu or cuda")
     dp.add_argument("--out", required=True)
-    dp.add_argument("--schedules", help="schedule database (default: the user's and the shipped ones; 'none': untuned)")
+    dp.add_argument("--schedules", help="schedule database to tune into and apply (default: the user's, plus the shipped "
+                    "one's records for this CPU; 'none': untuned, no tuning)")
+    dp.add_argument("--trials", type=_nonneg(int), default=None,
+                    help="tuning budget in trials for the design's kernels, counting those already in the database "
+                         "(default: 64 per kernel, at most 1536; 0: no tuning)")
+    dp.add_argument("--tune-minutes", type=_positive(float), dest="tune_minutes", default=None,
+                    help="tuning budget in minutes, whichever budget is spent first (default 12)")
+    dp.add_argument("--no-progress", action="store_true")
 
     cal = sub.add_parser("calibrate", help="fit the VTA cost model to the simulator on sampled (layer, config) pairs")
     cal.add_argument("--target", default="vta")
@@ -228,7 +240,9 @@ def cmd_tune(a) -> int:
         m = load_onnx(path, parse_shapes(a.shape))
         mod = import_relax(m)
     kw = dict(trials=a.trials, db=a.db, num_cores=a.num_cores, per_iter=a.per_iter, rpc=rpc,
-              progress=not a.no_progress, seed=a.seed, label=f"tune {Path(a.model).name}")
+              progress=not a.no_progress, seed=a.seed, label=f"tune {Path(a.model).name}",
+              max_seconds=None if a.minutes is None else 60 * a.minutes,
+              input_shapes=[list(v[0]) for v in m.inputs.values()])
     try:
         r = backend.tune(mod, **kw)
     except KeyboardInterrupt:
@@ -252,8 +266,23 @@ def cmd_tune(a) -> int:
 def cmd_deploy(a) -> int:
     from .backends import load_target
 
-    c = load_target(a.target).backend().deploy(a.run, a.out, schedules=a.schedules)
+    from .backends.tvm_deploy import DEPLOY_MINUTES
+
+    try:
+        c = load_target(a.target).backend().deploy(a.run, a.out, schedules=a.schedules, trials=a.trials,
+                                                   minutes=a.tune_minutes or DEPLOY_MINUTES, progress=not a.no_progress)
+    except KeyboardInterrupt:
+        print("explorer: interrupted; every finished tuning batch is in the schedule database, run the same command "
+              "to go on", file=sys.stderr)
+        return 130
     lat, b = c["latency_ms"], c["build"]
+    tn = c.get("tuning") or {}
+    if tn.get("status") == "tuned here":
+        print(f"tuning on this machine ({tn['key']}): {tn['trials_this_run']} trials in {tn['tuning_s']:.0f} s "
+              f"({tn['trials_total']} in the database for these kernels; budget {tn['budget_trials']} trials or "
+              f"{tn['budget_minutes']:g} min, stopped by {tn['stopped_by']})")
+    elif tn:
+        print(f"tuning: {tn['status']}")
     tuned = "tuned" if b["tuned"] else f"{b['scheduled_kernels']} of {c['kernels']} kernels tuned"
     print(f"deployed {c['design_key']} for {c['target']} to {a.out}/ (model.so, model.onnx, hw_config.json, "
           f"run_example.py, card.json); library {tuned}")

@@ -124,7 +124,7 @@ class TargetBackend(ABC):
         """Measure a model (or a library built by :meth:`compile`) on the device; lines for people."""
         self._unsupported("measure on a device", "it is priced by its model or simulator")
 
-    def deploy(self, run_dir: str, out: str, schedules=None) -> dict:
+    def deploy(self, run_dir: str, out: str, schedules=None, **tuning) -> dict:
         self._unsupported("deploy libraries", "explorer compile --target <accelerator> simulates one")
 
     def tune(self, mod, **options):

@@ -143,26 +143,32 @@ class TVMBackend(TargetBackend):
                 lines.append(f"ratio tvm / onnxruntime = {t['median_ms'] / o['median_ms']:.2f}")
         return lines
 
-    def deploy(self, run_dir, out, schedules=None) -> dict:
+    def deploy(self, run_dir, out, schedules=None, **tuning) -> dict:
+        """See :func:`explorer.backends.tvm_deploy.deploy` (``tuning``: trials, minutes, progress)."""
         from .tvm_deploy import deploy
 
-        return deploy(self, run_dir, out, schedules=schedules)
+        return deploy(self, run_dir, out, schedules=schedules, **tuning)
 
 
 @BACKENDS.register("tvm-cpu")
 class TVMCPUBackend(TVMBackend):
     device_type = "cpu"
+    #: ``deploy`` tunes the design's kernels here first (MetaSchedule on the local CPU)
+    tunes_on_deploy = True
 
     def tvm_target(self, num_cores=None, arch=None):
         from ..deploy.tvm_build import host_target
 
         return host_target(num_cores)
 
-    def tune(self, mod, trials=512, db=None, num_cores=None, per_iter=8, rpc=None, progress=True, seed=0, label="tune"):
-        """MetaSchedule tuning of a module's kernels into ``db`` (default: the user's database)."""
+    def tune(self, mod, trials=512, db=None, num_cores=None, per_iter=8, rpc=None, progress=True, seed=0, label="tune",
+             max_seconds=None, input_shapes=None):
+        """MetaSchedule tuning of a module's kernels into ``db`` (default: the user's database); the
+        default databases' records seed it (tuned for this target: copied; for another: a warm start)."""
         from ..deploy.schedules import user_database
         from ..deploy.tune import tune_module
 
         num_cores = int(num_cores or os.cpu_count() or 1)
         return tune_module(mod, self.tvm_target(num_cores), user_database(self.name, db), trials=trials,
-                           num_cores=num_cores, per_iter=per_iter, rpc=rpc, progress=progress, seed=seed, label=label)
+                           num_cores=num_cores, per_iter=per_iter, rpc=rpc, progress=progress, seed=seed, label=label,
+                           max_seconds=max_seconds, warm_start=self.databases(), input_shapes=input_shapes)

@@ -4,6 +4,15 @@ The folder holds the ONNX model (trained weights), the TVM library built for the
 target's schedule database when there is one), the hardware configuration, a short usage example
 that loads the library and runs one input, and a card with the measured latency and the library's
 own accuracy on the run's test split.
+
+**Tuned where it is deployed.** Before the build, the design's kernels are tuned on this machine
+(MetaSchedule, :func:`explorer.deploy.tune.tune_module`) into the user's schedule database within a
+budget: ``trials`` (default :func:`~explorer.deploy.tune.auto_trials`, counting records already
+there, so a second deploy of the same design tunes nothing and a killed one resumes) and
+``minutes`` (default :data:`DEPLOY_MINUTES`), whichever is spent first. Schedules tuned for another
+CPU (the shipped database on any machine but the one it was built on) seed that tuning and are not
+applied as they are. ``trials=0`` or ``schedules="none"`` skips it. The card states the budget and
+what was spent.
 """
 
 from __future__ import annotations
@@ -18,7 +27,10 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["deploy"]
+__all__ = ["deploy", "DEPLOY_MINUTES"]
+
+#: the default time budget of deploy's tuning, minutes (the trial budget is the tuner's default)
+DEPLOY_MINUTES = 12.0
 
 EXAMPLE = '''"""Run the deployed model on one input: python run_example.py [input.npy]"""
 import sys
@@ -37,9 +49,11 @@ print("class", int(logits.argmax()), "logits", np.round(logits, 3).tolist())
 
 
 def deploy(backend, run_dir: str | os.PathLike, out: str | os.PathLike, repeat: int = 30,
-           schedules: str | os.PathLike | None = None) -> dict:
-    """Export, build (with the target's schedule databases, or ``schedules``), measure and test a
-    run's design on a TVM ``backend``'s device; write the folder ``out``."""
+           schedules: str | os.PathLike | None = None, trials: int | None = None, minutes: float | None = DEPLOY_MINUTES,
+           progress: bool = True) -> dict:
+    """Export, tune (``trials``/``minutes``, see above), build (with the target's schedule databases,
+    or ``schedules``), measure and test a run's design on a TVM ``backend``'s device; write the
+    folder ``out``."""
     import tvm
     from tvm import relax
 
@@ -59,7 +73,12 @@ def deploy(backend, run_dir: str | os.PathLike, out: str | os.PathLike, repeat: 
     work.mkdir(parents=True)
     exp = export_onnx(build_module(design, weights), design.input_shape, work / "model.onnx")
     m = load_onnx(work / "model.onnx")
-    card = build(m, backend.tvm_target(), work / "model.so", database=backend.databases(schedules), target_name=backend.name)
+    t_start = time.monotonic()
+    tuning = _tune(backend, m, schedules, trials, minutes, progress)
+    dbs = backend.databases(schedules)
+    if tuning.get("database") and Path(tuning["database"]) not in dbs:
+        dbs = [Path(tuning["database"]), *dbs]  # what was just tuned is applied, whatever the defaults
+    card = build(m, backend.tvm_target(), work / "model.so", database=dbs, target_name=backend.name)
     lat = measure_tvm(work / "model.so", m.inputs, repeat=repeat, number=10, device=backend.device_type)
     threads = card["target"].get("num-cores", os.cpu_count()) if isinstance(card["target"], dict) else os.cpu_count()
     ort = measure_onnxruntime(work / "model.onnx", m.inputs, int(threads or 1), repeat=repeat)
@@ -88,6 +107,8 @@ def deploy(backend, run_dir: str | os.PathLike, out: str | os.PathLike, repeat: 
         "build": {k: card[k] for k in ("target", "toolchain", "schedule_database", "schedule_database_id", "scheduled_kernels",
                                         "tuned", "build_s")},
         "kernels": len(card["workloads"]),
+        "tuning": tuning,
+        "deploy_s": round(time.monotonic() - t_start, 1),
         "latency_ms": {"tvm_median": lat["median_ms"], "tvm_p10": lat["p10_ms"], "tvm_p90": lat["p90_ms"],
                        "onnxruntime_median": ort["median_ms"], "tvm_over_onnxruntime": lat["median_ms"] / ort["median_ms"]},
         "accuracy": accuracy,
@@ -96,3 +117,29 @@ def deploy(backend, run_dir: str | os.PathLike, out: str | os.PathLike, repeat: 
     (work / "card.json").write_text(json.dumps(deployed, indent=2) + "\n")
     os.replace(work, out)
     return deployed
+
+
+def _tune(backend, m, schedules, trials, minutes, progress) -> dict:
+    """Tune the model's kernels on this machine within the budget; the card's ``tuning`` entry."""
+    from ..deploy.tune import auto_trials
+
+    env = os.environ.get("EXPLORER_SCHEDULES")
+    spec = schedules if schedules is not None else env
+    none = isinstance(spec, str) and spec.strip().lower() in ("none", "")
+    if trials == 0 or none or not getattr(backend, "tunes_on_deploy", False):
+        why = "skipped (--trials 0)" if trials == 0 else \
+            "skipped (untuned on purpose: --schedules none or EXPLORER_SCHEDULES=none)" if none else \
+            f"not available for {backend.name}"
+        return {"status": why, "budget_trials": trials, "budget_minutes": minutes}
+    from ..deploy.tvm_build import import_relax
+
+    res = backend.tune(import_relax(m), trials=trials, db=schedules, progress=progress, label="deploy: tune",
+                       max_seconds=None if minutes is None else 60.0 * minutes,
+                       input_shapes=[list(v[0]) for v in m.inputs.values()])
+    rep = res.as_json()
+    return {"status": "tuned here", "key": rep["key"], "database": rep["database"],
+            "budget_trials": rep["budget_trials"], "budget_minutes": minutes,
+            "default_budget": trials is None, "auto_trials": auto_trials(len(rep["tasks"])),
+            "stopped_by": rep["stopped_by"], "trials_this_run": rep["trials_this_run"],
+            "trials_total": rep["trials_total"], "warm_start_trials": rep["warm_start_trials"],
+            "tuning_s": rep["elapsed_s"], "estimated_kernel_ms": rep["estimated_kernel_ms"]}

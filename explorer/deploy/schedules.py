@@ -6,10 +6,21 @@ schedules/<target>/``, read only); ``explorer tune`` writes the user's (``<home>
 <target>/``, see :mod:`explorer.paths`, or ``--db``). Applying the defaults uses both, the user's
 first; a record is used where it was measured fastest.
 
+**Keyed by what a schedule was tuned for.** Every record carries the TVM target it was measured on;
+:func:`target_key` reduces it to what decides which schedule is fastest (``llvm/x86_64/rocketlake/2c``:
+kind, architecture, ``mcpu``, cores; ``cuda/sm_80``), and the input shape is part of every kernel's
+structural hash. A build applies only records of its own key: a kernel is called tuned only when it
+was tuned for this target. Records of another key (a database tuned on another CPU, the shipped one
+on any machine but the one that built it) are a warm start for tuning (:mod:`explorer.deploy.tune`
+measures them here first), never applied as they are: TVM would apply a schedule tuned for one
+``mcpu`` on another without complaint.
+
 Here: :func:`resolve` (which databases a build uses), :func:`open_database`, :func:`open_writable`
 (tuning; repairs a torn last line), :func:`subset` (only a model's kernels, merged from several
-databases), :func:`merge` (another database's records into one), :func:`database_id` (identity of
-the contents) and :func:`check_target` (records tuned for another kind of target are refused).
+databases, only one key's records), :func:`merge` (another database's records into one),
+:func:`database_id` (identity of the contents), :func:`check_target` (records tuned for another kind
+of target are refused) and :func:`manifest` / :func:`note_tuning` (what a database was tuned for: per
+key, the input shapes, models and trials).
 """
 
 from __future__ import annotations
@@ -21,10 +32,35 @@ from pathlib import Path
 
 from ..errors import ExplorerError, ModelError
 
-__all__ = ["WORKLOADS", "RECORDS", "is_database", "default_databases", "user_database", "resolve", "open_database",
-           "open_writable", "subset", "merge", "database_id", "check_target"]
+__all__ = ["WORKLOADS", "RECORDS", "MANIFEST", "is_database", "default_databases", "user_database", "resolve",
+           "open_database", "open_writable", "subset", "merge", "database_id", "check_target", "target_key",
+           "record_key", "manifest", "note_tuning"]
 
 WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
+MANIFEST = "explorer-db.json"
+
+
+def target_key(target) -> str:
+    """What a schedule is tuned for, from a TVM Target or its JSON dict: ``llvm/x86_64/rocketlake/2c``
+    (kind, architecture of the triple, ``mcpu``, ``num-cores``: the parallel split a schedule bakes
+    in) or ``cuda/sm_80``."""
+    if not isinstance(target, dict):
+        text = str(target)
+        target = json.loads(text) if text.startswith("{") else {"kind": text.split()[0]}
+    kind = str(target.get("kind", "?"))
+    if kind == "llvm":
+        arch = str(target.get("mtriple") or "").split("-")[0] or "host"
+        return f"llvm/{arch}/{target.get('mcpu') or 'generic'}/{target.get('num-cores', '?')}c"
+    return f"{kind}/{target.get('arch') or '?'}"
+
+
+def record_key(line: str) -> str | None:
+    """The :func:`target_key` of one line of a records file (``[workload, [trace, secs, target, args]]``)."""
+    try:
+        t = json.loads(line)[1][2]
+    except (ValueError, IndexError, TypeError):
+        return None
+    return target_key(t) if isinstance(t, dict) else None
 
 
 def is_database(d: str | os.PathLike | None) -> bool:
@@ -98,21 +134,25 @@ def open_writable(path: Path):
     return open_database(path / WORKLOADS, path / RECORDS, path, allow_missing=True)
 
 
-def subset(wanted: set[str], databases: list[Path], out: Path) -> tuple[Path, Path]:
+def subset(wanted: set[str], databases: list[Path], out: Path, key: str | None = None) -> tuple[Path, Path, dict]:
     """The entries of ``databases`` for the kernels whose structural hashes are ``wanted``, merged
-    into one database written to ``out``.
+    into one database written to ``out``; with ``key``, only records tuned for that
+    :func:`target_key`. Returns the two files and ``{hash: [keys]}``: the other keys that hold
+    records for a wanted kernel (all of them, whether or not ``key`` has one too).
 
     A database for a whole search space holds hundreds of kernels (tens of MB, ~7 s to load); a
     model needs a dozen. Workload lines start with MetaSchedule's structural hash, so the model's
     kernels are found without deserialising the others.
     """
     wl_lines, rec_lines = [], []
+    others: dict[str, set] = {}
     for d in databases:
-        remap = {}
+        remap, hash_of = {}, {}
         for i, line in enumerate(x for x in (d / WORKLOADS).read_text().splitlines() if x.strip()):
             h = line[2 : line.find('"', 2)] if line.startswith('["') else None
             if h in wanted:
                 remap[i] = len(wl_lines)
+                hash_of[i] = h
                 wl_lines.append(line)
         for line in (d / RECORDS).read_text().splitlines():
             head, sep, rest = line.partition(",")
@@ -120,23 +160,67 @@ def subset(wanted: set[str], databases: list[Path], out: Path) -> tuple[Path, Pa
                 idx = int(head.strip().lstrip("["))
             except ValueError:
                 continue
-            if sep and idx in remap:
-                rec_lines.append(f"[{remap[idx]},{rest}")
+            if not sep or idx not in remap:
+                continue
+            if key is not None:
+                k = record_key(line)
+                if k != key:
+                    others.setdefault(hash_of[idx], set()).add(k or "?")
+                    continue
+            rec_lines.append(f"[{remap[idx]},{rest}")
     (out / "w.json").write_text("".join(x + "\n" for x in wl_lines))
     (out / "r.json").write_text("".join(x + "\n" for x in rec_lines))
-    return out / "w.json", out / "r.json"
+    return out / "w.json", out / "r.json", {h: sorted(v) for h, v in others.items()}
 
 
-def check_target(records: Path, target, shown) -> None:
-    """Refuse records tuned for another kind of target (a CUDA schedule for an LLVM build)."""
-    kind = target.kind.name
-    for line in records.read_text().splitlines():
+def manifest(d: str | os.PathLike) -> dict:
+    """What a database says it was tuned for: ``{key: {"input_shapes": [...], "models": [...],
+    "trials": n, "updated": date}}`` (``explorer-db.json``; the shipped one's ``README.json`` is read
+    as one entry). Empty when there is neither."""
+    d = Path(d)
+    f = d / MANIFEST
+    if f.is_file():
         try:
-            t = json.loads(line)[1][2]
-        except (ValueError, IndexError, TypeError):
-            continue
-        if isinstance(t, dict) and t.get("kind") not in (None, kind):
-            raise ModelError(f"{shown}: holds schedules for {t.get('kind')!r} targets; this build is for {kind!r}")
+            return json.loads(f.read_text()).get("keys", {})
+        except (ValueError, AttributeError):
+            return {}
+    readme = d / "README.json"
+    if readme.is_file():
+        try:
+            r = json.loads(readme.read_text())
+            return {target_key(json.loads(r["target"])): {"input_shapes": [r.get("input_shape")], "models": r.get("spaces", []),
+                                                           "trials": r.get("trials"), "updated": r.get("date")}}
+        except (ValueError, KeyError, TypeError):
+            return {}
+    return {}
+
+
+def note_tuning(d: str | os.PathLike, key: str, input_shapes: list, model: str, trials: int) -> None:
+    """Add one tuning session to a database's manifest (written whole, then renamed)."""
+    import time
+
+    d = Path(d)
+    keys = manifest(d) if (d / MANIFEST).is_file() else {}
+    e = keys.setdefault(key, {"input_shapes": [], "models": [], "trials": 0, "updated": None})
+    for s in input_shapes:
+        if list(s) not in e["input_shapes"]:
+            e["input_shapes"].append(list(s))
+    if model and model not in e["models"]:
+        e["models"].append(model)
+    e["trials"] = int(e.get("trials") or 0) + int(trials)
+    e["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    tmp = d / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({"keys": keys}, indent=1) + "\n")
+    os.replace(tmp, d / MANIFEST)
+
+
+def check_target(keys, target, shown) -> None:
+    """Refuse a database whose records for a model are tuned for another kind of target (a CUDA
+    schedule for an LLVM build): ``keys`` are the :func:`target_key` values found for its kernels."""
+    kind = target.kind.name
+    bad = sorted({k.split("/")[0] for k in keys} - {kind, "?"})
+    if bad:
+        raise ModelError(f"{shown}: holds schedules for {bad[0]!r} targets; this build is for {kind!r}")
 
 
 def database_id(databases: str | os.PathLike | list | None) -> str | None:

@@ -13,6 +13,13 @@ XGBoost cost model, local or RPC builder/runner, JSON database):
   in flight. A workload shared with a model tuned before is not tuned again once it has its share.
 * **Same workload, once.** Workloads are identified by MetaSchedule's structural hash, so the same
   kernel from two networks (or from the search space's standalone workloads) is one entry.
+* **Tuned here, for this target.** Only records of this target's key (:func:`explorer.deploy.schedules.
+  target_key`: kind, architecture, ``mcpu``, cores) count as trials and bests. Records tuned for
+  another target (``warm_start``: the shipped database, one from another CPU) are a warm start: a
+  kernel without records of its own first measures the other target's best schedules here, and the
+  evolutionary search goes on from what was measured.
+* **Budget in trials and in time** (``max_seconds``): whichever is spent first; a run stopped by its
+  time budget is resumed like a killed one.
 """
 
 from __future__ import annotations
@@ -24,11 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ExplorerError
-from .schedules import open_writable
+from .schedules import note_tuning, open_writable, subset, target_key
 from .tvm_build import _lower_for_schedules, as_target
 
-__all__ = ["TaskState", "TuneResult", "tune_module", "tune_onnx", "extract", "parse_rpc"]
+__all__ = ["TaskState", "TuneResult", "tune_module", "tune_onnx", "extract", "parse_rpc", "auto_trials"]
 
+#: a budget left to the tuner (``trials=None``): this many trials per kernel, at most AUTO_MAX_TRIALS
+AUTO_TRIALS_PER_KERNEL, AUTO_MAX_TRIALS = 64, 1536
 MAX_CONTEXTS = 64  # search states kept alive at once (a rebuilt one is seeded from the database)
 FAILED_S = 1e10  # run time recorded for a candidate that failed to build or run (MetaSchedule's convention)
 
@@ -40,6 +49,8 @@ class TaskState:
     mod: object  # IRModule of the kernel
     trials: int = 0  # records in the database for this workload (this run's and earlier ones)
     new_trials: int = 0  # trials run by this call
+    warm: list = field(default_factory=list)  # other targets' best records of this kernel, to measure here first
+    warm_trials: int = 0  # of new_trials: those warm-start records
     best_s: float | None = None
     exhausted: bool = False
     ctx: object = None
@@ -57,6 +68,9 @@ class TuneResult:
     tasks: list[TaskState] = field(default_factory=list)
     new_trials: int = 0
     elapsed_s: float = 0.0
+    key: str = ""
+    budget_s: float | None = None
+    stopped_by: str = "trials"  # "trials", "time", "exhausted" (no kernel wants more), "none" (nothing to tune)
 
     def estimated_ms(self) -> float | None:
         costs = [t.cost_s() for t in self.tasks]
@@ -65,8 +79,10 @@ class TuneResult:
     def as_json(self) -> dict:
         total = sum(t.cost_s() or 0.0 for t in self.tasks) or 1.0
         return {
-            "database": self.database, "target": self.target, "budget_trials": self.budget,
+            "database": self.database, "target": self.target, "key": self.key, "budget_trials": self.budget,
+            "budget_s": self.budget_s, "stopped_by": self.stopped_by,
             "trials_total": sum(t.trials for t in self.tasks), "trials_this_run": self.new_trials,
+            "warm_start_trials": sum(t.warm_trials for t in self.tasks),
             "elapsed_s": round(self.elapsed_s, 2), "estimated_kernel_ms": self.estimated_ms(),
             "tasks": [{"name": t.name, "weight": t.weight, "trials": t.trials, "trials_this_run": t.new_trials,
                        "best_us": None if t.best_s is None else round(t.best_s * 1e6, 3),
@@ -141,34 +157,104 @@ def _host_intrinsics_only() -> None:
         importlib.import_module(f"{name}.{sub}")
 
 
-def _records(db, mod) -> list:
-    """The workload's best record (``get_top_k`` sorts by mean run time), or none."""
-    if not db.has_workload(mod):
-        return []
-    return list(db.get_top_k(db.commit_workload(mod), 1))
-
-
 def _f(x) -> float:
     return float(getattr(x, "value", x))
 
 
-def _best(records) -> float | None:
-    secs = [sum(_f(s) for s in r.run_secs) / len(r.run_secs) for r in records if r.run_secs]
-    secs = [s for s in secs if s < FAILED_S / 10]
-    return min(secs) if secs else None
+def _secs(r) -> float | None:
+    secs = sum(_f(x) for x in r.run_secs) / len(r.run_secs) if r.run_secs else None
+    return secs if secs is not None and secs < FAILED_S / 10 else None
 
 
-def _trial_counts(db, tasks) -> dict:
-    """Records per task's workload in the database (failed candidates too: they were trials)."""
+def _scan(db, tasks, key: str) -> None:
+    """Each task's trials (records of this target's key for its workload, failed candidates too:
+    they were trials) and best time, from the database."""
     wls = {id(t): db.commit_workload(t.mod) for t in tasks if db.has_workload(t.mod)}
-    counts = {k: 0 for k in wls}
-    if wls:
-        for r in db.get_all_tuning_records():
-            for k, wl in wls.items():
-                if r.workload.same_as(wl):
-                    counts[k] += 1
-                    break
-    return counts
+    by_id = {id(t): t for t in tasks}
+    for t in tasks:
+        t.trials, t.best_s = 0, None
+    if not wls:
+        return
+    keys: dict = {}
+    for r in db.get_all_tuning_records():
+        k = next((k for k, wl in wls.items() if r.workload.same_as(wl)), None)
+        if k is None:
+            continue
+        tk = keys.get(str(r.target))
+        if tk is None:
+            tk = keys[str(r.target)] = target_key(r.target)
+        if tk != key:
+            continue
+        t = by_id[k]
+        t.trials += 1
+        s = _secs(r)
+        if s is not None and (t.best_s is None or s < t.best_s):
+            t.best_s = s
+
+
+def _warm_start(tasks, databases, key: str, k: int, db, db_path: Path) -> int:
+    """Seed kernels without records of their own in the tuning database ``db`` from ``databases``
+    (the shipped one, a team's): records tuned for this very key are copied into ``db`` (they count
+    as trials; their traces must replay on the kernel); for the rest, the ``k`` fastest records of
+    other targets become the kernel's first batch (replayed here and measured, :func:`_replay`).
+    Returns the records copied."""
+    import tempfile
+
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+
+    from .schedules import open_database
+
+    cold = {str(tvm_ffi.structural_hash(t.mod)): t for t in tasks if t.trials == 0}
+    databases = [Path(d) for d in databases or [] if Path(d).resolve() != Path(db_path).resolve()]
+    if not cold or not databases:
+        return 0
+    copied = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        wl, rec, _ = subset(set(cold), databases, Path(tmp))
+        src = open_database(wl, rec, Path(tmp))
+        other: dict = {}
+        for r in src.get_all_tuning_records():
+            t = cold.get(str(tvm_ffi.structural_hash(r.workload.mod)))
+            if t is None or _secs(r) is None:
+                continue
+            if target_key(r.target) != key:
+                other.setdefault(id(t), []).append(r)
+                continue
+            try:
+                r.trace.apply_to_schedule(s_tir_schedule(t.mod), remove_postproc=False)
+            except Exception:
+                continue
+            db.commit_tuning_record(ms.database.TuningRecord(r.trace, db.commit_workload(t.mod), r.run_secs, r.target,
+                                                             r.args_info))
+            copied += 1
+        for t in cold.values():
+            if id(t) in other:
+                t.warm = sorted(other[id(t)], key=_secs)[:k]
+    return copied
+
+
+def s_tir_schedule(mod):
+    from tvm import s_tir
+
+    return s_tir.Schedule(mod)
+
+
+def _replay(t: TaskState) -> list:
+    """Measure candidates from a task's warm-start records (traces that do not replay are dropped)."""
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    out = []
+    for r in t.warm:
+        try:
+            sch = s_tir.Schedule(t.mod)
+            r.trace.apply_to_schedule(sch, remove_postproc=False)
+        except Exception:
+            continue
+        out.append(ms.MeasureCandidate(sch, r.args_info))
+    t.warm = []
+    return out
 
 
 def tracker_keys(host: str, port: int, timeout_s: float = 5.0) -> dict:
@@ -211,12 +297,21 @@ def _runner(rpc):
     return runner
 
 
-def tune_module(mod, target, db_dir: str | os.PathLike, trials: int = 256, num_cores: int | None = None,
-                per_iter: int = 8, rpc=None, progress: bool = True, seed: int = 0, label: str = "tune") -> TuneResult:
+def auto_trials(kernels: int) -> int:
+    """The trial budget for a model of ``kernels`` tunable kernels when none is given."""
+    return min(AUTO_MAX_TRIALS, AUTO_TRIALS_PER_KERNEL * kernels)
+
+
+def tune_module(mod, target, db_dir: str | os.PathLike, trials: int | None = 256, num_cores: int | None = None,
+                per_iter: int = 8, rpc=None, progress: bool = True, seed: int = 0, label: str = "tune",
+                max_seconds: float | None = None, warm_start=None, input_shapes=None) -> TuneResult:
     """Tune the kernels of a Relax module for the TVM ``target`` (a CPU target: a Target or its JSON
     dict) into the database at ``db_dir`` (created, or extended).
 
-    ``trials`` is the total for this module's kernels, counting the database's earlier records.
+    ``trials`` is the total for this module's kernels, counting the database's earlier records of
+    this target's key (``None``: :func:`auto_trials`); ``max_seconds`` stops it sooner (after the batch in flight). ``warm_start``:
+    databases whose records for other targets seed kernels that have none of their own.
+    ``input_shapes`` go into the database's manifest with the key.
     """
     from tvm.s_tir import meta_schedule as ms
 
@@ -226,20 +321,25 @@ def tune_module(mod, target, db_dir: str | os.PathLike, trials: int = 256, num_c
     db_path = Path(db_dir)
     db = open_writable(db_path)
     tasks = extract(mod, target)
-    res = TuneResult(str(db_path), str(target), trials, tasks)
+    key = target_key(target)
+    trials = auto_trials(len(tasks)) if trials is None else int(trials)
+    res = TuneResult(str(db_path), str(target), trials, tasks, key=key, budget_s=max_seconds)
     if not tasks:
+        res.stopped_by = "none"
         return res
+    t_start = time.monotonic()
+    deadline = None if max_seconds is None else t_start + max_seconds
     for t in tasks:
         if db.has_workload(t.mod):
             # tune the database's copy: structurally equal kernels may name their blocks otherwise
             # (lv12_red vs lv34_red), and a trace only replays on the names it was recorded with
             t.mod = db.commit_workload(t.mod).mod
-    counts = _trial_counts(db, tasks)
-    for t in tasks:
-        t.best_s = _best(_records(db, t.mod))
-        t.trials = counts.get(id(t), 0)
+    _scan(db, tasks, key)
+    if _warm_start(tasks, warm_start, key, per_iter, db, db_path):
+        _scan(db, tasks, key)
+        for t in tasks:
+            t.warm = t.warm if t.trials == 0 else []
     remaining = _left(tasks, trials, per_iter)
-    t_start = time.monotonic()
     bar = None
     if progress and remaining:
         from tqdm import tqdm
@@ -248,11 +348,23 @@ def tune_module(mod, target, db_dir: str | os.PathLike, trials: int = 256, num_c
     runner = _runner(rpc)
     builder = _Builder(num_cores)
     cost_model = ms.cost_model.XGBModel(num_tuning_cores=num_cores, tree_method="auto")
+    res.stopped_by = "trials"
     try:
         while res.new_trials < trials:
+            if deadline is not None and time.monotonic() >= deadline:
+                res.stopped_by = "time"
+                break
             t = _pick(tasks, trials, per_iter)
             if t is None:
+                res.stopped_by = "exhausted"
                 break
+            if t.warm:
+                cands = _replay(t)[: trials - res.new_trials]
+                if cands:
+                    t.last_used = res.new_trials
+                    _run_batch(t, cands, target, builder, runner, db, None, res, bar, tasks, trials, per_iter)
+                    t.warm_trials += len(cands)
+                    continue
             if t.ctx is None:
                 _evict(tasks, keep=MAX_CONTEXTS - 1)
                 t.ctx = ms.TuneContext(mod=t.mod, target=target, space_generator="post-order-apply",
@@ -267,31 +379,7 @@ def tune_module(mod, target, db_dir: str | os.PathLike, trials: int = 256, num_c
                 t.exhausted = True
                 continue
             cands = list(cands)[: trials - res.new_trials]
-            secs, run_errors = _measure(cands, target, builder, runner)
-            if all(x is None for x in secs) and len(run_errors) == len(cands):
-                # nothing ran at all (an RPC tracker without servers, a device gone): not the
-                # schedules' fault, so nothing is recorded
-                raise ExplorerError(f"no candidate of {t.name} could be run: {run_errors[0][-300:]}")
-            wl = db.commit_workload(t.mod)
-            results = []
-            for c, s in zip(cands, secs):
-                run_secs = [s if s is not None else FAILED_S]
-                db.commit_tuning_record(ms.database.TuningRecord(c.sch.trace, wl, run_secs, target,
-                                                                 c.args_info))
-                results.append(ms.runner.RunnerResult(run_secs=run_secs, error_msg=None if s is not None else "failed"))
-                if s is not None and (t.best_s is None or s < t.best_s):
-                    t.best_s = s
-            cost_model.update(t.ctx, cands, results)
-            t.ctx.notify_runner_results(cands, results)
-            n = len(cands)
-            t.trials += n
-            t.new_trials += n
-            res.new_trials += n
-            if bar is not None:
-                bar.total = bar.n + n + _left(tasks, trials, per_iter)
-                est = res.estimated_ms()
-                bar.set_postfix_str(f"est. {est:.3f} ms" if est is not None else f"{sum(x.best_s is None for x in tasks)} untried")
-                bar.update(n)
+            _run_batch(t, cands, target, builder, runner, db, cost_model, res, bar, tasks, trials, per_iter)
     finally:
         builder.close()
         if bar is not None:
@@ -301,7 +389,42 @@ def tune_module(mod, target, db_dir: str | os.PathLike, trials: int = 256, num_c
                 t.ctx.post_tuning()
                 t.ctx = None
         res.elapsed_s = time.monotonic() - t_start
+        if res.new_trials:
+            note_tuning(db_path, key, input_shapes or [], label.removeprefix("tune ").strip(), res.new_trials)
     return res
+
+
+def _run_batch(t: TaskState, cands, target, builder, runner, db, cost_model, res: TuneResult, bar, tasks, trials,
+               per_iter) -> None:
+    """Build and run one batch of a task's candidates; record every result in the database (a failed
+    candidate as :data:`FAILED_S`), feed the search (and the cost model, when given), count."""
+    from tvm.s_tir import meta_schedule as ms
+
+    secs, run_errors = _measure(cands, target, builder, runner)
+    if all(x is None for x in secs) and len(run_errors) == len(cands):
+        # nothing ran at all (an RPC tracker without servers, a device gone): not the
+        # schedules' fault, so nothing is recorded
+        raise ExplorerError(f"no candidate of {t.name} could be run: {run_errors[0][-300:]}")
+    wl = db.commit_workload(t.mod)
+    results = []
+    for c, s in zip(cands, secs):
+        run_secs = [s if s is not None else FAILED_S]
+        db.commit_tuning_record(ms.database.TuningRecord(c.sch.trace, wl, run_secs, target, c.args_info))
+        results.append(ms.runner.RunnerResult(run_secs=run_secs, error_msg=None if s is not None else "failed"))
+        if s is not None and (t.best_s is None or s < t.best_s):
+            t.best_s = s
+    if cost_model is not None and t.ctx is not None:
+        cost_model.update(t.ctx, cands, results)
+        t.ctx.notify_runner_results(cands, results)
+    n = len(cands)
+    t.trials += n
+    t.new_trials += n
+    res.new_trials += n
+    if bar is not None:
+        bar.total = bar.n + n + _left(tasks, trials, per_iter)
+        est = res.estimated_ms()
+        bar.set_postfix_str(f"est. {est:.3f} ms" if est is not None else f"{sum(x.best_s is None for x in tasks)} untried")
+        bar.update(n)
 
 
 def _strategy(per_iter: int):
@@ -351,7 +474,7 @@ def _pick(tasks: list[TaskState], trials: int, per_iter: int = 8) -> TaskState |
     part of the budget, if that is at least half a batch. None when every kernel has its part
     (e.g. it was tuned before, for another model that shares it)."""
     live = [t for t in tasks if not t.exhausted]
-    untried = [t for t in live if t.best_s is None and t.trials == 0]
+    untried = [t for t in live if t.best_s is None and t.trials == t.warm_trials]
     if untried:
         return untried[0]
     d = _deficit(tasks, trials, per_iter)

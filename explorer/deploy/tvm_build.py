@@ -191,25 +191,35 @@ def _lower_for_schedules(mod):
 
 def apply_schedules(mod, target, database):
     """Apply MetaSchedule JSON databases (a folder, or a list of folders, see
-    :mod:`explorer.deploy.schedules`) to the module's kernels. Returns (module, kernels scheduled)."""
+    :mod:`explorer.deploy.schedules`) to the module's kernels: only records tuned for this target's
+    :func:`~explorer.deploy.schedules.target_key`. Returns (lowered module, use) where ``use`` says
+    ``scheduled`` (kernels with a schedule tuned for this target), ``kernels``, ``warm_start_only``
+    (kernels whose only records were tuned for another target: left untuned) and ``other_keys``."""
     import tempfile
 
     import tvm_ffi
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
-    from .schedules import check_target, open_database, resolve
+    from .schedules import check_target, open_database, resolve, target_key
 
     dbs = resolve(database if isinstance(database, (list, tuple)) else Path(database), "")
     mod = _lower_for_schedules(mod)
     wanted = {str(tvm_ffi.structural_hash(t.dispatched[0])) for t in ms.relax_integration.extract_tasks(mod, target)}
     shown = ", ".join(map(str, dbs))
+    key = target_key(target)
     with tempfile.TemporaryDirectory() as tmp:
-        wl, rec = subset(wanted, dbs, Path(tmp))
-        check_target(rec, target, shown)
+        wl, rec, others = subset(wanted, dbs, Path(tmp), key=key)
+        check_target({k for ks in others.values() for k in ks}, target, shown)
         with target, open_database(wl, rec, shown):
             mod = relax.transform.MetaScheduleApplyDatabase()(mod)
-    return mod, scheduled_kernels(mod)[0]
+        hashes = [line[2:].split('"', 1)[0] for line in wl.read_text().splitlines()]
+        with_own = {hashes[int(line[1 : line.index(",")])] for line in rec.read_text().splitlines() if line.startswith("[")}
+    done, total = scheduled_kernels(mod)
+    use = {"key": key, "scheduled": done, "kernels": total,
+           "warm_start_only": len(set(others) - with_own),
+           "other_keys": sorted({k for ks in others.values() for k in ks})}
+    return mod, use
 
 
 def scheduled_kernels(mod) -> tuple[int, int]:
@@ -233,9 +243,12 @@ def build(m: OnnxModel, target, out_lib: str | os.PathLike, database=None, targe
     mod = import_relax(m)
     target = as_target(target)
     databases = resolve(database, target_name)
-    scheduled = 0
+    from .schedules import target_key
+
+    use = {"key": target_key(target), "scheduled": 0, "warm_start_only": 0, "other_keys": []}
     if databases:
-        mod, scheduled = apply_schedules(mod, target, databases)
+        mod, use = apply_schedules(mod, target, databases)
+    scheduled = use["scheduled"]
     t0 = time.monotonic()
     try:
         ex = tvm.compile(mod, target=target)
@@ -263,7 +276,12 @@ def build(m: OnnxModel, target, out_lib: str | os.PathLike, database=None, targe
         "schedule_databases": [str(d) for d in databases],
         "schedule_database_id": database_id(databases),
         "scheduled_kernels": scheduled,
-        # every kernel runs a tuned schedule: what the store's `tuned` flag records
+        # what the schedules were tuned for; kernels whose only schedules are another target's run
+        # untuned (those schedules only seed tuning: `explorer tune`, `explorer deploy`)
+        "schedule_key": use["key"],
+        "warm_start_only_kernels": use["warm_start_only"],
+        "other_schedule_keys": use["other_keys"],
+        # every kernel runs a schedule tuned for this target: what the store's `tuned` flag records
         "tuned": bool(databases) and scheduled == scheduled_kernels(mod)[1] and scheduled > 0,
         "build_s": round(build_s, 3),
         "library": str(out_lib),
