@@ -18,7 +18,7 @@ from pathlib import Path
 import networkx as nx
 
 from .params import VTAParams
-from .sim import ALU_II, ConvLayer, run_layer
+from .sim import ALU_II, ConvLayer, plan, run_layer
 
 __all__ = ["layer_graph", "program_order", "offload_plan", "compile_stats"]
 
@@ -135,8 +135,12 @@ def offload_plan(mod) -> tuple[list[ConvLayer], Counter, list[str]]:
     return layers, host, notes
 
 
-def compile_stats(onnx_path: str | Path, hw: dict, out_json: str | Path | None = None, shapes: dict | None = None) -> dict:
-    """Import, plan the offload, lower and simulate every offloaded layer; write the stats JSON."""
+def compile_stats(onnx_path: str | Path, hw: dict, out_json: str | Path | None = None, shapes: dict | None = None,
+                  tiling: str = "search") -> dict:
+    """Import, plan the offload, lower and simulate every offloaded layer; write the stats JSON.
+
+    ``tiling``: how each layer is tiled (:data:`explorer.accel.sim.TILINGS`): searched, or the former
+    fixed rule."""
     from ..deploy.tvm_build import import_relax, load_onnx
 
     t0 = time.monotonic()
@@ -147,12 +151,15 @@ def compile_stats(onnx_path: str | Path, hw: dict, out_json: str | Path | None =
     per_layer = []
     tot = Counter()
     for L in layers:
-        s = run_layer(L, p)
+        s = run_layer(L, p, tiling)
+        t = plan(L, p, tiling)
         closed = math.ceil(L.n / p.batch) * math.ceil(L.cin / p.block_in) * math.ceil(L.cout / p.block_out) \
             * L.hout * L.wout * L.kh * L.kw
         bound = L.macs / (p.batch * p.block_in * p.block_out)
         d = {**s.as_json(), "layer": {"cin": L.cin, "cout": L.cout, "hin": L.hin, "win": L.win, "k": L.kh,
                                        "stride": L.stride, "pad": L.pad, "dilation": L.dilation, "hout": L.hout, "wout": L.wout, "n": L.n},
+             "tiling": {"rows": t.rows, "cols": t.cols, "groups": t.groups, "ci_chunk": t.ci_chunk, "order": t.order,
+                        "resident": t.resident},
              "macs": L.macs, "gemm_ops_closed_form": closed, "mac_bound_cycles": bound,
              # GEMM-bound: the GEMM core's work dominates: the DMA moves less, and the requantisation
              # on the ALU (same compute module, serialised with the GEMM) is under a quarter of it
@@ -165,6 +172,7 @@ def compile_stats(onnx_path: str | Path, hw: dict, out_json: str | Path | None =
         "model": str(Path(onnx_path).resolve()),
         "model_sha256": m.sha256,
         "hardware": hw,
+        "tiling": tiling,
         "offloaded_layers": len(layers),
         "host_ops": dict(host),
         "notes": notes,

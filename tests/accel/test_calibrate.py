@@ -31,7 +31,8 @@ def test_simulate_pair_reports_configs_that_do_not_fit():
     assert simulate_pair(w, prob.hw.default_config()) > 0
     small = HWConfig(tuple({**dict(prob.hw.default_config().values), "LOG_WGT_BUFF_SIZE": 16,
                             "LOG_BLOCK_IN": 5, "LOG_BLOCK_OUT": 5}.items()))
-    assert simulate_pair(conv("big", 512, 512, 7, 7, 3), small) is None
+    # one BLOCK_IN x BLOCK_OUT slice of a 7x7 kernel (49 KiB) is more than half the weight buffer (32 KiB)
+    assert simulate_pair(conv("big", 512, 512, 7, 7, 7), small) is None
 
 
 @pytest.mark.slow  # hundreds of simulated layers, then a search: the slow tier

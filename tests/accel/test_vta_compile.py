@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from explorer.accel.compile import compile_stats
 from explorer.accel.params import VTAParams
@@ -15,21 +14,13 @@ from explorer.accel.sim import BufferCapacityError, ConvLayer, lower, plan, run_
 from explorer.deploy.export import export_onnx
 from explorer.accel.params import vta_json
 from explorer.targets import load_target
-from explorer.zoo import MobileNetV2, ResNet18
+from explorer.zoo import MobileNetV2
 
 DEFAULT = vta_json(load_target("vta").hardware_space().default_config())
 
 
 def cfg(**kw):
     return {**DEFAULT, **kw}
-
-
-@pytest.fixture(scope="module")
-def resnet18(tmp_path_factory):
-    p = tmp_path_factory.mktemp("r18") / "resnet18.onnx"
-    torch.manual_seed(0)
-    export_onnx(ResNet18().eval(), (3, 224, 224), p)
-    return p
 
 
 @pytest.mark.parametrize("hw", [cfg(), cfg(LOG_BLOCK_IN=3, LOG_BLOCK_OUT=4), cfg(LOG_BLOCK_IN=5, LOG_BLOCK_OUT=3),
@@ -81,8 +72,18 @@ def test_double_buffering_overlaps_and_tokens_never_deadlock():
 
 def test_buffer_too_small_for_one_tile():
     p = VTAParams.from_config(cfg(LOG_WGT_BUFF_SIZE=16, LOG_BLOCK_IN=5, LOG_BLOCK_OUT=5))
+    # one 32x32 block of a 7x7 kernel is 49 KiB, more than half the 64 KiB weight buffer
+    with pytest.raises(BufferCapacityError, match="layer big .*wgt 50176 B > 32768 B"):
+        plan(ConvLayer("big", 512, 512, 7, 7, 7, 7, 1, 3), p)
     with pytest.raises(BufferCapacityError, match="wgt"):
-        plan(ConvLayer("big", 512, 512, 7, 7, 3, 3, 1, 1), p)
+        run_layer(ConvLayer("big", 512, 512, 7, 7, 7, 7, 1, 3), p)
+    # a 3x3 kernel fits one input-channel block at a time: the search splits the input channels where
+    # the fixed rule (all input channels per tile) cannot run the layer
+    L = ConvLayer("c", 512, 512, 7, 7, 3, 3, 1, 1)
+    with pytest.raises(BufferCapacityError, match="all 512 input channels"):
+        plan(L, p, "fixed")
+    t = plan(L, p)
+    assert t.ci_chunk < t.ci_t and run_layer(L, p).gemm_ops == 16 * 16 * 49 * 9
     # width tiling lets a wide first layer fit where a whole row would not
     small = VTAParams.from_config(cfg(LOG_INP_BUFF_SIZE=14))
     t = plan(ConvLayer("conv1", 3, 64, 224, 224, 7, 7, 2, 3), small)
