@@ -26,6 +26,7 @@ def test_deploy_a_run(tmp_path):
     bad = run_cli("deploy", str(tmp_path / "run"), "--target", "vta", "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and "does not deploy libraries" in bad.stderr, bad.stderr
     assert card["build"]["tuned"] is False and card["build"]["scheduled_kernels"] == 0  # tests see no database (conftest)
+    assert card["tuning"]["status"].startswith("skipped (untuned on purpose") and "tuning: skipped" in r.stdout
 
 
 @pytest.mark.slow  # TVM tuning or builds: the slow tier
@@ -35,7 +36,28 @@ def test_deploy_tuned_library(tmp_path):
     t = run_cli("tune", str(tmp_path / "run"), "--trials", "24", "--per-iter", "2", "--db", str(tmp_path / "db"),
                 "--num-cores", "1", "--no-progress")
     assert t.returncode == 0, t.stderr
-    r = run_cli("deploy", str(tmp_path / "run"), "--out", str(tmp_path / "dep"), "--schedules", str(tmp_path / "db"))
+    r = run_cli("deploy", str(tmp_path / "run"), "--out", str(tmp_path / "dep"), "--schedules", str(tmp_path / "db"),
+                "--trials", "24")
     assert r.returncode == 0 and "library tuned" in r.stdout, r.stdout + r.stderr
     card = json.loads((tmp_path / "dep" / "card.json").read_text())
     assert card["build"]["tuned"] and card["build"]["scheduled_kernels"] == card["kernels"]
+    assert card["tuning"]["trials_this_run"] == 0 and card["tuning"]["trials_total"] == 24  # tuned before: nothing more
+
+
+@pytest.mark.slow  # TVM tuning or builds: the slow tier
+def test_deploy_tunes_on_this_machine_by_default(tmp_path, monkeypatch):
+    """No database anywhere (a new machine): deploy tunes within its budget, into the user's database."""
+    monkeypatch.delenv("EXPLORER_SCHEDULES")
+    monkeypatch.setenv("EXPLORER_HOME", str(tmp_path / "home"))
+    run_search(tiny_config(steps=6, epochs=1), tmp_path / "run", progress=False)
+    r = run_cli("deploy", str(tmp_path / "run"), "--out", str(tmp_path / "dep"), "--tune-minutes", "0.5", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    tn = json.loads((tmp_path / "dep" / "card.json").read_text())["tuning"]
+    assert tn["status"] == "tuned here" and tn["default_budget"] and tn["budget_minutes"] == 0.5
+    assert tn["stopped_by"] == "time" and 0 < tn["trials_this_run"] == tn["trials_total"] < tn["budget_trials"]
+    assert tn["tuning_s"] < 30 + 60  # the batch in flight finishes after the time budget
+    assert tn["database"] == str(tmp_path / "home" / "schedules" / "cpu") and "tuning on this machine" in r.stdout
+    from explorer.deploy.schedules import manifest
+
+    (key, entry), = manifest(tmp_path / "home" / "schedules" / "cpu").items()
+    assert key == tn["key"] and entry["trials"] == tn["trials_this_run"] and entry["input_shapes"] == [[1, 1, 8, 8]]

@@ -234,3 +234,45 @@ def test_kernel_shared_under_other_block_names(tmp_path):
                 "--store", str(tmp_path / "s.sqlite"))
         assert c.returncode == 0, c.stderr
         assert json.loads((tmp_path / f"n{i}.so.json").read_text())["tuned"]
+
+
+def _retarget(src, dst, mcpu):
+    """A copy of database ``src`` whose records say they were tuned on another CPU."""
+    dst.mkdir()
+    (dst / "database_workload.json").write_text((src / "database_workload.json").read_text())
+    lines = []
+    for ln in (src / "database_tuning_record.json").read_text().splitlines():
+        r = json.loads(ln)
+        r[1][2]["mcpu"] = mcpu
+        lines.append(json.dumps(r))
+    (dst / "database_tuning_record.json").write_text("\n".join(lines) + "\n")
+    return dst
+
+
+@pytest.mark.slow  # TVM tuning or builds: the slow tier
+def test_another_cpus_schedules_seed_tuning_and_are_not_applied(tiny_onnx, tmp_path, monkeypatch):
+    here = tmp_path / "here"
+    assert _tune(tiny_onnx, here, 16).returncode == 0
+    other = _retarget(here, tmp_path / "other", "znver5")
+    # a build with only the other CPU's records: nothing is applied, the card says why
+    c = cli("compile", str(tiny_onnx), "--schedules", str(other), "--num-cores", "1", "--out", str(tmp_path / "o.so"))
+    assert c.returncode == 0, c.stderr
+    card = json.loads((tmp_path / "o.so.json").read_text())
+    assert card["scheduled_kernels"] == 0 and not card["tuned"] and card["warm_start_only_kernels"] == 4
+    assert card["other_schedule_keys"] == [card["schedule_key"].replace(card["target"]["mcpu"], "znver5")]
+    # tuning with it as the default database: each kernel first measures the other CPU's best here
+    monkeypatch.setenv("EXPLORER_SCHEDULES", str(other))
+    r = _tune(tiny_onnx, tmp_path / "mine", 16, "--report", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["warm_start_trials"] == rep["trials_this_run"] == 16  # 4 kernels x its 4 records
+    keys = {json.loads(ln)[1][2]["mcpu"] for ln in (tmp_path / "mine" / "database_tuning_record.json").read_text().splitlines()}
+    assert keys == {card["target"]["mcpu"]}  # measured here, recorded for this CPU
+    # records of this very CPU in a default database count as trials: nothing left to tune
+    monkeypatch.setenv("EXPLORER_SCHEDULES", str(here))
+    r2 = _tune(tiny_onnx, tmp_path / "copy", 16, "--report", str(tmp_path / "r2.json"))
+    assert r2.returncode == 0, r2.stderr
+    rep2 = json.loads((tmp_path / "r2.json").read_text())
+    assert rep2["trials_this_run"] == 0 and rep2["trials_total"] == 16 == _records(tmp_path / "copy")
+    c2 = cli("compile", str(tiny_onnx), "--schedules", str(tmp_path / "copy"), "--num-cores", "1", "--out", str(tmp_path / "c.so"))
+    assert c2.returncode == 0 and json.loads((tmp_path / "c.so.json").read_text())["tuned"], c2.stderr
