@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections import deque
+from collections import defaultdict, deque
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -128,6 +128,7 @@ class Insn:
     # what it reads or writes: (operand, block) pairs, a block of an operand occupying half (block % 2)
     # of its buffer: ("LOAD_INP", j), ("LOAD_WGT", j), ("ACC", accumulator tile)
     buf: tuple = ()
+    chunk: int = -1  # GEMM: the input-channel chunk it computes; LOAD: the one it carries (-1: all)
 
 
 @dataclass
@@ -260,9 +261,10 @@ def _closed_form(L: ConvLayer, p: VTAParams, rows, cols, groups, chunk, order_in
     wgt_runs = np.where(wgt_once, np.where(order_wgt, n_g, 1), steps)
     inp_blk = b_t * ci_inp * foot_r * foot_c * p.inp_elem_bytes
     wgt_blk = groups * ci_wgt * taps * p.wgt_elem_bytes
-    # the first block is one LOAD; each later one is one LOAD or, prefetched over a longer run, several
-    load_insns = sum(1 + (runs - 1) * np.where(steps >= 2 * runs, _prefetch_chunks(blk, steps // runs), 1)
-                     for runs, blk in ((inp_runs, inp_blk), (wgt_runs, wgt_blk)))
+    # the first block is one LOAD per chunk it holds; each later one is one LOAD or, prefetched over a
+    # longer run, several
+    load_insns = sum(np.where(ci_x == ci_t, n_c, 1) + (runs - 1) * np.where(steps >= 2 * runs, _prefetch_chunks(blk, steps // runs), 1)
+                     for runs, blk, ci_x in ((inp_runs, inp_blk, ci_inp), (wgt_runs, wgt_blk, ci_wgt)))
     gemm_ops = b_t * L.hout * L.wout * taps * ci_t * co_t
     vec = b_t * L.hout * L.wout * co_t
     pix = b_t * np.minimum(rows, L.hout) * np.minimum(cols, L.wout)
@@ -273,7 +275,8 @@ def _closed_form(L: ConvLayer, p: VTAParams, rows, cols, groups, chunk, order_in
                + steps * GEMM_DEPTH + gemm_ops + tiles * ALU_DEPTH + ALU_II * REQUANT_OPS * vec)
     load = load_insns * DRAM_LATENCY_CYCLES + (inp_b + wgt_b) / bpc
     store = tiles * DRAM_LATENCY_CYCLES + out_b / bpc
-    head = 2 * DRAM_LATENCY_CYCLES + (np.minimum(inp_blk, inp_pass) + np.minimum(wgt_blk, wgt_pass)) / bpc
+    # the first step waits for its chunk of each operand
+    head = 2 * DRAM_LATENCY_CYCLES + (np.minimum(inp_blk * chunk // ci_inp, inp_pass) + wgt_blk * chunk // ci_wgt) / bpc
     cycles = np.maximum.reduce([head + compute + tile_store,
                                 load + GEMM_DEPTH + step_ops + tile_alu + tile_store,
                                 head + GEMM_DEPTH + step_ops + tile_alu + store])
@@ -436,9 +439,12 @@ def _emit(L: ConvLayer, p: VTAParams, t: Tiling) -> list[Insn]:
             of.append(len(first) - 1)
     # where each block's loads go: a block is prefetched into the free half of its buffer during the
     # previous block's run (spread over its steps but the first, by when the block two back, which
-    # held that half, is no longer used), or, after a one-step run, loaded with its first step
+    # held that half, is no longer used), or, after a one-step run, loaded with its first step; a
+    # block holding all input channels that is not prefetched (the first) is loaded chunk by chunk
+    # with the steps that use the chunks, so that the first step waits for one chunk only
     at = [[] for _ in steps]  # per step, the loads issued with it: (prefetch?, op, bytes, need, block)
     for op, (first, last, size, _) in runs.items():
+        full = inp_full if op == "LOAD_INP" else wgt_full
         for j in range(len(first)):
             need = last[j - 2] if j >= 2 else -1
             if j and last[j - 1] > first[j - 1]:
@@ -446,16 +452,19 @@ def _emit(L: ConvLayer, p: VTAParams, t: Tiling) -> list[Insn]:
                 n = int(_prefetch_chunks(size[j], span + 1))
                 for i in range(n):
                     part = size[j] * (i + 1) // n - size[j] * i // n
-                    at[first[j - 1] + 1 + i * span // n].append((True, op, part, need, j))
+                    at[first[j - 1] + 1 + i * span // n].append((True, op, part, need, j, -1))
+            elif full and n_c > 1:
+                for c in range(n_c):
+                    at[first[j] + c].append((False, op, size[j] * csz[c] // t.ci_t, need, j, c))
             else:
-                at[first[j]].append((False, op, size[j], need, j))
+                at[first[j]].append((False, op, size[j], need, j, -1))
     # load order per step: the step's own blocks (inputs, then weights), then the prefetches
     loads: list[tuple[int, Insn, int]] = []  # (step, insn, need)
-    done_at = {}  # (op, block) -> index in `loads` of its last instruction
+    pieces = defaultdict(list)  # (op, block) -> [(step it is issued with, index in `loads`)]
     for k, items in enumerate(at):
-        for _, op, nbytes, need, j in sorted(items, key=lambda x: x[:2]):
-            loads.append((k, Insn("load", op, nbytes=nbytes, buf=((op, j),)), need))
-            done_at[(op, j)] = len(loads) - 1
+        for _, op, nbytes, need, j, c in sorted(items, key=lambda x: x[:2]):
+            loads.append((k, Insn("load", op, nbytes=nbytes, buf=((op, j),), chunk=c), need))
+            pieces[(op, j)].append((k, len(loads) - 1))
     # tokens: a LOAD pops compute's WAR token of the last step that used its buffer half (unless the
     # load module already waited for a later one); a GEMM pops the RAW token of the last LOAD it reads
     war_steps, waited = set(), -1
@@ -466,7 +475,9 @@ def _emit(L: ConvLayer, p: VTAParams, t: Tiling) -> list[Insn]:
     inp_of, wgt_of = runs["LOAD_INP"][3], runs["LOAD_WGT"][3]
     raw_pops, popped = set(), -1
     for k in range(len(steps)):
-        ready = max(done_at[("LOAD_INP", inp_of[k])], done_at[("LOAD_WGT", wgt_of[k])])
+        # the last piece of each block it reads that is issued before or with this step
+        ready = max(max(i for st, i in pieces[(op, of[k])] if st <= k)
+                    for op, of in (("LOAD_INP", inp_of), ("LOAD_WGT", wgt_of)))
         if ready > popped:
             raw_pops.add(k)
             popped = ready
@@ -485,7 +496,7 @@ def _emit(L: ConvLayer, p: VTAParams, t: Tiling) -> list[Insn]:
             # first so that it overlaps the wait for the step's loads
             prog.append(Insn("compute", "LOAD_ACC", nbytes=gsz[g] * p.acc_elem_bytes, pop_next=tile >= 2, buf=acc))
         prog.append(Insn("compute", "GEMM", ops=t.b_t * pix[s] * taps * csz[c] * gsz[g], pop_prev=k in raw_pops,
-                         push_prev=k in war_steps, buf=(("LOAD_INP", inp_of[k]), ("LOAD_WGT", wgt_of[k])) + acc))
+                         push_prev=k in war_steps, buf=(("LOAD_INP", inp_of[k]), ("LOAD_WGT", wgt_of[k])) + acc, chunk=c))
         if c == n_c - 1:
             vec = t.b_t * pix[s] * gsz[g]
             prog.append(Insn("compute", "ALU", ops=vec * REQUANT_OPS, push_next=True, buf=acc))

@@ -128,12 +128,18 @@ def test_instruction_streams_respect_buffer_halves_and_counters_match_the_closed
             trace = []
             s = simulate(L.name, prog, p, trace=trace)
             loaded, used = defaultdict(lambda: [math.inf, 0]), defaultdict(lambda: [math.inf, 0])
+            pieces = defaultdict(list)  # (operand, block) -> [(chunk, end)] of its loads
             for ins, (start, end) in zip(prog, trace):
                 for key in ins.buf:
                     span = loaded[key] if ins.op in ("LOAD_INP", "LOAD_WGT", "LOAD_ACC") else used[key]
                     span[0], span[1] = min(span[0], start), max(span[1], end)
-            for (op, j), (first_load, last_load) in loaded.items():
-                assert used[(op, j)][0] >= last_load, (t, op, j)  # RAW
+                    if ins.op in ("LOAD_INP", "LOAD_WGT"):
+                        pieces[key].append((ins.chunk, end))
+            for ins, (start, _) in zip(prog, trace):
+                if ins.op == "GEMM":  # RAW: the loads of what it reads (its chunk, or the whole block) are done
+                    for key in ins.buf[:2]:
+                        assert start >= max(e for c, e in pieces[key] if c in (-1, ins.chunk)), (t, key)
+            for (op, j), (first_load, _) in loaded.items():
                 if (op, j - 2) in used:
                     assert first_load >= used[(op, j - 2)][1], (t, op, j)  # WAR on the same half
             stores = {i.buf[0][1]: tr for i, tr in zip(prog, trace) if i.op == "STORE"}
