@@ -2,7 +2,10 @@
 
 Per workload (layer) and hardware configuration it computes GEMM and ALU cycles, DRAM load/store
 traffic given the buffer sizes and reuse, overlap of load/compute/store, then latency (cycles and
-seconds), energy (J) and area (mm2).
+seconds), energy (J) and area (mm2). The traffic of a GEMM layer is that of the tiling the lowering
+searches (:mod:`explorer.accel.sim`), in closed form: the least-traffic member of each of its families
+(weights resident, inputs resident, both streamed in input-channel chunks) that fits the buffers,
+the cheapest of them (:meth:`VTACostModel._gemm_tiling`).
 
 How the hardware is relaxed: the core shape (LOG_BATCH x LOG_BLOCK_IN x LOG_BLOCK_OUT) is small, so
 every shape is evaluated exactly (true ceilings, no padding approximations) and weighted by its
@@ -20,6 +23,7 @@ Coefficients and their sources are the module constants below.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -72,6 +76,11 @@ GEMM_II = 1
 ALU_II = 2
 ACC_BYTES = 4  # LOG_ACC_WIDTH = 5: 32-bit accumulators
 UOP_BYTES = 4  # VTA micro-ops are 32 bits wide
+# as in the simulator (explorer/accel/sim.py): DRAM latency per LOAD/STORE, pipeline fills per GEMM
+# and ALU instruction
+DRAM_LATENCY_CYCLES = 64
+GEMM_DEPTH = 4
+ALU_DEPTH = 4
 LAYER_SYNC_CYCLES = 200  # assumption: per-layer instruction fetch + dependency drain; refit later
 
 # Cycles = sum_k w_k * feature_k over the features of :meth:`VTACostModel.cycle_features`; these
@@ -132,7 +141,12 @@ class VTACostModel(CostModel):
         self.n_combos = len(self.combos)
         self.correction: tuple[float, ...] | None = None  # calibrated cycle weights, or the prior
         self.knob_topk = KNOB_TOPK  # 0: expected knob values (the old relaxation)
-        self._wl = self._workload_tensors(fields)
+        # Workloads are priced once per distinct shape (the combinations repeat them) and summed per
+        # combination through their index.
+        unique: dict = {}
+        self._wl_index = torch.tensor([unique.setdefault(dataclasses.replace(w, name=""), len(unique)) for w in fields],
+                                      dtype=torch.long)
+        self._wl = self._workload_tensors(list(unique))
         # The enumerated core shapes, flattened in C order over GRID.
         gv = [torch.tensor([float(2**v) for v in hw.knob(k).values]) for k in GRID]
         mesh = torch.meshgrid(*gv, indexing="ij")
@@ -144,8 +158,21 @@ class VTACostModel(CostModel):
         def col(attr):
             return torch.tensor([float(getattr(w, attr)) for w in wls]).reshape(1, -1, 1)
 
-        t = {a: col(a) for a in ("cin", "cout", "hin", "win", "hout", "wout", "kh", "kw", "groups", "n", "alu_ops", "load_elems", "store_elems")}
+        t = {a: col(a) for a in ("cin", "cout", "hin", "win", "hout", "wout", "kh", "kw", "groups", "n", "alu_ops", "load_elems",
+                                 "store_elems", "stride", "dilation")}
         t["is_conv"] = torch.tensor([float(w.kind == "conv") for w in wls]).reshape(1, -1, 1)
+        # constants of the spatial tiling (see _gemm_tiling)
+        kh_eff, kw_eff = t["dilation"] * (t["kh"] - 1) + 1, t["dilation"] * (t["kw"] - 1) + 1
+        pad = torch.floor(t["dilation"] * (t["kh"] - 1) / 2)
+        t["pix"] = t["hout"] * t["wout"]
+        t["hw_in"] = t["hin"] * t["win"]
+        t["foot_ratio"] = (t["hin"] + 2 * pad) * (t["win"] + 2 * pad) / t["hw_in"]
+        t["window"] = kh_eff * kw_eff
+        # input rows (cols) of sp tiles of the map's aspect, over the map's: 1 - a + sqrt(sp) * a * rho
+        over_h, over_w = (kh_eff - t["stride"]) / t["hin"], (kw_eff - t["stride"]) / t["win"]
+        t["halo_h0"], t["halo_w0"] = 1 - over_h, 1 - over_w
+        t["halo_h1"] = over_h * torch.sqrt(t["hout"] / t["wout"])
+        t["halo_w1"] = over_w * torch.sqrt(t["wout"] / t["hout"])
         return t
 
     # -- the model -------------------------------------------------------------------------------
@@ -194,10 +221,91 @@ class VTACostModel(CostModel):
         sram_um2 = sram_bytes * 8 * A_SRAM_BIT_UM2
         return ((mac_um2 + alu_um2) * logic_area_scale(f) + sram_um2) / 1e6 + A_CTRL_MM2 * logic_area_scale(f)
 
-    def workload_costs(self, r: dict[str, torch.Tensor], exact: bool = False, features: bool = False) -> dict[str, torch.Tensor]:
-        """Per workload and core shape: cycles, latency_s, energy_j, load/store bytes, GEMM/ALU ops.
+    def _gemm_tiling(self, r: dict[str, torch.Tensor], b_t, ci_t, co_t, exact: bool) -> dict[str, torch.Tensor]:
+        """DRAM loads (inputs, weights, biases) and accumulator tiles of one group of a GEMM workload
+        under the lowering's tiling search (:mod:`explorer.accel.sim`), in closed form.
 
-        ``r`` holds relaxed knob values shaped [R, 1, 1]; results are [R, W, G].
+        The search keeps, among the tilings within a hair of the fewest cycles, the one that moves the
+        least; this prices the least-traffic member of each of its three families and takes the
+        cheapest that fits (every buffer block in half its buffer):
+
+        * weights resident (groups outer; a group's weights hold all input channels, inputs are streamed
+          in input-channel chunks): the weights once, the inputs once per group tile;
+        * inputs resident (spatial tiles outer, all input channels): the inputs once, the weights once
+          per spatial tile;
+        * both streamed in input-channel chunks (VTA's own schedule): inputs once per group tile,
+          weights once per spatial tile, with as many of each as the accumulator half requires, split
+          to minimise the traffic.
+
+        A spatial tiling re-reads the rows and columns where neighbouring tiles' windows overlap
+        (``halo``). With ``exact`` the tile counts are true ceilings, otherwise smooth.
+        """
+        w = self._wl
+        B, BI, BO = (self._grid[k] for k in GRID)
+        inp_half, wgt_half, acc_half = (r[k] / 2 for k in RELAXED[:3])
+        inp_byte, wgt_byte = r["LOG_INP_WIDTH"] / 8, r["LOG_WGT_WIDTH"] / 8
+        # Factors of the workload and core shape ([1, W, G]) are combined before those of the knobs
+        # ([R, 1, 1]): every operation on the full [R, W, G] shape counts.
+        n_pad = b_t * B
+        pix = w["pix"]
+        inp_elems = n_pad * ci_t * BI * w["hw_in"]  # input map elements (VTA's loads skip the padding)
+        inp_b = inp_elems * inp_byte
+        slice_elems = BO * ci_t * BI * w["kh"] * w["kw"]  # weights of one BLOCK_OUT group
+        wgt_b = (co_t * slice_elems) * wgt_byte
+        acc_map = pix * n_pad * BO * ACC_BYTES  # accumulator bytes of the map, one group
+        bias_px = B * BO * ACC_BYTES  # bias bytes loaded per group and spatial tile
+
+        def ceil(x):
+            return _softceil(x, exact)
+
+        def halo(sp):
+            """Input bytes of one pass over the map cut into ``sp`` spatial tiles of the map's aspect
+            (the least overlap for that many tiles): neighbouring tiles' windows overlap by the kernel
+            extent less the stride."""
+            root = torch.sqrt(sp)
+            return inp_b * (w["halo_h0"] + root * w["halo_h1"]) * (w["halo_w0"] + root * w["halo_w1"])
+
+        n_acc = torch.clamp((acc_map * co_t) / acc_half, min=1.0)  # accumulator tiles at the least
+        # weights resident: as many groups per tile as half the weight buffer holds
+        g_res = wgt_half / (slice_elems * wgt_byte)
+        if exact:
+            g_res = torch.floor(g_res)
+        g_res = torch.minimum(g_res, co_t)
+        infeasible_w = (g_res < 1).float()
+        g_res = torch.clamp(g_res, min=1.0)
+        sp_w = ceil(g_res * acc_map / acc_half)
+        n_g_w = ceil(co_t / g_res)
+        tiles_w = sp_w * n_g_w
+        load_w = wgt_b + n_g_w * halo(sp_w) + infeasible_w * 1e30
+        # inputs resident: as many spatial tiles as the input half (all channels) and one group's
+        # accumulators need
+        infeasible_i = (w["window"] * n_pad * ci_t * BI > inp_half / inp_byte).float()
+        sp_i = ceil(torch.maximum((inp_elems * w["foot_ratio"]) * (inp_byte / inp_half), acc_map / acc_half))
+        tiles_i = torch.maximum(sp_i, n_acc)
+        load_i = halo(sp_i) + sp_i * wgt_b + infeasible_i * 1e30
+        # both streamed: spatial tiles x group tiles >= n_acc, split where traffic is least
+        sp_s = torch.minimum(torch.clamp(torch.sqrt(n_acc * (inp_elems / (co_t * slice_elems)) * (inp_byte / wgt_byte)),
+                                         min=1.0), pix)
+        n_g_s = torch.minimum(ceil(n_acc / sp_s), co_t)
+        sp_s = torch.clamp(ceil(n_acc / n_g_s), min=1.0)
+        tiles_s = sp_s * n_g_s
+        load_s = n_g_s * halo(sp_s) + sp_s * wgt_b
+        use_w = (load_w <= load_i) & (load_w <= load_s)
+        use_i = ~use_w & (load_i <= load_s)
+
+        def pick(x_w, x_i, x_s):
+            return torch.where(use_w, x_w, torch.where(use_i, x_i, x_s))
+
+        return {"load_bytes": pick(load_w, load_i, load_s), "bias_bytes": pick(sp_w, sp_i, sp_s) * (co_t * bias_px),
+                "tiles": pick(tiles_w, tiles_i, tiles_s),
+                # LOAD instructions: one per tile of a streamed operand, one per outer tile of a resident one
+                "loads": pick(tiles_w + n_g_w, tiles_i + sp_i, 2 * tiles_s)}
+
+    def workload_costs(self, r: dict[str, torch.Tensor], exact: bool = False, features: bool = False) -> dict[str, torch.Tensor]:
+        """Per distinct workload and core shape: cycles, latency_s, energy_j, load/store bytes, GEMM/ALU ops.
+
+        ``r`` holds relaxed knob values shaped [R, 1, 1]; results are [R, U, G] over the U distinct
+        workloads (:meth:`_combo_sum` sums them per combination).
         """
         w = self._wl
         B, BI, BO = (self._grid[k] for k in GRID)
@@ -213,20 +321,12 @@ class VTACostModel(CostModel):
         # --- GEMM layers (conv, dense) ---
         gemm_ops = conv * g * b_t * pos * w["kh"] * w["kw"] * ci_t * co_t
         n_pad = b_t * B
-        inp_b = n_pad * g * ci_t * BI * w["hin"] * w["win"] * bi / 8
-        wgt_b = g * co_t * BO * ci_t * BI * w["kh"] * w["kw"] * bw / 8
         out_b = n_pad * g * co_t * BO * pos * bi / 8
-        acc_b = n_pad * g * co_t * BO * pos * ACC_BYTES
-        # Blocking forced by buffer capacity (half of each buffer: double buffering).
-        n_co = _softceil(wgt_b / (wgt_buf / 2), exact)
-        n_sp = _softceil(torch.maximum(inp_b / (inp_buf / 2), acc_b / (acc_buf / 2)), exact)
-        # Loop order chosen by the compiler: reload weights per spatial block, or inputs per
-        # output-channel block, whichever moves fewer bytes.
-        main_load = torch.minimum(inp_b + n_sp * wgt_b, wgt_b + n_co * inp_b)
-        uop_b = UOP_BYTES * w["kh"] * w["kw"] * ci_t
-        # Micro-ops that do not fit the uop cache are reloaded for every output-channel tile.
-        over = (uop_b > uop_buf).float() if exact else torch.sigmoid(8.0 * (uop_b / uop_buf - 1.0))
-        uop_load = uop_b * (1.0 + (co_t - 1.0) * over)
+        tiling = self._gemm_tiling(r, b_t, ci_t, co_t, exact)
+        main_load = g * tiling["load_bytes"]
+        bias_load = g * tiling["bias_bytes"]
+        # the micro-op kernel of one input-channel chunk, loaded once (the tiling keeps it in the cache)
+        uop_load = g * torch.minimum(UOP_BYTES * w["kh"] * w["kw"] * ci_t, uop_buf)
         req_vec = g * b_t * pos * co_t
         # --- ALU workloads (pooling, depthwise, residual add, activations) ---
         alu_vec = (1 - conv) * b_t * pos * torch.ceil(w["cin"] / BO)
@@ -235,12 +335,23 @@ class VTACostModel(CostModel):
         alu_store = w["store_elems"] * bi / 8
         alu_blk = _softceil(w["load_elems"] * ACC_BYTES / (acc_buf / 2), exact)
 
-        compute = GEMM_II * gemm_ops + alu_ops
-        load = conv * (main_load + uop_load) + (1 - conv) * alu_load
-        store = conv * out_b + (1 - conv) * alu_store
-        blocks = conv * n_co * n_sp + (1 - conv) * alu_blk
+        tiles = g * tiling["tiles"]
         bytes_per_cycle = bw_gbps * 1e9 / (f_mhz * 1e6)
-        load_c, store_c = load / bytes_per_cycle, store / bytes_per_cycle
+        # The compute module also loads the micro-ops (once) and the biases (per accumulator tile) and
+        # fills the GEMM and ALU pipelines per tile; every LOAD and STORE pays the DRAM latency.
+        compute = GEMM_II * gemm_ops + alu_ops + conv * (
+            (uop_load + bias_load) / bytes_per_cycle + (g + tiles) * DRAM_LATENCY_CYCLES + tiles * (GEMM_DEPTH + ALU_DEPTH))
+        load = conv * (main_load + uop_load + bias_load) + (1 - conv) * alu_load
+        store = conv * out_b + (1 - conv) * alu_store
+        load_c = conv * (main_load / bytes_per_cycle + g * tiling["loads"] * DRAM_LATENCY_CYCLES) + (1 - conv) * load / bytes_per_cycle
+        store_c = store / bytes_per_cycle + conv * tiles * DRAM_LATENCY_CYCLES
+        # The search splits the input channels into one-block chunks (shorter pipeline fill, one more
+        # GEMM per chunk) where the GEMM core is the bottleneck, and keeps them whole where the loads
+        # are (each extra LOAD pays the DRAM latency): the pipeline has tiles x chunks steps.
+        chunked = (compute >= load_c).float() if exact else torch.sigmoid(8.0 * (compute / torch.clamp(load_c, min=1.0) - 1.0))
+        steps = tiles * (1.0 + (ci_t - 1.0) * chunked)
+        compute = compute + conv * (steps - tiles) * GEMM_DEPTH
+        blocks = conv * steps + (1 - conv) * alu_blk
         peak = torch.maximum(torch.maximum(compute, load_c), store_c)
         # Decoupled access-execute with two virtual threads overlaps all but one block's worth.
         has_io = ((load + store) > 0).float()
@@ -310,10 +421,10 @@ class VTACostModel(CostModel):
         return self.combos.probs(net_probs)
 
     def _combo_sum(self, per_wl: torch.Tensor) -> torch.Tensor:
-        """[R, W, G] -> [R, n_combos, G] summing each combo's workloads."""
+        """[R, U, G] over the distinct workloads -> [R, n_combos, G] summing each combo's workloads."""
         R, _, G = per_wl.shape
         out = per_wl.new_zeros(R, self.n_combos, G)
-        return out.index_add(1, self.wl_combo, per_wl)
+        return out.index_add(1, self.wl_combo, per_wl.index_select(1, self._wl_index))
 
     def predict(self, net_probs, hw_probs, exact: bool = False) -> dict[str, torch.Tensor]:
         """Expected latency (s), energy (J) and area (mm2); differentiable in both probability sets."""

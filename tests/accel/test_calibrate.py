@@ -79,3 +79,35 @@ def test_whole_network_is_priced_like_the_model():
     assert r["gemm_cycles"] == sum(simulate_pair(w, c) for w in gemm)
     rest = sum(float(np.dot(DEFAULT_CYCLE_WEIGHTS, cm.layer_features(w, c))) for w in cm.space_workloads(g) if w not in gemm)
     assert r["host_cycles_model"] == pytest.approx(rest)
+
+
+def test_model_follows_the_searched_tiling():
+    """The analytical model's DRAM loads and (prior) cycles of ResNet-18's layer shapes track the
+    simulator's under the searched tiling, over random configurations."""
+    from explorer.accel.calibrate import conv_layer
+    from explorer.accel.params import VTAParams, vta_json
+    from explorer.accel.sim import BufferCapacityError, run_layer
+    from explorer.cost.vta import VTACostModel
+    from explorer.slots import Slot, conv
+    from explorer.targets import load_target
+
+    hw = load_target("vta").hardware_space()
+    shapes = [(64, 64, 56, 3, 1), (64, 128, 56, 3, 2), (64, 128, 56, 1, 2), (128, 128, 28, 3, 1), (256, 256, 14, 3, 1),
+              (256, 512, 14, 3, 2), (512, 512, 7, 3, 1), (512, 1000, 1, 1, 1)]
+    rng = np.random.default_rng(0)
+    load_err, cyc_err = [], []
+    for _ in range(40):
+        cin, cout, h, k, s = shapes[int(rng.integers(len(shapes)))]
+        w = conv("c", cin, cout, h, h, k, stride=s)
+        c = hw.config_from_indices({x.name: int(rng.integers(len(x.values))) for x in hw.knobs})
+        try:
+            st = run_layer(conv_layer(w), VTAParams.from_config(vta_json(c)))
+        except BufferCapacityError:
+            continue
+        ev = VTACostModel([Slot("one", (), {(): [w]})], {}, hw).evaluate({}, c)
+        loads = st.inp_load_bytes + st.wgt_load_bytes + st.acc_load_bytes + st.uop_load_bytes
+        load_err.append(abs(ev["load_bytes"] / loads - 1))
+        cyc_err.append(abs(ev["cycles"] / st.cycles - 1))
+    assert len(load_err) >= 30
+    assert np.median(load_err) < 0.1 and np.mean(np.array(load_err) < 0.25) >= 0.8, sorted(load_err)
+    assert np.mean(cyc_err) < 0.05, sorted(cyc_err)
