@@ -45,6 +45,10 @@ class SearchConfig:
     # CPU/GPU: when a built candidate is timed, "between-steps" (the search waits, nothing else runs)
     # or "concurrent" (beside the training search, for comparison)
     measure_timing: str = "between-steps"
+    # CPU/GPU with refine: minutes spent tuning the leading candidate's kernels on this machine
+    # (MetaSchedule, into the user's schedule database), the search waiting: an equal slice at each
+    # stage boundary and one for the kept design before its final measurement. 0: no tuning.
+    tune_minutes: float = 2.0
     stages: list = field(default_factory=lambda: [[0.45, 4], [0.75, 2]])
     # What stage boundaries and the temperature schedule follow: "steps" (the same seed gives the
     # same result on any machine, however loaded) or "time" (fractions of budget_min: for runs
@@ -131,6 +135,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         (s.measure_drain_s >= 0, "search.measure_drain_s must be >= 0"),
         (s.measure_timing in ("between-steps", "concurrent"), "search.measure_timing must be \"between-steps\" or \"concurrent\""),
         (isinstance(s.refine, bool), "search.refine must be true or false"),
+        (isinstance(s.tune_minutes, (int, float)) and s.tune_minutes >= 0, "search.tune_minutes must be >= 0"),
         (r.epochs >= 0 and r.batch_size >= 2 and r.lr > 0, "retrain: epochs >= 0, batch_size >= 2, lr > 0"),
     ]
     for ok, msg in checks:

@@ -22,6 +22,9 @@ __all__ = ["TVMBackend", "TVMCPUBackend"]
 class TVMBackend(TargetBackend):
     """What every TVM target shares; subclasses give the TVM target and the device type."""
 
+    #: ``deploy`` and the search tune kernels on this machine (MetaSchedule, local runner)
+    tunes_on_deploy = False
+
     resources = ("latency_s", "energy_j")
     required_knobs = ("DEVICE", "THREADS", "BATCH")
     #: TVM's name of the device that runs the built code
@@ -77,9 +80,11 @@ class TVMBackend(TargetBackend):
         from ..measure.background import BackgroundMeasurer
         from ..measure.store import Store, default_store_path
 
+        from ..deploy.schedules import tuning_database
+
         return BackgroundMeasurer(Store(default_store_path()), toolchain_versions(), target=target_json(self.tvm_target()),
                                   device_type=self.device_type, databases=self.databases(), owns_store=True,
-                                  timing=timing)
+                                  timing=timing, tune_db=tuning_database(self.name) if self.tunes_on_deploy else None)
 
     # -- outside a search ---------------------------------------------------------------------------
     def compile(self, model, out=None, shapes=None, num_cores=None, arch=None, schedules=None, store=None, **_):
@@ -153,7 +158,6 @@ class TVMBackend(TargetBackend):
 @BACKENDS.register("tvm-cpu")
 class TVMCPUBackend(TVMBackend):
     device_type = "cpu"
-    #: ``deploy`` tunes the design's kernels here first (MetaSchedule on the local CPU)
     tunes_on_deploy = True
 
     def tvm_target(self, num_cores=None, arch=None):

@@ -123,9 +123,9 @@ def _tune(backend, m, schedules, trials, minutes, progress) -> dict:
     """Tune the model's kernels on this machine within the budget; the card's ``tuning`` entry."""
     from ..deploy.tune import auto_trials
 
-    env = os.environ.get("EXPLORER_SCHEDULES")
-    spec = schedules if schedules is not None else env
-    none = isinstance(spec, str) and spec.strip().lower() in ("none", "")
+    from ..deploy.schedules import tuning_database
+
+    none = tuning_database(backend.name, schedules) is None
     if trials == 0 or none or not getattr(backend, "tunes_on_deploy", False):
         why = "skipped (--trials 0)" if trials == 0 else \
             "skipped (untuned on purpose: --schedules none or EXPLORER_SCHEDULES=none)" if none else \

@@ -34,7 +34,7 @@ from ..errors import ExplorerError, ModelError
 
 __all__ = ["WORKLOADS", "RECORDS", "MANIFEST", "is_database", "default_databases", "user_database", "resolve",
            "open_database", "open_writable", "subset", "merge", "database_id", "check_target", "target_key",
-           "record_key", "manifest", "note_tuning"]
+           "record_key", "manifest", "note_tuning", "tuning_database"]
 
 WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
 MANIFEST = "explorer-db.json"
@@ -72,6 +72,19 @@ def user_database(target: str, db: str | os.PathLike | None = None) -> Path:
     from ..paths import user_schedules
 
     return Path(db) if db else user_schedules(target)
+
+
+def tuning_database(target: str, spec: str | os.PathLike | None = None) -> Path | None:
+    """Where tuning on this machine writes, or None when builds are untuned on purpose (``spec`` or
+    ``$EXPLORER_SCHEDULES`` is ``none``): ``spec`` if it is a folder, else the user's database."""
+    if spec is None:
+        spec = os.environ.get("EXPLORER_SCHEDULES")
+        if spec is not None and spec.strip().lower() in ("", "none"):
+            return None
+        return user_database(target)
+    if isinstance(spec, str) and spec.strip().lower() in ("", "none"):
+        return None
+    return Path(spec)
 
 
 def default_databases(target: str) -> list[Path]:

@@ -11,6 +11,12 @@ still runs in the background; timing (tens of milliseconds) runs in a separate, 
 while the search's own thread waits in :meth:`poll` (``timing="between-steps"``, the default). The
 old behaviour is ``timing="concurrent"`` (the timer runs whenever its build is done), kept to measure
 the difference. Each record states the tuning state of the code it timed and the timing's spread.
+
+Tuning in the search (:meth:`tune`): the search hands over a leading candidate and a time slice;
+its kernels are tuned (MetaSchedule, this target's key) into the user's schedule database while the
+search waits, for the same reason as the timing: on shared cores a tuner's measurements beside the
+training are wrong. Later builds apply what was tuned, so the truth the cost model learns from is
+the tuned code that deployment runs; the store's records are keyed by the database's contents.
 """
 
 from __future__ import annotations
@@ -36,12 +42,15 @@ class BackgroundMeasurer:
 
     def __init__(self, store: Store, toolchain: dict, repeat: int = 15, target: dict | None = None,
                  device_type: str = "cpu", databases: list | None = None, timeout_s: float = 900.0,
-                 owns_store: bool = False, timing: str = "between-steps", number: int = 10):
+                 owns_store: bool = False, timing: str = "between-steps", number: int = 10,
+                 tune_db: str | None = None):
         if timing not in TIMING_MODES:
             raise ValueError(f"timing must be one of {TIMING_MODES}")
         self.store, self.toolchain, self.repeat, self.owns_store = store, toolchain, repeat, owns_store
         self.target, self.device_type, self.timeout_s, self.timing, self.number = target, device_type, timeout_s, timing, number
         self.databases = [str(d) for d in databases] if databases is not None else None
+        self.tune_db = str(tune_db) if tune_db else None  # where :meth:`tune` writes (None: no tuning)
+        self.tuned_s = 0.0  # time spent tuning so far
         self.queue: list[Job] = []
         self.building = None  # (job, WorkerPool, future)
         self.timing_job = None  # (job, built, future) in "concurrent" mode
@@ -222,6 +231,44 @@ class BackgroundMeasurer:
             self._start_build(job)
             self._collect_build([], block=True)
         return job
+
+    def tune(self, design_json: dict, knobs: dict, seconds: float) -> dict | None:
+        """Tune one design's kernels for ``seconds`` (blocking; the search waits), into
+        :attr:`tune_db`; later builds apply it. The tuner's summary, or None without a database."""
+        from ..deploy.schedules import database_id
+        from ..workers import WorkerError, WorkerPool
+        from .e2e import tune_design
+
+        if not self.tune_db or seconds <= 0:
+            return None
+        if self.building is not None:  # a build in flight waits for the new schedules: rebuilt later
+            job = self.building[0]
+            self.building[1].close()
+            self.building = None
+            self.seen.discard((job.key, json.dumps(job.knobs, sort_keys=True)))
+        if self.target is None:
+            from ..deploy.tvm_build import host_target, target_json
+
+            self.target = target_json(host_target())
+        warm = [d for d in (self.databases or []) if Path(d).resolve() != Path(self.tune_db).resolve()]
+        req = {"design": design_json, "threads": knobs["threads"], "batch": knobs.get("batch", 1), "target": self.target,
+               "db": self.tune_db, "warm_start": warm, "deadline": time.time() + seconds,
+               "out_dir": str(self.tmp / "tune")}
+        t0 = time.monotonic()
+        try:
+            with WorkerPool({"TVM_NUM_THREADS": knobs["threads"], "PYTHONWARNINGS": "ignore"},
+                            timeout_s=seconds + 600.0) as pool:
+                out = pool.run(tune_design, req)
+        except WorkerError as e:
+            out = {"error": (str(e).strip().splitlines() or ["tuning failed"])[-1][:300]}
+        out["wall_s"] = round(time.monotonic() - t0, 2)
+        self.tuned_s += out["wall_s"]
+        if self.tune_db not in (self.databases or []) and (Path(self.tune_db) / "database_workload.json").is_file():
+            self.databases = [self.tune_db, *(self.databases or [])]
+        if self.databases:  # new schedules: records of the old code are not this code's truth
+            self.toolchain = {**self.toolchain, "schedules": database_id(self.databases)}
+        self.seen.clear()
+        return out
 
     def close(self) -> None:
         if self.building is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-__all__ = ["build_design", "time_library", "measure", "tuning_state", "warm_up"]
+__all__ = ["build_design", "time_library", "measure", "tuning_state", "warm_up", "tune_design"]
 
 
 def tuning_state(scheduled: int, kernels: int) -> str:
@@ -52,6 +52,34 @@ def build_design(req: dict) -> dict:
             "tuned": card["tuned"], "scheduled_kernels": card["scheduled_kernels"], "kernel_count": kernels,
             "tuning": tuning_state(card["scheduled_kernels"], kernels),
             "schedule_database_id": card["schedule_database_id"], "build_s": card["build_s"]}
+
+
+def tune_design(req: dict) -> dict:
+    """Tune a derived design's kernels (``{"design", "batch", "threads", "target", "db": folder,
+    "warm_start": [folders], "deadline": time.time() to stop by, "out_dir"}``) into ``db``; the
+    tuner's summary. The process's start and the export count against the deadline."""
+    import time
+
+    from ..deploy.export import build_module, export_onnx
+    from ..deploy.tune import tune_module
+    from ..deploy.tvm_build import as_target, import_relax, load_onnx
+    from ..space.design import DesignPoint
+
+    design = DesignPoint.from_json(req["design"])
+    out = Path(req["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    export_onnx(build_module(design, None), design.input_shape, out / "t.onnx", batch=int(req.get("batch", 1)))
+    m = load_onnx(out / "t.onnx")
+    threads = int(req["threads"])
+    res = tune_module(import_relax(m), as_target(req["target"], num_cores=threads), req["db"], trials=None,
+                      num_cores=threads, progress=False, max_seconds=max(0.0, float(req["deadline"]) - time.time()),
+                      warm_start=req.get("warm_start"), input_shapes=[list(v[0]) for v in m.inputs.values()],
+                      label=f"tune {design.key()[:16]}")
+    rep = res.as_json()
+    tuned = sum(1 for t in rep["tasks"] if t["best_us"] is not None)
+    return {**{k: rep[k] for k in ("key", "budget_trials", "stopped_by", "trials_this_run", "trials_total",
+                                   "warm_start_trials", "elapsed_s", "estimated_kernel_ms")},
+            "kernels": len(rep["tasks"]), "kernels_with_records": tuned}
 
 
 def time_library(req: dict) -> dict:

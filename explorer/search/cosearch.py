@@ -271,6 +271,7 @@ class CoSearch:
                     removed = self.net.prune(stages[stage_i][1])
                     self._event(history, {"step": step, "event": "prune", "keep": stages[stage_i][1], "removed": removed})
                 stage_i += 1
+                self._tune(self.net.derive(), self.hw.derive(), step, history, len(stages) + 1)
             search_arch = warm_done
             xt, yt = next(self.train_b)
             xv, yv = next(self.val_b)
@@ -358,6 +359,7 @@ class CoSearch:
             g, c, moves = repair(self.cm, g, c, self.hw, con, self._prefs())
             ev = self.evaluate_derived(g, c)
         measured = None
+        self._tune(g, c, step, history, 1)
         if self.measurer is not None and hasattr(self.measurer, "verify"):
             g, c, measured, more = self.verify_on_truth(g, c, step, history, rounds=3 if cfg.refine else 1)
             moves += more
@@ -426,6 +428,21 @@ class CoSearch:
         if fresh(g0, c0):
             return g0, c0, "derived design"
         return None
+
+    def _tune(self, g, c, step: int, history: list, slices: int) -> None:
+        """Tune the leading candidate's kernels on the target for an equal share of what is left of
+        ``search.tune_minutes`` (``slices`` tuning points left, this one included), the search waiting
+        (see :meth:`explorer.measure.background.BackgroundMeasurer.tune`)."""
+        tune = getattr(self.measurer, "tune", None)
+        left = 60.0 * self.cfg.tune_minutes - getattr(self.measurer, "tuned_s", 0.0)
+        if tune is None or not self.cfg.refine or left <= 1.0 or not getattr(self.measurer, "tune_db", None):
+            return
+        d = DesignPoint.make(self.space, g, self.target, c)
+        cd = c.as_dict()
+        knobs = {k.lower(): cd[k] for k in ("DEVICE", "THREADS", "BATCH") if k in cd}
+        out = tune(d.as_json(), knobs, left / max(1, slices))
+        if out is not None:
+            self._event(history, {"step": step, "event": "tune", "design": d.key(), **out})
 
     def _event(self, history: list, rec: dict) -> None:
         """A record that is not a step (prune, measure-drain, verify): kept and written like one."""

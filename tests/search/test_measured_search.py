@@ -54,3 +54,33 @@ def test_cpu_search_measures_in_background_and_refits(tmp_path):
     fresh = [x for x in got if not x["cached"]]
     assert fresh and all(x.get("kernel_groups", 0) > 0 for x in fresh), [x.get("attribution") for x in fresh]
     assert prob.cost_model.correction_state()["kernel_parts"] > 0
+
+
+@pytest.mark.slow  # MetaSchedule tuning inside a search: the slow tier
+def test_cpu_search_tunes_the_leading_candidate(tmp_path):
+    """Spare time in the loop tunes the leading candidate on this machine (the search waiting), so the
+    kept design is measured, and arrives, with tuned kernels."""
+    cfg = tiny_config(steps=30, space_options={"stem_channels": 8, "stages": [[8, 1, 2], [16, 1, 1]]})
+    cfg.target = "cpu"
+    cfg.objective = {"latency_s": 0.05}
+    cfg.search.measure_every = 5
+    cfg.search.tune_minutes = 0.6
+    prob = build_problem(cfg, store_path=tmp_path / "s.sqlite")
+    with Store(tmp_path / "s.sqlite") as st:
+        m = BackgroundMeasurer(st, toolchain_versions(), repeat=5, tune_db=str(tmp_path / "db"))
+        try:
+            r = CoSearch(prob.space, prob.hw, prob.cost_model, prob.data, cfg.search, prob.constraints(), "cpu",
+                         0, measurer=m).run()
+        finally:
+            m.close()
+    tunes = [h for h in r.history if h.get("event") == "tune"]
+    assert len(tunes) == len(cfg.search.stages) + 1, tunes  # each stage boundary, then the kept design
+    assert all("error" not in t for t in tunes), tunes
+    assert sum(t["trials_this_run"] for t in tunes) > 0 and tunes[-1]["design"] == r.design.key()
+    # the time budget holds, give or take the batch in flight and the worker's start
+    assert sum(t["elapsed_s"] for t in tunes) < 60 * cfg.search.tune_minutes + 60
+    # the final measurement ran code with the schedules tuned here
+    assert r.measured is not None and r.measured["tuning"] != "untuned", r.measured
+    from explorer.deploy.schedules import manifest
+
+    assert list(manifest(tmp_path / "db")) == [tunes[-1]["key"]]
