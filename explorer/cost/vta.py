@@ -347,9 +347,10 @@ class VTACostModel(CostModel):
         store_c = store / bytes_per_cycle + conv * tiles * DRAM_LATENCY_CYCLES
         # The search splits the input channels into one-block chunks (shorter pipeline fill, one more
         # GEMM per chunk) where the GEMM core is the bottleneck, and keeps them whole where the loads
-        # are (each extra LOAD pays the DRAM latency): the pipeline has tiles x chunks steps.
+        # are (each extra LOAD pays the DRAM latency); it pipelines at least by output-channel group
+        # (no extra traffic). The pipeline has tiles x chunks steps.
         chunked = (compute >= load_c).float() if exact else torch.sigmoid(8.0 * (compute / torch.clamp(load_c, min=1.0) - 1.0))
-        steps = tiles * (1.0 + (ci_t - 1.0) * chunked)
+        steps = torch.maximum(tiles, g * co_t) * (1.0 + (ci_t - 1.0) * chunked)
         compute = compute + conv * (steps - tiles) * GEMM_DEPTH
         blocks = conv * steps + (1 - conv) * alu_blk
         peak = torch.maximum(torch.maximum(compute, load_c), store_c)
