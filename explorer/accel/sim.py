@@ -13,7 +13,8 @@ step, as VTA's own conv2d schedule does. Every block fits half of its buffer (do
 The planner either searches the tile shapes (``tiling="search"``, the default): every tiling that
 fits is priced in closed form (:func:`tiling_costs`: the counters exactly, the cycles estimated), the
 dominated ones are dropped and the best few simulated; the fewest simulated cycles win, then the least
-DRAM traffic; or applies the former fixed rule (``tiling="fixed"``: all input channels per tile, the
+DRAM traffic, cycles within ``SEARCH_CYCLE_TIE`` (0.5%) of the fewest counting as a tie, and never
+more cycles than the fixed rule's tiling; or applies the former fixed rule (``tiling="fixed"``: all input channels per tile, the
 largest tiles that fit, output-channel groups outer). Results are cached per layer shape and
 configuration. If not even the smallest tile (one output pixel, one BLOCK_OUT group, one BLOCK_IN
 block) fits, the configuration cannot run the layer (:class:`BufferCapacityError`).
@@ -22,7 +23,8 @@ Instruction stream (:func:`lower`), VTA's: LOAD (input and weight blocks) on the
 LOAD (bias into the accumulators, at a tile's first chunk), GEMM and, after a tile's last chunk, ALU
 (requantise: SHR, MAX, MIN) on the compute module; STORE on the store module. A block used over several
 steps has its successor prefetched into the other half of the buffer, spread over the steps after the
-first; after a one-step block the next is loaded with its step. Dependency tokens are VTA's four
+first; after a one-step block the next is loaded with its step; the first block of a resident operand
+is loaded chunk by chunk with the steps that read the chunks. Dependency tokens are VTA's four
 queues: a LOAD pops the compute->load token of the last step that used its buffer half (WAR), a GEMM
 the load->compute token of the last LOAD it reads (RAW); the bias load pops store->compute (the
 accumulator half two tiles back is stored) and the STORE compute->store.
