@@ -87,7 +87,8 @@ class TVMBackend(TargetBackend):
                                   timing=timing, tune_db=tuning_database(self.name) if self.tunes_on_deploy else None)
 
     # -- outside a search ---------------------------------------------------------------------------
-    def compile(self, model, out=None, shapes=None, num_cores=None, arch=None, schedules=None, store=None, **_):
+    def compile(self, model, out=None, shapes=None, num_cores=None, arch=None, schedules=None, store=None, layout="NCHW",
+                **_):
         from ..deploy.tvm_build import build, load_onnx, toolchain_versions
         from ..errors import ExplorerError
         from ..measure.store import MeasureRecord, Store, default_store_path
@@ -97,7 +98,8 @@ class TVMBackend(TargetBackend):
         knobs = {"num_cores": num_cores, "arch": arch}
         with Store(store or default_store_path()) as st:
             try:
-                card = build(m, self.tvm_target(num_cores, arch), out, database=self.databases(schedules), target_name=self.name)
+                card = build(m, self.tvm_target(num_cores, arch), out, database=self.databases(schedules), target_name=self.name,
+                             layout=layout)
             except ExplorerError as e:
                 st.add(MeasureRecord(m.sha256, "build", self.name, knobs, toolchain_versions(), ok=False, error=str(e)))
                 raise

@@ -99,16 +99,34 @@ def load_onnx(path: str | os.PathLike, shapes: dict | None = None) -> OnnxModel:
     return OnnxModel(p, hashlib.sha256(data).hexdigest(), inputs, outputs, opset, model)
 
 
-def import_relax(m: OnnxModel):
-    """Relax IRModule of the model; ops the frontend cannot import are named in the error."""
+#: data layouts for the convolutions of a build (the model's inputs and outputs keep theirs):
+#: ONNX's NCHW, or NHWC (channels innermost: what MetaSchedule vectorises over for 1x1 and
+#: depthwise convolutions), converted by Relax's ConvertLayout before tuning and building
+LAYOUTS = {"NCHW": None, "NHWC": ["NHWC", "OHWI"]}
+
+
+def check_layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise ModelError(f"--layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
+    return layout
+
+
+def import_relax(m: OnnxModel, layout: str = "NCHW"):
+    """Relax IRModule of the model, its convolutions in ``layout`` (:data:`LAYOUTS`); ops the
+    frontend cannot import are named in the error."""
     import tvm
+    from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
+    check_layout(layout)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return from_onnx(m.proto, shape_dict={k: list(v[0]) for k, v in m.inputs.items()},
-                             dtype_dict={k: v[1] for k, v in m.inputs.items()})
+            mod = from_onnx(m.proto, shape_dict={k: list(v[0]) for k, v in m.inputs.items()},
+                            dtype_dict={k: v[1] for k, v in m.inputs.items()})
+            if LAYOUTS[layout]:
+                mod = relax.transform.ConvertLayout({"relax.nn.conv2d": LAYOUTS[layout]})(mod)
+            return mod
     except tvm.error.OpNotImplemented as e:
         raise ModelError(f"{m.path}: TVM cannot import this model: {str(e).strip().splitlines()[-1]}") from None
     except Exception as e:
@@ -230,7 +248,8 @@ def scheduled_kernels(mod) -> tuple[int, int]:
     return sum(1 for f in fs if f.attrs is not None and bool(f.attrs.get("tirx.is_scheduled", False))), len(fs)
 
 
-def build(m: OnnxModel, target, out_lib: str | os.PathLike, database=None, target_name: str = "") -> dict:
+def build(m: OnnxModel, target, out_lib: str | os.PathLike, database=None, target_name: str = "",
+          layout: str = "NCHW") -> dict:
     """Build ``m`` for the TVM ``target`` (a Target or its JSON dict) and write ``out_lib`` (.so) plus
     ``<out_lib>.json`` (the card); ``target_name`` is the explorer target it is for.
 
@@ -240,7 +259,7 @@ def build(m: OnnxModel, target, out_lib: str | os.PathLike, database=None, targe
     """
     import tvm
 
-    mod = import_relax(m)
+    mod = import_relax(m, layout)
     target = as_target(target)
     databases = resolve(database, target_name)
     from .schedules import target_key
@@ -269,6 +288,7 @@ def build(m: OnnxModel, target, out_lib: str | os.PathLike, database=None, targe
         "inputs": {k: {"shape": list(v[0]), "dtype": v[1]} for k, v in m.inputs.items()},
         "outputs": {k: {"shape": v[0], "dtype": v[1]} for k, v in m.outputs.items()},
         "opset": m.opset,
+        "layout": layout,
         "toolchain": toolchain_versions(),
         "workloads": workloads(mod) if not databases else sorted(
             gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)),
