@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--rpc", metavar="HOST:PORT", help="TVM RPC tracker; candidates are run on its servers")
     t.add_argument("--key", help="device key of the RPC servers (with --rpc)")
     t.add_argument("--num-cores", type=_positive(int), dest="num_cores", help="threads of the target (default: all cores)")
-    t.add_argument("--per-iter", type=_positive(int), default=8, dest="per_iter",
+    t.add_argument("--per-iter", type=_positive(int), default=16, dest="per_iter",
                    help="candidates measured per batch (a killed run loses at most one batch)")
     t.add_argument("--shape", action="append", metavar="NAME=1x1x28x28")
     t.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"], help="data layout of the convolutions, the same when tuning and building: NCHW (as in ONNX) or NHWC")

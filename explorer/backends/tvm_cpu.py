@@ -167,7 +167,7 @@ class TVMCPUBackend(TVMBackend):
 
         return host_target(num_cores)
 
-    def tune(self, mod, trials=512, db=None, num_cores=None, per_iter=8, rpc=None, progress=True, seed=0, label="tune",
+    def tune(self, mod, trials=512, db=None, num_cores=None, per_iter=16, rpc=None, progress=True, seed=0, label="tune",
              max_seconds=None, input_shapes=None):
         """MetaSchedule tuning of a module's kernels into ``db`` (default: the user's database); the
         default databases' records seed it (tuned for this target: copied; for another: a warm start)."""
