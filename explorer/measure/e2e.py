@@ -51,7 +51,8 @@ def build_design(req: dict) -> dict:
     return {"lib": str(out / "m.so"), "inputs": {k: [list(s), d] for k, (s, d) in m.inputs.items()},
             "tuned": card["tuned"], "scheduled_kernels": card["scheduled_kernels"], "kernel_count": kernels,
             "tuning": tuning_state(card["scheduled_kernels"], kernels),
-            "schedule_database_id": card["schedule_database_id"], "build_s": card["build_s"]}
+            "schedule_database_id": card["schedule_database_id"], "schedule_key": card["schedule_key"],
+            "warm_start_only_kernels": card["warm_start_only_kernels"], "build_s": card["build_s"]}
 
 
 def tune_design(req: dict) -> dict:
