@@ -56,3 +56,30 @@ def test_installed_package_lists_targets_and_searches_from_another_folder(instal
     assert r.returncode == 0, r.stderr
     assert (work / "run" / "summary.json").is_file() and (work / "run" / "hw_config.json").is_file()
     assert _tree(installed) == before, "a run wrote into the installed package"
+
+
+@pytest.mark.slow  # a search with retraining, then tuning: the slow tier
+def test_installed_package_deploys_tuned_from_another_folder(installed, tmp_path):
+    """deploy tunes on this machine into the user's database under the working folder, never into
+    the installed package."""
+    import json
+
+    before = _tree(installed)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLORER_")}
+    env.update(PYTHONPATH=str(installed), PYTHONWARNINGS="ignore")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, str(installed / "bin" / "explorer"), *args], capture_output=True,
+                              text=True, env=env, cwd=work, timeout=600)
+
+    r = cli("search", "--dataset", "digits", "--steps", "20", "--epochs", "1", "--out", "run", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    r = cli("deploy", "run", "--target", "cpu", "--out", "dep", "--trials", "16", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    card = json.loads((work / "dep" / "card.json").read_text())
+    assert card["tuning"]["status"] == "tuned here" and card["tuning"]["trials_this_run"] == 16
+    assert Path(card["tuning"]["database"]) == Path("runs") / "schedules" / "cpu"
+    assert (work / "runs" / "schedules" / "cpu" / "explorer-db.json").is_file() and card["build"]["scheduled_kernels"] > 0
+    assert _tree(installed) == before, "a deploy wrote into the installed package"
