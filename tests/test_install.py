@@ -33,8 +33,8 @@ def installed(tmp_path_factory):
     return target
 
 
-def test_installed_package_lists_targets_and_searches_from_another_folder(installed, tmp_path):
-    before = _tree(installed)
+def _elsewhere(installed, tmp_path):
+    """A folder outside the checkout, an environment that finds only the installed copy, and its CLI."""
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLORER_")}
@@ -43,6 +43,13 @@ def test_installed_package_lists_targets_and_searches_from_another_folder(instal
     def cli(*args):
         return subprocess.run([sys.executable, str(installed / "bin" / "explorer"), *args], capture_output=True,
                               text=True, env=env, cwd=work, timeout=600)
+
+    return work, env, cli
+
+
+def test_installed_package_lists_targets_and_searches_from_another_folder(installed, tmp_path):
+    before = _tree(installed)
+    work, env, cli = _elsewhere(installed, tmp_path)
 
     probe = subprocess.run([sys.executable, "-c", "import explorer; print(explorer.__file__)"], capture_output=True,
                            text=True, env=env, cwd=work)
@@ -65,14 +72,7 @@ def test_installed_package_deploys_tuned_from_another_folder(installed, tmp_path
     import json
 
     before = _tree(installed)
-    work = tmp_path / "elsewhere"
-    work.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLORER_")}
-    env.update(PYTHONPATH=str(installed), PYTHONWARNINGS="ignore")
-
-    def cli(*args):
-        return subprocess.run([sys.executable, str(installed / "bin" / "explorer"), *args], capture_output=True,
-                              text=True, env=env, cwd=work, timeout=600)
+    work, env, cli = _elsewhere(installed, tmp_path)
 
     r = cli("search", "--dataset", "digits", "--steps", "20", "--epochs", "1", "--out", "run", "--no-progress")
     assert r.returncode == 0, r.stderr
