@@ -34,7 +34,7 @@ from ..errors import ExplorerError, ModelError
 
 __all__ = ["WORKLOADS", "RECORDS", "MANIFEST", "is_database", "default_databases", "user_database", "resolve",
            "open_database", "open_writable", "subset", "merge", "database_id", "check_target", "target_key",
-           "record_key", "manifest", "note_tuning", "tuning_database"]
+           "record_key", "manifest", "note_tuning", "tuning_database", "replay"]
 
 WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
 MANIFEST = "explorer-db.json"
@@ -250,25 +250,30 @@ def database_id(databases: str | os.PathLike | list | None) -> str | None:
     return h.hexdigest()[:16]
 
 
+def replay(trace, mod):
+    """``trace`` applied to a fresh schedule of ``mod``, or None when it does not replay (a trace names
+    the blocks of the kernel it was recorded on; a structurally equal copy may name them otherwise)."""
+    from tvm import s_tir
+
+    try:
+        sch = s_tir.Schedule(mod)
+        trace.apply_to_schedule(sch, remove_postproc=False)
+        return sch
+    except Exception:
+        return None
+
+
 def merge(src: Path, dst: Path) -> tuple[int, int]:
     """Add ``src``'s records to ``dst``; the same kernel (structural hash) becomes one workload with
     the records of both. Returns (records added, records skipped: structurally equal kernels whose
     blocks are named otherwise, so the trace does not replay on ``dst``'s copy)."""
-    from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
-
-    def replays(trace, mod) -> bool:
-        try:
-            trace.apply_to_schedule(s_tir.Schedule(mod), remove_postproc=False)
-            return True
-        except Exception:
-            return False
 
     s_db, d_db = open_writable(src), open_writable(dst)
     n = skipped = 0
     for r in s_db.get_all_tuning_records():
         wl = d_db.commit_workload(r.workload.mod)
-        if not wl.mod.same_as(r.workload.mod) and not replays(r.trace, wl.mod):
+        if not wl.mod.same_as(r.workload.mod) and replay(r.trace, wl.mod) is None:
             skipped += 1
             continue
         d_db.commit_tuning_record(ms.database.TuningRecord(r.trace, wl, r.run_secs, r.target, r.args_info))

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ExplorerError
-from .schedules import note_tuning, open_writable, subset, target_key
+from .schedules import note_tuning, open_writable, replay, subset, target_key
 from .tvm_build import _lower_for_schedules, as_target
 
 __all__ = ["TaskState", "TuneResult", "tune_module", "tune_onnx", "extract", "parse_rpc", "auto_trials"]
@@ -221,9 +221,7 @@ def _warm_start(tasks, databases, key: str, k: int, db, db_path: Path) -> int:
             if target_key(r.target) != key:
                 other.setdefault(id(t), []).append(r)
                 continue
-            try:
-                r.trace.apply_to_schedule(s_tir_schedule(t.mod), remove_postproc=False)
-            except Exception:
+            if replay(r.trace, t.mod) is None:
                 continue
             db.commit_tuning_record(ms.database.TuningRecord(r.trace, db.commit_workload(t.mod), r.run_secs, r.target,
                                                              r.args_info))
@@ -234,25 +232,15 @@ def _warm_start(tasks, databases, key: str, k: int, db, db_path: Path) -> int:
     return copied
 
 
-def s_tir_schedule(mod):
-    from tvm import s_tir
-
-    return s_tir.Schedule(mod)
-
-
 def _replay(t: TaskState) -> list:
     """Measure candidates from a task's warm-start records (traces that do not replay are dropped)."""
-    from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
     out = []
     for r in t.warm:
-        try:
-            sch = s_tir.Schedule(t.mod)
-            r.trace.apply_to_schedule(sch, remove_postproc=False)
-        except Exception:
-            continue
-        out.append(ms.MeasureCandidate(sch, r.args_info))
+        sch = replay(r.trace, t.mod)
+        if sch is not None:
+            out.append(ms.MeasureCandidate(sch, r.args_info))
     t.warm = []
     return out
 
