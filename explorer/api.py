@@ -86,13 +86,14 @@ def _atomic_json(path: Path, obj) -> None:
 
 
 def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force: bool = False,
-               progress: bool = True, do_retrain: bool = True) -> dict:
+               progress: bool = True, do_retrain: bool = True, exploration: str | Path | None = None) -> dict:
     """Search, derive, retrain and write a run folder; returns the summary.
 
     The folder is built as ``<out>.partial`` and renamed to ``out`` only when complete, so an earlier
     run at ``out`` is never lost to a failed or interrupted one (``force`` replaces it on success).
     Files: ``config.json``, ``design.json``, ``hw_config.json`` (vta_config field names),
-    ``history.jsonl``, ``summary.json``, ``search.png``.
+    ``history.jsonl``, ``summary.json``, ``search.png``. The finished run is recorded in the store
+    (``explorer runs``), tagged with ``exploration`` when it belongs to one.
     """
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
@@ -171,6 +172,9 @@ def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force:
         shutil.rmtree(out)
     os.replace(work, out)
     summary["run_dir"] = str(out)
+    from .runs import register_run
+
+    register_run(out, summary, {**cfg.as_dict(), "method": method}, exploration=exploration)
     return summary
 
 

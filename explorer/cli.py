@@ -1,4 +1,4 @@
-"""Command line: ``explorer search|export|compile|measure|list``.
+"""Command line: ``explorer search|explore|report|runs|export|compile|tune|deploy|measure|list|...``.
 
 Errors in the user's input print one line, ``explorer: error: ...``, and exit with code 2.
 """
@@ -55,8 +55,48 @@ def _parser() -> argparse.ArgumentParser:
                    help="co-search, or a baseline in the same harness")
     s.add_argument("--out", help="run folder (default runs/<space>-<target>-<time>)")
     s.add_argument("--force", action="store_true", help="replace an existing run folder once the new run succeeds")
+    s.add_argument("--resume", metavar="RUN", help="continue a killed or interrupted search from its last checkpoint "
+                   "(the run folder given to --out; its config is used, other flags must be left out)")
     s.add_argument("--no-progress", action="store_true")
     sub.add_parser("list", help="list registered data sets, spaces, targets and ops")
+
+    x = sub.add_parser("explore", help="search every target x limits x seed (x method) in parallel; Pareto fronts")
+    x.add_argument("--targets", required=True, help="comma-separated targets (names or target TOML / latency-model files)")
+    x.add_argument("--config", help="TOML config for the search settings (see README); the flags below override it")
+    x.add_argument("--latency-ms", dest="latency_ms", help="comma-separated latency limits (one search per value)")
+    x.add_argument("--energy-mj", dest="energy_mj", help="comma-separated energy limits")
+    x.add_argument("--area-mm2", dest="area_mm2", help="comma-separated area limits")
+    x.add_argument("--seeds", default="1", help="N (seeds 0..N-1) or a comma-separated list, e.g. 3,7")
+    x.add_argument("--methods", default="cosearch", help="comma-separated: cosearch, sequential, random")
+    x.add_argument("--space", help="network search space: chain or nb201")
+    x.add_argument("--dataset", help="mnist5k, digits, a .npz file (x, y) or an image folder")
+    x.add_argument("--steps", type=_positive(int), help="maximum search steps of every search")
+    x.add_argument("--budget-min", type=_positive(float), dest="budget_min", help="wall-clock budget of every search")
+    x.add_argument("--epochs", type=int, help="retraining epochs of every derived network")
+    x.add_argument("--workers", type=_positive(int), help="searches at once (default: from the cores; a target that "
+                   "times code on this machine's CPU runs alone)")
+    x.add_argument("--ray", metavar="ADDRESS", help="run the searches on a Ray cluster: 'auto', 'local' (a head on "
+                   "loopback, started here) or HOST:PORT of a running head")
+    x.add_argument("--out", required=True, help="exploration folder (resumed where it exists)")
+    x.add_argument("--no-progress", action="store_true")
+
+    r = sub.add_parser("report", help="a self-contained HTML report of runs and explorations (images embedded)")
+    r.add_argument("paths", nargs="+", metavar="RUN_OR_EXPLORATION")
+    r.add_argument("--out", help="report file (default: report.html in the folder given, or here for several)")
+
+    rn = sub.add_parser("runs", help="the runs recorded in the store: list, show, rm")
+    rns = rn.add_subparsers(dest="runs_cmd", required=True)
+    rl = rns.add_parser("list", help="one line per run")
+    rl.add_argument("--target")
+    rl.add_argument("--exploration", help="only the runs of this exploration folder")
+    rl.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    rsh = rns.add_parser("show", help="a run's summary")
+    rsh.add_argument("run", metavar="RUN", help="run folder or its id in `runs list`")
+    rrm = rns.add_parser("rm", help="forget runs in the store and delete their folders")
+    rrm.add_argument("runs", nargs="+", metavar="RUN")
+    rrm.add_argument("--keep-files", action="store_true", help="forget the record only; leave the folder")
+    for q in (rl, rsh, rrm):
+        q.add_argument("--store", help="store (default $EXPLORER_STORE, else $EXPLORER_HOME/store.sqlite)")
 
     e = sub.add_parser("export", help="export a run's (or design's) network with its trained weights to ONNX")
     e.add_argument("design", metavar="RUN_OR_DESIGN", help="run folder, or design.json (weights.pt beside it)")
@@ -328,8 +368,19 @@ def cmd_calibrate(a) -> int:
 def cmd_search(a) -> int:
     import time
 
-    from .api import run_search
+    from .api import resume_search, run_search
     from .config import load_config
+
+    if a.resume:
+        given = [f"--{k.replace('_', '-')}" for k in ("config", "target", "space", "dataset", "latency_ms", "energy_mj",
+                 "area_mm2", "budget_min", "steps", "epochs", "seed", "calibration", "latency_table", "out")
+                 if getattr(a, k) is not None] + (["--force"] if a.force else [])
+        if given:
+            from .errors import ConfigError
+
+            raise ConfigError(f"--resume continues the run as it was configured; leave out {', '.join(given)}")
+        _print_summary(resume_search(a.resume, progress=not a.no_progress))
+        return 0
 
     overrides = {k: getattr(a, k) for k in ("target", "space", "dataset", "latency_ms", "energy_mj", "area_mm2",
                                              "budget_min", "steps", "epochs", "seed", "calibration")}
@@ -343,7 +394,11 @@ def cmd_search(a) -> int:
     from .paths import home
 
     out = a.out or str(home() / f"{cfg.space}-{Path(cfg.target).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
-    summary = run_search(cfg, out, method=a.method, force=a.force, progress=not a.no_progress)
+    _print_summary(run_search(cfg, out, method=a.method, force=a.force, progress=not a.no_progress))
+    return 0
+
+
+def _print_summary(summary: dict) -> None:
     fig = summary["figures"]
     print(f"design      {summary['genotype']}")
     print("hardware    " + " ".join(f"{k}={v}" for k, v in summary["hardware"].items()))
@@ -355,7 +410,26 @@ def cmd_search(a) -> int:
         print(f"accuracy    {summary['test_accuracy'] * 100:.2f}% on the test split after retraining "
               f"({summary['retrain']['epochs']} epochs)")
     print(f"results in  {summary['run_dir']}/  (summary.json, design.json, hw_config.json, history.jsonl, search.png)")
+
+
+def cmd_explore(a) -> int:
+    from .explore import explore_from_args
+
+    return explore_from_args(a)
+
+
+def cmd_report(a) -> int:
+    from .report import write_report
+
+    out = write_report(a.paths, a.out)
+    print(f"wrote {out}")
     return 0
+
+
+def cmd_runs(a) -> int:
+    from .runs import runs_command
+
+    return runs_command(a)
 
 
 def cmd_list(a) -> int:
@@ -411,7 +485,8 @@ def main(argv=None) -> int:
     try:
         return {"search": cmd_search, "list": cmd_list, "export": cmd_export, "compile": cmd_compile,
                 "measure": cmd_measure, "costmodel": cmd_costmodel, "tune": cmd_tune,
-                "calibrate": cmd_calibrate, "deploy": cmd_deploy}[a.cmd](a)
+                "calibrate": cmd_calibrate, "deploy": cmd_deploy, "explore": cmd_explore, "report": cmd_report,
+                "runs": cmd_runs}[a.cmd](a)
     except ExplorerError as e:
         print(f"explorer: error: {e}", file=sys.stderr)
         return 2

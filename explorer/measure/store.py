@@ -31,6 +31,18 @@ CREATE TABLE IF NOT EXISTS records (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_lookup ON records (key, target, knobs, toolchain);
+CREATE TABLE IF NOT EXISTS runs (
+    run_dir TEXT PRIMARY KEY,
+    exploration TEXT,
+    method TEXT NOT NULL,
+    target TEXT NOT NULL,
+    space TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    limits TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    created REAL NOT NULL
+);
 """
 
 
@@ -115,6 +127,36 @@ class Store:
             MeasureRecord(k, kd, t, json.loads(kn), json.loads(tc), bool(o), lat, bool(tu), json.loads(p), e, c)
             for k, kd, t, kn, tc, o, lat, tu, p, e, c in rows
         ]
+
+    # -- finished search runs (``explorer runs``) ------------------------------------------------------
+    def add_run(self, run_dir: str, summary: dict, config: dict, exploration: str | None = None) -> None:
+        """Record (or re-record) a finished run by its absolute folder."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO runs (run_dir, exploration, method, target, space, dataset, seed, limits, summary,"
+            " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_dir, exploration, summary.get("method", "cosearch"), str(config.get("target")), str(config.get("space")),
+             str(config.get("dataset")), int(config.get("seed", 0)), _canon(config.get("limits") or {}),
+             _canon(summary), time.time()))
+
+    def runs(self, target: str | None = None, exploration: str | None = None) -> list[dict]:
+        """Recorded runs, oldest first: dicts with ``id`` and the columns (``limits``, ``summary`` parsed)."""
+        where, args = [], []
+        for col, val in (("target", target), ("exploration", exploration)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        cols = ("rowid", "run_dir", "exploration", "method", "target", "space", "dataset", "seed", "limits", "summary", "created")
+        rows = self.conn.execute(f"SELECT {', '.join(cols)} FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+                                 + " ORDER BY created, run_dir", args).fetchall()
+        out = []
+        for row in rows:
+            d = dict(zip(("id",) + cols[1:], row))
+            d["limits"], d["summary"] = json.loads(d["limits"]), json.loads(d["summary"])
+            out.append(d)
+        return out
+
+    def remove_run(self, run_dir: str) -> bool:
+        return self.conn.execute("DELETE FROM runs WHERE run_dir = ?", (run_dir,)).rowcount > 0
 
     def count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
