@@ -306,6 +306,13 @@ class CoSearch:
                     "multipliers": dict(con.lam),
                     "entropy_ops": float(np.mean([entropy(p) for p in net_p.values()])),
                     "entropy_knobs": float(np.mean([entropy(p) for p in hw_p.values()])),
+                    # option probabilities, labelled so that the report needs no space or target to plot them
+                    "probs": {
+                        "network": {k: {str(o): round(float(x), 4) for o, x in zip(self.net.choice_options[k], p.tolist())}
+                                    for k, p in net_p.items()},
+                        "hardware": {kn.name: {str(v): round(float(x), 4) for v, x in zip(kn.values, hw_p[kn.name].tolist())}
+                                     for kn in self.hw.knobs},
+                    },
                 }
             )
             last = step == cfg.steps or (time.monotonic() - t0) >= budget_s
