@@ -69,6 +69,8 @@ class TargetBackend(ABC):
 
     #: the resources the backend's cost model prices (limits on others are refused up front)
     resources: tuple[str, ...] = ()
+    #: True when the backend times code on the machine's own CPU (searches beside it would skew it)
+    times_on_host: bool = False
     #: knobs the hardware space must have
     required_knobs: tuple[str, ...] = ()
 

@@ -161,6 +161,7 @@ class TVMBackend(TargetBackend):
 class TVMCPUBackend(TVMBackend):
     device_type = "cpu"
     tunes_on_deploy = True
+    times_on_host = True  # its truth is timed on this machine's cores: an exploration runs it alone
 
     def tvm_target(self, num_cores=None, arch=None):
         from ..deploy.tvm_build import host_target
