@@ -42,3 +42,35 @@ def run_cli(*args, timeout=600):
     """``explorer`` in a fresh process, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "explorer.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def make_table_target(folder, space_options: dict | None = None, name: str = "phone", n: int = 60):
+    """A device known only by its latency table (latency grows with the MACs), fitted with `explorer
+    costmodel fit` into ``folder/<name>.json``: a target for the digits chain space whose figures are
+    exact and repeatable. Returns (model path, the table's latencies in ms)."""
+    import json
+
+    import numpy as np
+
+    from explorer.cli import main
+    from explorer.data import load_dataset
+    from explorer.space import create_space
+    from explorer.space.design import DesignPoint
+    from explorer.space.hardware import HWConfig
+
+    d = load_dataset("digits")
+    space = create_space("chain", d.input_shape, d.num_classes, **(space_options or {}))
+    rng = np.random.default_rng(0)
+    rows, lat = [], []
+    for _ in range(n):
+        g = space.random_genotype(rng)
+        ms = 0.05 + 2e-6 * sum(w.macs for w in space.workloads(g)) * (1 + 0.03 * rng.standard_normal())
+        dp = DesignPoint.make(space, g, name, HWConfig((("THREADS", 1),)))
+        rows.append(f'"{json.dumps(dp.as_json()).replace(chr(34), chr(34) * 2)}",{ms:.6f}')
+        lat.append(ms)
+    table = os.path.join(folder, f"{name}.csv")
+    with open(table, "w") as f:
+        f.write("design_json,latency_ms\n" + "\n".join(rows) + "\n")
+    out = os.path.join(folder, f"{name}.json")
+    assert main(["costmodel", "fit", "--space", "chain", "--records", table, "--out", out]) == 0
+    return out, lat

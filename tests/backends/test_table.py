@@ -9,31 +9,19 @@ import sys
 import numpy as np
 import pytest
 
-from explorer.data import load_dataset
 from explorer.space import create_space
-from explorer.space.design import DesignPoint
-from explorer.space.hardware import HWConfig
+
+from ..conftest import make_table_target
+
 
 def test_search_for_a_device_known_by_its_table(tmp_path):
-    d = load_dataset("digits")
-    space = create_space("chain", d.input_shape, d.num_classes)
-    rng = np.random.default_rng(0)
-    rows, lat = [], []
-    for _ in range(60):  # "measured" designs: latency grows with the MACs they do
-        g = space.random_genotype(rng)
-        ms = 0.05 + 2e-6 * sum(w.macs for w in space.workloads(g)) * (1 + 0.03 * rng.standard_normal())
-        dp = DesignPoint.make(space, g, "phone", HWConfig((("THREADS", 1),)))
-        rows.append(f'"{json.dumps(dp.as_json()).replace(chr(34), chr(34) * 2)}",{ms:.6f}')
-        lat.append(ms)
-    (tmp_path / "table.csv").write_text("design_json,latency_ms\n" + "\n".join(rows) + "\n")
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "EXPLORER_HOME": str(tmp_path / "home")}
 
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "explorer.cli", *args], capture_output=True, text=True,
                               env=env, cwd=tmp_path, timeout=600)
 
-    fit = cli("costmodel", "fit", "--space", "chain", "--records", "table.csv", "--out", "phone.json")
-    assert fit.returncode == 0, fit.stderr
+    _, lat = make_table_target(tmp_path)  # fits phone.json with `explorer costmodel fit`
     limit = float(np.median(lat))
     r = cli("search", "--latency-table", "phone.json", "--dataset", "digits", "--steps", "20",
             "--epochs", "0", "--latency-ms", f"{limit:.4f}", "--out", "run", "--no-progress")
