@@ -61,16 +61,20 @@ class LocalExecutor(Executor):
         from concurrent.futures.process import BrokenProcessPool
 
         pending = deque(range(len(items)))
+        alone = set()  # jobs in flight when a worker died: run again, each alone, to find the one that dies
         while pending:
-            # a pool breaks when one of its processes dies (killed, out of memory): its jobs in flight
-            # fail, the rest go on in a new pool
+            # a pool breaks when one of its processes dies (killed, out of memory) and fails every job in
+            # flight; those go back in the queue and run alone: a job that breaks a pool alone has died
             with ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
                                      max_tasks_per_child=1) as ex:
                 running, free, broken = {}, self.workers, False
                 while (pending and not broken) or running:
-                    while pending and not broken and min(items[pending[0]][1], self.workers) <= free:
-                        i = pending.popleft()
-                        c = min(items[i][1], self.workers)
+                    while pending and not broken:
+                        i = pending[0]
+                        c = self.workers if i in alone else min(items[i][1], self.workers)
+                        if c > free or (running and any(j in alone for j, _ in running.values())):
+                            break
+                        pending.popleft()
                         try:
                             running[ex.submit(fn, *items[i][0])] = (i, c)
                         except BrokenProcessPool:
@@ -85,12 +89,19 @@ class LocalExecutor(Executor):
                         i, c = running.pop(f)
                         free += c
                         try:
-                            yield i, True, f.result()
+                            value = f.result()
                         except BrokenProcessPool:
                             broken = True
-                            yield i, False, "the worker process died (killed or out of memory)"
+                            if i in alone:
+                                yield i, False, "the worker process died (killed or out of memory)"
+                            else:
+                                alone.add(i)
+                                pending.appendleft(i)
+                            continue
                         except Exception as e:  # the job's own errors come back as values; this is transport
                             yield i, False, f"{type(e).__name__}: {e}"
+                            continue
+                        yield i, True, value
 
 
 class RayExecutor(Executor):

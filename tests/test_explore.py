@@ -210,3 +210,16 @@ def test_killed_exploration_resumes_keeping_finished_runs(tmp_path):
     for x in s["runs"]:
         if x["id"] in kept:
             assert x["summary"] == kept[x["id"]]  # not run again
+
+
+def test_local_pool_survives_a_dead_worker_and_respects_cores():
+    from explorer.executors import LocalExecutor
+
+    from ._pool_jobs import square_or_die
+
+    with LocalExecutor(2) as ex:
+        got = {i: (ok, v) for i, ok, v in ex.run(square_or_die, [((x,), 1 if x != 2 else 5) for x in range(6)])}
+    assert set(got) == set(range(6))
+    assert not got[3][0] and "died" in got[3][1]
+    # the jobs beside the one that died run again; a job asking for more cores than exist still runs
+    assert all(got[i] == (True, i * i) for i in (0, 1, 2, 4, 5))
