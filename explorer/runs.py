@@ -61,6 +61,17 @@ def _row(r: dict) -> str:
 
 
 def runs_command(a) -> int:
+    import sqlite3
+
+    try:
+        return _runs_command(a)
+    except sqlite3.DatabaseError as e:
+        from .measure.store import default_store_path
+
+        raise ConfigError(f"{a.store or default_store_path()}: not a readable store ({e})") from None
+
+
+def _runs_command(a) -> int:
     with _store(a.store) as st:
         if a.runs_cmd == "list":
             rows = st.runs(target=a.target, exploration=None if a.exploration is None else str(Path(a.exploration).resolve()))

@@ -223,3 +223,14 @@ def test_local_pool_survives_a_dead_worker_and_respects_cores():
     assert not got[3][0] and "died" in got[3][1]
     # the jobs beside the one that died run again; a job asking for more cores than exist still runs
     assert all(got[i] == (True, i * i) for i in (0, 1, 2, 4, 5))
+
+
+def test_runs_on_a_file_that_is_not_a_store(tmp_path, capsys):
+    from explorer.cli import main
+
+    bad = tmp_path / "store.sqlite"
+    bad.write_bytes(b"not a database\n" * 10)
+    before = bad.read_bytes()
+    assert main(["runs", "list", "--store", str(bad)]) == 2
+    assert "not a readable store" in capsys.readouterr().err
+    assert bad.read_bytes() == before
