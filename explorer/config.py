@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["SearchConfig", "RetrainConfig", "RunConfig", "load_config", "LIMIT_KEYS"]
+__all__ = ["SearchConfig", "RetrainConfig", "RunConfig", "load_config", "config_from_dict", "LIMIT_KEYS"]
 
 # Config/CLI limit name -> (resource, factor to SI units).
 LIMIT_KEYS = {"latency_ms": ("latency_s", 1e-3), "energy_mj": ("energy_j", 1e-3), "area_mm2": ("area_mm2", 1.0)}
@@ -54,6 +54,10 @@ class SearchConfig:
     # same result on any machine, however loaded) or "time" (fractions of budget_min: for runs
     # compared at equal wall-clock budgets).
     progress: str = "steps"
+    # A resumable checkpoint (``<out>.partial/checkpoint.pt``, see ``explorer search --resume``) every
+    # this many steps and at least every this many seconds; 0 turns either off.
+    checkpoint_every: int = 25
+    checkpoint_s: float = 60.0
 
 
 @dataclass
@@ -106,6 +110,7 @@ def _fill(cls, data: dict, where: str):
         elif isinstance(default, float) or default is None:
             ok = isinstance(v, (int, float)) and not isinstance(v, bool)
             v = float(v) if ok else v
+            ok = ok or (default is None and v is None)  # a config.json records an unset option as null
         elif isinstance(default, str):
             ok = isinstance(v, str)
         else:
@@ -136,6 +141,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         (s.measure_timing in ("between-steps", "concurrent"), "search.measure_timing must be \"between-steps\" or \"concurrent\""),
         (isinstance(s.refine, bool), "search.refine must be true or false"),
         (isinstance(s.tune_minutes, (int, float)) and s.tune_minutes >= 0, "search.tune_minutes must be >= 0"),
+        (s.checkpoint_every >= 0, "search.checkpoint_every must be >= 0 (0: no step checkpoints)"),
+        (s.checkpoint_s >= 0, "search.checkpoint_s must be >= 0 (0: no timed checkpoints)"),
         (r.epochs >= 0 and r.batch_size >= 2 and r.lr > 0, "retrain: epochs >= 0, batch_size >= 2, lr > 0"),
     ]
     for ok, msg in checks:
@@ -167,17 +174,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
-    """Read a TOML config (optional), apply CLI ``overrides``, validate. Errors are ConfigError."""
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{p}: no such config file") from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-            raise ConfigError(f"{p}: malformed TOML ({e})") from None
+def _from_data(data: dict) -> RunConfig:
+    """The config a parsed TOML table (or a config.json) describes; not validated yet."""
     top = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = sorted(set(data) - top)
     if unknown:
@@ -203,6 +201,31 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         cfg.search = _fill(SearchConfig, data["search"], "search")
     if "retrain" in data:
         cfg.retrain = _fill(RetrainConfig, data["retrain"], "retrain")
+    return cfg
+
+
+def config_from_dict(data: dict) -> RunConfig:
+    """The config a run folder's ``config.json`` records (:meth:`RunConfig.as_dict` plus keys that are
+    not config fields, ignored), validated like a TOML file."""
+    top = {f.name for f in dataclasses.fields(RunConfig)}
+    cfg = _from_data({k: v for k, v in data.items() if k in top and v is not None})
+    if isinstance(data.get("objective"), dict):  # recorded in full: taken as it is, not merged with the defaults
+        cfg.objective = dict(data["objective"])
+    return validate(cfg)
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
+    """Read a TOML config (optional), apply CLI ``overrides``, validate. Errors are ConfigError."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: no such config file") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"{p}: malformed TOML ({e})") from None
+    cfg = _from_data(data)
     for k, v in (overrides or {}).items():
         if v is None:
             continue
