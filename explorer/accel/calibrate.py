@@ -202,3 +202,15 @@ class SimRefiner:
 
     def close(self) -> None:
         pass
+
+    def state_dict(self) -> dict:
+        """What the refiner has learned (for a search checkpoint): its simulated points, the designs
+        it has seen, and the cycle weights it refit into the model. Plain data."""
+        return {"points": [[[float(x) for x in r], float(v)] for r, v in self.points], "seen": sorted(self.seen),
+                "correction": None if self.cm.correction is None else [float(w) for w in self.cm.correction]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict` (the prior stays the one this refiner was built with)."""
+        self.points = [(list(map(float, r)), float(v)) for r, v in state["points"]]
+        self.seen = set(state["seen"])
+        self.cm.correction = None if state["correction"] is None else tuple(float(w) for w in state["correction"])

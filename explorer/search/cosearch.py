@@ -76,6 +76,21 @@ class CoSearch:
         measurer: the target's source of truth (a :class:`~explorer.measure.base.Measurer`, given
             by its backend); every ``cfg.measure_every`` steps the derived design is submitted, and
             the cost model learns from results as they arrive (never waited on).
+        on_checkpoint: callback(state dict) every ``cfg.checkpoint_every`` steps, at least every
+            ``cfg.checkpoint_s`` seconds, and once when the loop ends; the state is
+            :meth:`state_dict`'s, and ``run(resume=state)`` on a search built the same way continues
+            from it.
+
+    Checkpoints: :meth:`state_dict` holds plain tensors, numbers, strings, lists and dicts (readable
+    with ``torch.load(weights_only=True)``): supernet and hardware-space parameters and masks, the
+    three optimisers, the multipliers, every generator (the Gumbel generator, the batches' numpy
+    generator and permutations, torch's global one), the loop's variables, and what the cost model
+    learned: measurements it was updated with (replayed on resume) and, for a measurer with
+    ``state_dict``/``load_state_dict`` (the simulator refiner), the measurer's own state. With
+    ``cfg.progress == "steps"`` the resumed search takes the same steps as an uninterrupted one;
+    the elapsed time is restored too, so ``time_s`` and time budgets continue where they stopped
+    (a time-based run cannot repeat its timing, so it is not reproduced exactly). A measurement in
+    flight in a background measurer at the checkpoint is forgotten and may be submitted again.
     """
 
     def __init__(
@@ -94,6 +109,7 @@ class CoSearch:
         supernet=None,
         on_step: Callable[[dict], None] | None = None,
         measurer=None,
+        on_checkpoint: Callable[[dict], None] | None = None,
     ):
         self.space, self.hw, self.cm, self.data, self.cfg = space, hw, cost_model, data, cfg
         self.con, self.target, self.seed = constraints, target, seed
@@ -103,6 +119,9 @@ class CoSearch:
         if measurer is not None and hasattr(measurer, "refit"):
             measurer.refit = cfg.refine
         self._submitted: set[str] = set()  # design keys sent to the measurer
+        self._pending: set[str] = set()  # ... of which no result has come back yet
+        self._learned: list[dict] = []  # measurements the cost model was updated with (plain data)
+        self.on_checkpoint = on_checkpoint
         names = {k.name for k in hw.knobs}
         inp_k, wgt_k = BIT_KNOBS
         self.has_bits = set(BIT_KNOBS) <= names
@@ -214,13 +233,15 @@ class CoSearch:
                     g, c, why = pick
                     d = DesignPoint.make(self.space, g, self.target, c)
                     self._submitted.add(d.key())
-                    self.measurer.submit(Job(step, d.key(), d.as_json(), info={"genotype": g, "config": c, "why": why}))
+                    if self.measurer.submit(Job(step, d.key(), d.as_json(), info={"genotype": g, "config": c, "why": why})):
+                        self._pending.add(d.key())
             done = self.measurer.poll()
         if not done:
             return
         out = []
         cur_g, cur_c = self.net.derive(), self.hw.derive()
         for job in done:
+            self._pending.discard(job.key)
             if job.latency_s is None:
                 out.append({"submitted_step": job.step, "error": job.error})
                 continue
@@ -232,7 +253,7 @@ class CoSearch:
             if predicted is None:
                 predicted = self.cm.evaluate(g, c)["latency_s"]  # before this measurement is used
                 before = self.cm.evaluate(cur_g, cur_c)["latency_s"]
-                self.cm.update([Measurement(g, c, job.latency_s, parts)])
+                self._learn(Measurement(g, c, job.latency_s, parts))
             rec_m = {"submitted_step": job.step, "predicted_s": predicted, "measured_s": job.latency_s,
                      "rel_error": (predicted - job.latency_s) / job.latency_s, "cached": job.info.get("cached", False),
                      "correction": self.cm.correction_state()}
@@ -245,13 +266,83 @@ class CoSearch:
             out.append(rec_m)
         rec["measured"] = out
 
+    def _learn(self, m: Measurement) -> None:
+        """Update the cost model with a measurement, kept (as plain data) for the checkpoints."""
+        self._learned.append({"genotype": dict(m.genotype), "config": m.config.as_dict(), "latency_s": float(m.latency_s),
+                              "parts": [[[int(i) for i in slots], float(sec)] for slots, sec in m.parts]})
+        self.cm.update([m])
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def state_dict(self, loop: dict) -> dict:
+        """Everything the search has changed, with ``loop`` (the loop's variables, given by
+        :meth:`run`), as plain data; see the class docstring."""
+        m = self.measurer
+        if m is not None and hasattr(m, "state_dict"):
+            measurer = m.state_dict()
+        else:  # a measurer that keeps no state but its tuning clock
+            measurer = {"tuned_s": float(m.tuned_s)} if hasattr(m, "tuned_s") else {}
+        return {
+            "supernet": self.net.state_dict(),
+            "hardware": self.hw.state_dict(),
+            "opt_w": self.opt_w.state_dict(),
+            "opt_a": self.opt_a.state_dict(),
+            "opt_t": self.opt_t.state_dict(),
+            "multipliers": _plain(self.con.lam),
+            "cost_ref": _plain(self.con.ref),
+            "gumbel_rng": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "train_batches": self.train_b.state_dict(),
+            "val_batches": self.val_b.state_dict(),
+            # a job still in flight is forgotten: submitted again if the resumed search picks it
+            "submitted": sorted(self._submitted - self._pending),
+            "learned": _plain(self._learned),
+            "measurer": _plain(measurer),
+            "loop": _plain(loop),
+        }
+
+    def load_state_dict(self, state: dict) -> dict:
+        """Restore :meth:`state_dict`'s state into this search (built as the saved one was); returns
+        the loop's variables."""
+        self.net.load_state_dict(state["supernet"])
+        self.hw.load_state_dict(state["hardware"])
+        self.opt_w.load_state_dict(state["opt_w"])
+        self.opt_a.load_state_dict(state["opt_a"])
+        self.opt_t.load_state_dict(state["opt_t"])
+        self.con.lam = {k: float(v) for k, v in state["multipliers"].items()}
+        self.con.ref = {k: float(v) for k, v in state["cost_ref"].items()}
+        self.gen.set_state(state["gumbel_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.train_b.load_state_dict(state["train_batches"])
+        self.val_b.load_state_dict(state["val_batches"])
+        self._submitted, self._pending = set(state["submitted"]), set()
+        self._learned = list(state["learned"])
+        if self._learned:  # the model refits from all its measurements, as it did one by one
+            self.cm.update([Measurement(d["genotype"], HWConfig.from_dict(d["config"], self.hw), d["latency_s"],
+                                        tuple((tuple(sl), sec) for sl, sec in d["parts"])) for d in self._learned])
+        m = self.measurer
+        if m is not None and hasattr(m, "load_state_dict"):
+            m.load_state_dict(state["measurer"])
+        elif m is not None and "tuned_s" in state["measurer"]:
+            m.tuned_s = state["measurer"]["tuned_s"]
+        loop = dict(state["loop"])
+        b = loop["best"]
+        loop["best"] = None if b is None else (tuple(b["key"]), int(b["step"]), dict(b["genotype"]),
+                                              HWConfig.from_dict(b["config"], self.hw), b["eval"])
+        return loop
+
     # -- the loop --------------------------------------------------------------------------------
-    def run(self) -> SearchResult:
+    def run(self, resume: dict | None = None, history: list | None = None) -> SearchResult:
+        """Run the loop, then derive, repair and verify the kept design.
+
+        Args:
+            resume: a state :attr:`on_checkpoint` was given; the loop continues after its step (or,
+                if the loop had ended, goes on to what follows it).
+            history: the records written before that checkpoint (the result's history starts with them).
+        """
         cfg, con = self.cfg, self.con
-        t0 = time.monotonic()
         budget_s = cfg.budget_min * 60.0
         best = None  # (rank key, step, genotype, config, eval)
-        history = []
+        history = list(history or [])
         stages = sorted((float(f), int(k)) for f, k in cfg.stages)
         stage_i, stop_reason, evals_since_best = 0, "steps", 0
         L_ema = None
@@ -259,8 +350,25 @@ class CoSearch:
         # Warm-up (weights only) ends after warmup_steps, but never takes more than a fifth of the
         # step or time budget, so that short runs still search.
         warmup = min(cfg.warmup_steps, cfg.steps // 5)
-        warm_done = False
-        for step in range(1, cfg.steps + 1):
+        warm_done, loop_done, elapsed_s = False, False, 0.0
+        if resume is not None:
+            loop = self.load_state_dict(resume)
+            step, stage_i, stop_reason, evals_since_best = loop["step"], loop["stage_i"], loop["stop_reason"], loop["evals_since_best"]
+            L_ema, warm_done, loop_done, elapsed_s, best = loop["L_ema"], loop["warm_done"], loop["done"], loop["elapsed_s"], loop["best"]
+        t0 = time.monotonic() - elapsed_s  # time_s and the time budget continue where they stopped
+        checkpoints = self.on_checkpoint is not None and (cfg.checkpoint_every > 0 or cfg.checkpoint_s > 0)
+        saved_at = time.monotonic()
+
+        def checkpoint(done: bool) -> None:
+            nonlocal saved_at
+            b = None if best is None else {"key": list(best[0]), "step": best[1], "genotype": dict(best[2]),
+                                           "config": best[3].as_dict(), "eval": best[4]}
+            loop = {"step": step, "stage_i": stage_i, "stop_reason": stop_reason, "evals_since_best": evals_since_best,
+                    "L_ema": L_ema, "warm_done": warm_done, "done": done, "elapsed_s": time.monotonic() - t0, "best": b}
+            self.on_checkpoint(self.state_dict(loop))
+            saved_at = time.monotonic()
+
+        for step in range(cfg.steps + 1 if loop_done else step + 1, cfg.steps + 1):
             elapsed = time.monotonic() - t0
             progress = step / cfg.steps if cfg.progress == "steps" else max(step / cfg.steps, elapsed / budget_s)
             tau = self._tau(progress)
@@ -352,6 +460,12 @@ class CoSearch:
             if last and step < cfg.steps:
                 stop_reason = "budget"
                 break
+            if checkpoints and step < cfg.steps and (
+                    (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+                    or (cfg.checkpoint_s and time.monotonic() - saved_at >= cfg.checkpoint_s)):
+                checkpoint(False)
+        if checkpoints and not loop_done:  # what follows the loop can be resumed without its steps
+            checkpoint(True)
         if self.measurer is not None and cfg.refine:
             rec = {"step": step, "event": "measure-drain"}
             self._measure(step, False, rec, final_wait_s=self.cfg.measure_drain_s)
@@ -473,7 +587,7 @@ class CoSearch:
                 self._event(history, {"step": step, "event": "verify", "round": r, "error": job.error})
                 break
             if job.info.get("predicted_s") is None and self.cfg.refine:  # refiners that refit themselves have done so
-                self.cm.update([Measurement(g, c, job.latency_s, self._parts(g, job))])
+                self._learn(Measurement(g, c, job.latency_s, self._parts(g, job)))
             ratio = job.latency_s / max(predicted["latency_s"], 1e-15)
             # the truth measures latency; figures proportional to it (energy of a TVM target) follow it
             truth = {k: (v * ratio if k in getattr(self.cm, "latency_proportional", ()) else v) for k, v in predicted.items()}
@@ -493,6 +607,19 @@ class CoSearch:
                 break
             g, c, moves = g2, c2, moves + more
         return g, c, out, moves
+
+
+def _plain(v):
+    """Numpy scalars and arrays (which ``weights_only`` loading refuses) as Python numbers and lists."""
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return type(v)(_plain(x) for x in v)
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v
 
 
 def history_line(rec: dict) -> str:

@@ -12,7 +12,19 @@ import torch.nn.functional as F
 from ..config import RetrainConfig
 from ..data import DataSplits
 
-__all__ = ["Batches", "retrain", "accuracy", "translate"]
+__all__ = ["Batches", "retrain", "accuracy", "translate", "rng_state", "set_rng_state"]
+
+
+def rng_state(rng: np.random.Generator) -> dict:
+    """A numpy generator's bit-generator state as plain data that ``torch.load(weights_only=True)``
+    reads back: its integers (128-bit for PCG64) are written as decimal strings."""
+    st = rng.bit_generator.state
+    return {**st, "state": {k: str(v) if isinstance(v, int) else v for k, v in st["state"].items()}}
+
+
+def set_rng_state(rng: np.random.Generator, state: dict) -> None:
+    """Restore what :func:`rng_state` returned."""
+    rng.bit_generator.state = {**state, "state": {k: int(v) if isinstance(v, str) else v for k, v in state["state"].items()}}
 
 
 class Batches:
@@ -34,6 +46,15 @@ class Batches:
 
     def __iter__(self):
         return self
+
+    def state_dict(self) -> dict:
+        """Where the stream is: the generator's state, the current permutation and the position in it."""
+        return {"rng": rng_state(self.rng), "perm": self._perm, "pos": self._pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the stream from :meth:`state_dict` (batches that share a generator restore the same state)."""
+        set_rng_state(self.rng, state["rng"])
+        self._perm, self._pos = state["perm"], int(state["pos"])
 
 
 def translate(x: torch.Tensor, max_shift: float, generator: torch.Generator) -> torch.Tensor:
