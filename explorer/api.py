@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .config import RunConfig
+from .config import RunConfig, config_from_dict
 from .backends import TargetBackend, load_target
 from .backends.target import Target
 from .cost import UNITS, CostModel
@@ -25,9 +27,11 @@ from .search.constraints import Constraints, check_feasible
 from .search.cosearch import CoSearch, SearchResult, history_line
 from .search.train import retrain
 
-__all__ = ["Problem", "build_problem", "run_search", "METHODS"]
+__all__ = ["Problem", "build_problem", "run_search", "resume_search", "METHODS"]
 
 METHODS = ("cosearch", "sequential", "random")
+CHECKPOINT = "checkpoint.pt"  # in <out>.partial; removed when the run is complete
+CHECKPOINT_FORMAT = 1
 
 
 @dataclass
@@ -93,7 +97,9 @@ def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force:
     run at ``out`` is never lost to a failed or interrupted one (``force`` replaces it on success).
     Files: ``config.json``, ``design.json``, ``hw_config.json`` (vta_config field names),
     ``history.jsonl``, ``summary.json``, ``search.png``. The finished run is recorded in the store
-    (``explorer runs``), tagged with ``exploration`` when it belongs to one.
+    (``explorer runs``), tagged with ``exploration`` when it belongs to one. While a co-search runs,
+    ``<out>.partial/checkpoint.pt`` holds its last checkpoint (``search.checkpoint_every`` steps,
+    ``search.checkpoint_s`` seconds): :func:`resume_search` continues a killed run from it.
     """
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
@@ -103,23 +109,48 @@ def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force:
     if out.exists() and any(out.iterdir()) and not force:
         raise ConfigError(f"{out} already holds a run; choose another --out or pass --force to replace it")
     prob = build_problem(cfg, progress=progress)
-    work = out.with_name(out.name + ".partial")
+    work = _work_dir(out)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
+    # what resume_search needs besides the config: how the run was started
     _atomic_json(work / "config.json", {**cfg.as_dict(), "method": method, "space_options_resolved": prob.space.options(),
-                                        "data": prob.data.summary(), "lower_bounds": _units(prob.lower_bounds)})
-    bar = _Progress(cfg, prob, enabled=progress, method=method)
-    t0 = time.monotonic()
-    with open(work / "history.jsonl", "w") as hist_f:
+                                        "data": prob.data.summary(), "lower_bounds": _units(prob.lower_bounds),
+                                        "out": str(out.resolve()), "force": force, "do_retrain": do_retrain,
+                                        "exploration": None if exploration is None else str(Path(exploration).resolve())})
+    return _search_into(prob, method, out, work, progress, do_retrain, exploration)
+
+
+def _work_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bool, do_retrain: bool,
+                 exploration, resume: dict | None = None) -> dict:
+    """The search (from its start, or from ``resume``: a checkpoint and the history written before
+    it) and everything after it: the files of the run folder in ``work``, renamed to ``out``."""
+    cfg = prob.cfg
+    loop = resume["search"]["loop"] if resume else {"step": 0, "elapsed_s": 0.0}
+    bar = _Progress(cfg, prob, enabled=progress, method=method, initial=loop["step"])
+    t0 = time.monotonic() - loop["elapsed_s"]
+    n_records = len(resume["history"]) if resume else 0
+    with open(work / "history.jsonl", "ab" if resume else "wb") as hist_f:
 
         def on_step(rec):
-            hist_f.write(history_line(rec) + "\n")
+            nonlocal n_records
+            hist_f.write((history_line(rec) + "\n").encode())
             hist_f.flush()
+            n_records += 1
             bar.update(rec)
 
+        def on_checkpoint(state):
+            os.fsync(hist_f.fileno())  # the history the checkpoint points into is on disk first
+            _save_checkpoint(work / CHECKPOINT, {"format": CHECKPOINT_FORMAT, "method": method, "config": _normal(cfg.as_dict()),
+                                                 "history_bytes": hist_f.tell(), "history_records": n_records,
+                                                 "search": state})
+
         try:
-            result = _run_method(prob, method, on_step)
+            result = _run_method(prob, method, on_step, on_checkpoint, resume)
         finally:
             bar.close()
     search_s = time.monotonic() - t0
@@ -168,6 +199,8 @@ def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force:
     except Exception as e:  # a plot must never cost the results
         summary["plot_error"] = f"{type(e).__name__}: {e}"
     _atomic_json(work / "summary.json", summary)
+    for f in (CHECKPOINT, CHECKPOINT + ".tmp"):  # the finished folder needs no way back into the search
+        (work / f).unlink(missing_ok=True)
     if out.exists():
         shutil.rmtree(out)
     os.replace(work, out)
@@ -178,14 +211,17 @@ def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force:
     return summary
 
 
-def _run_method(prob: Problem, method: str, on_step) -> SearchResult:
+def _run_method(prob: Problem, method: str, on_step, on_checkpoint=None, resume: dict | None = None) -> SearchResult:
     cfg = prob.cfg
     con = prob.constraints()
     if method == "cosearch":
         measurer = prob.backend.measurer(prob.cost_model, calibration=cfg.calibration, timing=cfg.search.measure_timing)
         try:
-            return CoSearch(prob.space, prob.hw, prob.cost_model, prob.data, cfg.search, con, prob.target.name,
-                            cfg.seed, on_step=on_step, measurer=measurer).run()
+            search = CoSearch(prob.space, prob.hw, prob.cost_model, prob.data, cfg.search, con, prob.target.name,
+                              cfg.seed, on_step=on_step, measurer=measurer, on_checkpoint=on_checkpoint)
+            if resume is None:
+                return search.run()
+            return search.run(resume=resume["search"], history=resume["history"])
         finally:
             if measurer is not None:
                 measurer.close()
@@ -199,13 +235,14 @@ def _run_method(prob: Problem, method: str, on_step) -> SearchResult:
 class _Progress:
     """A tqdm bar over search steps (or wall-clock budget, whichever ends first)."""
 
-    def __init__(self, cfg: RunConfig, prob: Problem, enabled: bool, method: str):
+    def __init__(self, cfg: RunConfig, prob: Problem, enabled: bool, method: str, initial: int = 0):
         self.enabled = enabled
         if not enabled:
             return
         from tqdm import tqdm
 
-        self.bar = tqdm(total=cfg.search.steps, desc=f"{method} {cfg.space}/{cfg.target}", unit="step", dynamic_ncols=True)
+        self.bar = tqdm(total=cfg.search.steps, initial=initial, desc=f"{method} {cfg.space}/{cfg.target}", unit="step",
+                        dynamic_ncols=True)
 
     def update(self, rec):
         if not self.enabled or "event" in rec:
@@ -247,5 +284,109 @@ class _EpochBar:
 
 
 def resume_search(run: str | Path, progress: bool = True) -> dict:
-    """Continue a killed or interrupted search from its last checkpoint (see ``explorer search --resume``)."""
-    raise ConfigError("--resume: checkpoints are not written yet")  # replaced by the checkpointing work
+    """Continue a killed or interrupted search from its last checkpoint; returns the summary, as
+    :func:`run_search` does (and finishes the run the same way: derive, repair, verify, retrain, write,
+    rename, record in the store, with the exploration tag it had).
+
+    ``run`` is the folder given to ``--out``, or ``<run>.partial`` where the unfinished run lives. The
+    config, method and options (``force``, ``exploration``) are the ones ``config.json`` recorded.
+    History lines written after the checkpoint are dropped and the search continues from it: with
+    ``search.progress = "steps"`` (the default) and a stop by steps, the run ends with the same design,
+    hardware and figures as an uninterrupted one with the same seed on the same machine. The elapsed
+    time is restored too (``time_s`` and time budgets continue), so a run stopped by its time budget,
+    or with ``progress = "time"``, is continued but not reproduced exactly.
+
+    Only the co-search writes checkpoints. A ``sequential`` or ``random`` run is started again from
+    the beginning (its config, its folder), with a one-line notice on stderr.
+
+    Raises:
+        ConfigError: no such run, a run already finished, no checkpoint yet, or a checkpoint that is
+            corrupt, truncated or does not belong to the run's config; nothing in the folder is changed.
+    """
+    run = Path(run)
+    out = run.with_name(run.name[: -len(".partial")]) if run.name.endswith(".partial") else run
+    work = _work_dir(out)
+    if not work.is_dir():
+        if (out / "summary.json").is_file():
+            raise ConfigError(f"{out} is a finished run (it has summary.json); there is nothing to resume")
+        if out.exists():
+            raise ConfigError(f"{out} holds no unfinished search ({work.name} does not exist); nothing to resume")
+        raise ConfigError(f"--resume {run}: no such run folder")
+    try:
+        meta = json.loads((work / "config.json").read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"{work / 'config.json'}: cannot read the run's config ({type(e).__name__}: {e})") from None
+    method = meta.get("method")
+    if method not in METHODS:
+        raise ConfigError(f"{work / 'config.json'}: unknown method {method!r}; valid: {', '.join(METHODS)}")
+    cfg = config_from_dict(meta)
+    force, do_retrain, exploration = bool(meta.get("force")), bool(meta.get("do_retrain", True)), meta.get("exploration")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
+        raise ConfigError(f"{out} now holds something else; move it away to finish the run in {work}")
+    if method != "cosearch":
+        print(f"explorer: note: a {method} run keeps no checkpoints; --resume starts {out} again from the beginning",
+              file=sys.stderr)
+        return run_search(cfg, out, method=method, force=force, progress=progress, do_retrain=do_retrain,
+                          exploration=exploration)
+    ckpt = _load_checkpoint(work / CHECKPOINT)
+    if ckpt["config"] != _normal(cfg.as_dict()) or ckpt["method"] != method:
+        raise ConfigError(f"{work / CHECKPOINT} belongs to another config than {work / 'config.json'}; start the search again")
+    hist = work / "history.jsonl"
+    try:
+        kept = hist.read_bytes()[: ckpt["history_bytes"]]
+    except OSError as e:
+        raise ConfigError(f"{hist}: cannot read the history ({e})") from None
+    lines = kept.splitlines()
+    if len(kept) < ckpt["history_bytes"] or len(lines) != ckpt["history_records"]:
+        raise ConfigError(f"{hist} does not hold the {ckpt['history_records']} records its checkpoint counts; "
+                          "start the search again")
+    prob = build_problem(cfg, progress=progress)
+    with open(hist, "r+b") as f:  # lines after the checkpoint are written again by the resumed steps
+        f.truncate(ckpt["history_bytes"])
+    history = [json.loads(line) for line in lines]
+    return _search_into(prob, method, out, work, progress, do_retrain, exploration,
+                        resume={"search": ckpt["search"], "history": history})
+
+
+def _normal(d: dict) -> dict:
+    """A config dict as config.json holds it (tuples as lists), for comparing a checkpoint with it."""
+    return json.loads(json.dumps(d, default=str))
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over
+    ``path``; a write killed halfway leaves the previous checkpoint (and a stray ``.tmp``) behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:  # the rename itself on disk
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # a file system that cannot sync a folder
+        pass
+
+
+def _load_checkpoint(path: Path) -> dict:
+    """A checkpoint, read without unpickling anything but tensors and plain data."""
+    if not path.is_file():
+        raise ConfigError(f"{path.parent} has no checkpoint yet (the search stopped before its first one); "
+                          "start it again with explorer search")
+    try:
+        with warnings.catch_warnings():  # torch warns about what it then refuses; the error says enough
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, overwritten, or not a checkpoint at all: torch raises many kinds
+        raise ConfigError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__}); start the search again") from None
+    keys = {"format", "method", "config", "history_bytes", "history_records", "search"}
+    if (not isinstance(ckpt, dict) or not keys <= set(ckpt) or ckpt["format"] != CHECKPOINT_FORMAT
+            or not isinstance(ckpt["search"], dict) or not isinstance(ckpt["search"].get("loop"), dict)):
+        raise ConfigError(f"{path}: not a checkpoint this version of explorer can resume")
+    return ckpt
