@@ -1,0 +1,176 @@
+"""Checkpoints and ``explorer search --resume``: a search killed at a random moment and resumed ends
+with the design an uninterrupted run finds; bad input gets one clear message and changes nothing."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from explorer.api import _load_checkpoint, _save_checkpoint, resume_search
+from explorer.cli import main
+from explorer.config import config_from_dict
+from explorer.errors import ConfigError
+from tests.conftest import run_cli, tiny_config
+
+# A small space and a short search: 40 steps, a checkpoint every 5, the simulator refining the model
+# twice in the loop (its refit weights are part of the state) and once more on the kept design.
+CONFIG = """
+[space_options]
+stem_channels = 4
+stages = [[8, 1, 2], [8, 1, 1]]
+ops = ["conv3x3", "dwsep3x3", "skip", "maxpool"]
+activations = ["relu", "hardswish"]
+[search]
+warmup_steps = 8
+batch_size = 16
+eval_every = 10
+measure_every = 15
+checkpoint_every = 5
+stages = [[0.5, 2]]
+"""
+ARGS = ["--dataset", "digits", "--space", "chain", "--target", "vta", "--steps", "40", "--epochs", "0", "--no-progress"]
+
+
+def _files(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _history(run: Path) -> list:
+    recs = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    for r in recs:
+        r.pop("time_s", None)  # wall clock: the only thing a resumed run does not repeat
+    return recs
+
+
+def test_killed_search_resumes_to_the_same_design(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG)
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    r = run_cli("search", "--config", str(cfg), *ARGS, "--out", str(whole))
+    assert r.returncode == 0, r.stderr
+
+    proc = subprocess.Popen([sys.executable, "-m", "explorer.cli", "search", "--config", str(cfg), *ARGS, "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    ckpt = killed.with_name("killed.partial") / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ckpt.exists(), proc.stderr.read().decode() if proc.poll() is not None else "no checkpoint in 120 s"
+    time.sleep(random.Random(7).uniform(0.0, 2.0))  # a random moment, the same in every run of the test
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL and not killed.exists(), "the search ended before it was killed"
+    # a checkpoint write killed halfway leaves its temporary file: resume ignores it
+    (ckpt.parent / "checkpoint.pt.tmp").write_bytes(b"half a checkpoint")
+
+    r = run_cli("search", "--resume", str(killed), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "results in" in r.stdout and not killed.with_name("killed.partial").exists()
+    assert not {"checkpoint.pt", "checkpoint.pt.tmp"} & set(os.listdir(killed))
+    for name in ("design.json", "hw_config.json"):
+        assert (killed / name).read_text() == (whole / name).read_text(), name
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (whole, killed))
+    for s in (a, b):
+        s.pop("search_s")
+    assert a == b  # genotype, hardware, figures, the simulator's verdict, best step, stop reason
+    assert _history(killed) == _history(whole)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "no such run folder"),
+    ("finished", "is a finished run"),
+    ("no-checkpoint", "has no checkpoint yet"),
+    ("truncated", "corrupt or truncated checkpoint"),
+    ("garbage", "corrupt or truncated checkpoint"),
+    ("no-config", "cannot read the run's config"),
+])
+def test_bad_resume_one_message_exit_2_nothing_changed(tmp_path, capsys, case, message):
+    run = tmp_path / "run"
+    partial = tmp_path / "run.partial"
+    if case == "finished":
+        run.mkdir()
+        (run / "summary.json").write_text("{}\n")
+        (run / "design.json").write_text("{}\n")
+    elif case != "missing":
+        partial.mkdir()
+        if case != "no-config":
+            (partial / "config.json").write_text(json.dumps({**tiny_config().as_dict(), "method": "cosearch"}))
+        (partial / "history.jsonl").write_text('{"step": 1}\n')
+        if case in ("truncated", "garbage", "no-config"):
+            _save_checkpoint(partial / "checkpoint.pt", {"format": 1, "search": {"loop": {}}, "w": torch.zeros(1000)})
+        if case == "truncated":
+            data = (partial / "checkpoint.pt").read_bytes()
+            (partial / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+        elif case == "garbage":
+            (partial / "checkpoint.pt").write_bytes(b"\x80\x04not a checkpoint")
+    before = {p.name: _files(p) for p in (run, partial) if p.exists()}
+    assert main(["search", "--resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("explorer: error: ") and message in err and len(err.strip().splitlines()) == 1, err
+    assert {p.name: _files(p) for p in (run, partial) if p.exists()} == before
+
+
+def test_bad_resume_from_a_fresh_process(tmp_path):
+    """The same as the CLI user sees it: exit code 2, one line, no traceback."""
+    (tmp_path / "run.partial").mkdir()
+    (tmp_path / "run.partial" / "config.json").write_text(json.dumps({**tiny_config().as_dict(), "method": "cosearch"}))
+    (tmp_path / "run.partial" / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+    r = run_cli("search", "--resume", str(tmp_path / "run.partial"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("explorer: error: ") and "corrupt or truncated checkpoint" in r.stderr
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    """A write killed halfway leaves the previous checkpoint whole (and a stray temporary file, which
+    the next write replaces)."""
+    path = tmp_path / "checkpoint.pt"
+    first = {"format": 1, "method": "cosearch", "config": {}, "history_bytes": 0, "history_records": 0,
+             "search": {"loop": {"step": 5}}, "w": torch.arange(10.0)}
+    _save_checkpoint(path, first)
+
+    def killed_write(obj, f):
+        f.write(b"PK\x03\x04 the first bytes of a zip")
+        raise KeyboardInterrupt  # the process dies here
+
+    monkeypatch.setattr(torch, "save", killed_write)
+    with pytest.raises(KeyboardInterrupt):
+        _save_checkpoint(path, {**first, "search": {"loop": {"step": 10}}})
+    monkeypatch.undo()
+    assert (tmp_path / "checkpoint.pt.tmp").exists()
+    ck = _load_checkpoint(path)
+    assert ck["search"]["loop"]["step"] == 5 and torch.equal(ck["w"], first["w"])
+    _save_checkpoint(path, {**first, "search": {"loop": {"step": 15}}})
+    assert _load_checkpoint(path)["search"]["loop"]["step"] == 15 and not (tmp_path / "checkpoint.pt.tmp").exists()
+
+
+def test_config_json_round_trip():
+    cfg = tiny_config(limits={"latency_ms": 0.5}, objective={"latency_s": 0.02})
+    cfg.calibration = None
+    back = config_from_dict(json.loads(json.dumps({**cfg.as_dict(), "method": "cosearch", "out": "x"})))
+    assert back.as_dict() == cfg.as_dict()  # the objective as recorded, not merged with the defaults
+
+
+def test_resume_of_a_random_run_starts_it_again(tmp_path, capsys):
+    cfg = tiny_config(steps=2)
+    partial = tmp_path / "run.partial"
+    partial.mkdir()
+    (partial / "config.json").write_text(json.dumps({**cfg.as_dict(), "method": "random", "force": False}))
+    s = resume_search(tmp_path / "run", progress=False)
+    assert s["method"] == "random" and (tmp_path / "run" / "summary.json").is_file() and not partial.exists()
+    err = capsys.readouterr().err
+    assert "keeps no checkpoints" in err and "again from the beginning" in err
+
+
+def test_resume_of_an_unknown_method_is_refused(tmp_path):
+    (tmp_path / "run.partial").mkdir()
+    (tmp_path / "run.partial" / "config.json").write_text(json.dumps({**tiny_config().as_dict(), "method": "annealing"}))
+    with pytest.raises(ConfigError, match="unknown method 'annealing'"):
+        resume_search(tmp_path / "run")
