@@ -275,7 +275,7 @@ class CoSearch:
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self, loop: dict) -> dict:
         """Everything the search has changed, with ``loop`` (the loop's variables, given by
-        :meth:`run`), as plain data; see the class docstring."""
+        :meth:`run`), as tensors and plain data; see the class docstring."""
         m = self.measurer
         if m is not None and hasattr(m, "state_dict"):
             measurer = m.state_dict()
@@ -353,8 +353,9 @@ class CoSearch:
         warm_done, loop_done, elapsed_s = False, False, 0.0
         if resume is not None:
             loop = self.load_state_dict(resume)
-            step, stage_i, stop_reason, evals_since_best = loop["step"], loop["stage_i"], loop["stop_reason"], loop["evals_since_best"]
-            L_ema, warm_done, loop_done, elapsed_s, best = loop["L_ema"], loop["warm_done"], loop["done"], loop["elapsed_s"], loop["best"]
+            step, stage_i, stop_reason = loop["step"], loop["stage_i"], loop["stop_reason"]
+            evals_since_best, L_ema, warm_done = loop["evals_since_best"], loop["L_ema"], loop["warm_done"]
+            loop_done, elapsed_s, best = loop["done"], loop["elapsed_s"], loop["best"]
         t0 = time.monotonic() - elapsed_s  # time_s and the time budget continue where they stopped
         checkpoints = self.on_checkpoint is not None and (cfg.checkpoint_every > 0 or cfg.checkpoint_s > 0)
         saved_at = time.monotonic()
