@@ -18,6 +18,7 @@ import os
 import queue
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -37,6 +38,16 @@ LOCAL_SCHEMES = ("file:", "data:", "about:")
 IMAGES_JS = """JSON.stringify(Array.from(document.images).map((im, i) => ({
   index: i, cls: im.className, alt: im.alt, src: im.src.slice(0, 60),
   complete: im.complete, naturalWidth: im.naturalWidth, naturalHeight: im.naturalHeight})))"""
+
+
+_TRAMPOLINE = """import os, sys
+r, w = int(sys.argv[1]), int(sys.argv[2])
+os.dup2(r, 3)
+os.dup2(w, 4)
+os.close(r)
+os.close(w)
+os.execv(sys.argv[3], sys.argv[3:])
+"""
 
 
 class CDPError(RuntimeError):
@@ -155,9 +166,16 @@ class Chromium:
         self.profile = tempfile.mkdtemp(prefix="chromium-profile-")
         to_browser_r, self._to_browser = os.pipe()  # browser reads commands on fd 3
         self._from_browser, from_browser_w = os.pipe()  # and writes to fd 4
-        # The shell puts the pipe ends on fds 3 and 4 and execs the browser: no preexec_fn needed.
-        cmd = ["/bin/sh", "-c", f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w}',
-               self.binary, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"]
+        # The child's ends move above 4 first, so that putting one on fd 3 cannot overwrite the other.
+        ends = []
+        for fd in (to_browser_r, from_browser_w):
+            ends.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 5))
+            os.close(fd)
+        to_browser_r, from_browser_w = ends
+        # A Python trampoline puts them on fds 3 and 4 and execs the browser (no preexec_fn in a
+        # threaded process; a shell's redirections take single-digit fds only).
+        cmd = [sys.executable, "-c", _TRAMPOLINE, str(to_browser_r), str(from_browser_w), self.binary, *FLAGS,
+               f"--user-data-dir={self.profile}", "about:blank"]
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE, pass_fds=(to_browser_r, from_browser_w))
