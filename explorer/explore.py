@@ -178,9 +178,9 @@ def run_job(spec: dict) -> dict:
 def compute_fronts(runs: list[dict], ref: dict | None = None) -> tuple[dict, dict]:
     """Fronts ``{objective: {target|'all': [ids by increasing cost]}}`` and hypervolumes
     ``{target|'all': {objective: hv}}`` of the finished runs. The hypervolume box: accuracy from
-    chance level (``ref['acc']``, default 0.1) to 1, cost from 0 to ``ref[objective]`` (default the
-    largest cost among the runs), so figures compare only within one exploration or with the same
-    ``ref``."""
+    chance level (``ref['acc']``, default 0.1) to 1, cost from 0 to ``ref[objective]`` (default 1.1x
+    the largest cost among the runs, so that the costliest design counts too), so figures compare only
+    within one exploration or with the same ``ref``."""
     from .pareto import OBJECTIVES, front, hypervolume, point_of
 
     pts = {r["id"]: (r["target"], point_of(r["summary"])) for r in runs if r.get("status") == "done" and r.get("summary")}
@@ -191,7 +191,7 @@ def compute_fronts(runs: list[dict], ref: dict | None = None) -> tuple[dict, dic
         have = {i: (t, p) for i, (t, p) in pts.items() if p.get(obj) is not None and p.get("accuracy") is not None}
         if not have:
             continue
-        cost_ref = ref.get(obj) or max(p[obj] for _, p in have.values()) * 1.0000001
+        cost_ref = ref.get(obj) or max(p[obj] for _, p in have.values()) * 1.1
         groups = {"all": list(have)}
         for i, (t, _) in have.items():
             groups.setdefault(Path(t).stem, []).append(i)
