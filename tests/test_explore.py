@@ -112,7 +112,7 @@ def _fronts(out):
                                            for r in s["runs"]}
 
 
-def test_explore_two_targets_then_runs_list_show_rm(tmp_path):
+def test_explore_two_targets_then_runs_list_show_rm(tmp_path, capsys):
     table, _ = make_table_target(tmp_path, OPTIONS)
     out = tmp_path / "expl"
     r = _explore(tmp_path, out, "--seeds", "1", targets=f"vta,{table}")
@@ -136,22 +136,28 @@ def test_explore_two_targets_then_runs_list_show_rm(tmp_path):
                     "--no-progress")
     assert other.returncode == 2 and "other search settings" in other.stderr
     assert (out / "exploration.json").read_text() == before
-    # the store knows the runs, tagged with the exploration
-    ls = run_cli("runs", "list", "--exploration", str(out), "--json")
-    rows = [json.loads(line) for line in ls.stdout.splitlines()]
-    assert ls.returncode == 0 and len(rows) == 4
+    # the store knows the runs, tagged with the exploration (in-process: the CLI's own code path)
+    from explorer.cli import main
+
+    def cli(*args):
+        capsys.readouterr()
+        rc = main(list(args))
+        o = capsys.readouterr()
+        return rc, o.out, o.err
+
+    rc, listed, _ = cli("runs", "list", "--exploration", str(out), "--json")
+    rows = [json.loads(line) for line in listed.splitlines()]
+    assert rc == 0 and len(rows) == 4
     assert {os.path.basename(x["run_dir"]) for x in rows} == {x["id"] for x in s["runs"]}
-    table_out = run_cli("runs", "list")
-    assert table_out.returncode == 0 and "cosearch" in table_out.stdout
-    show = run_cli("runs", "show", str(rows[0]["id"]))
-    assert show.returncode == 0 and json.loads(show.stdout)["run_dir"] == rows[0]["run_dir"]
+    rc, table_out, _ = cli("runs", "list")
+    assert rc == 0 and "cosearch" in table_out
+    rc, shown, _ = cli("runs", "show", str(rows[0]["id"]))
+    assert rc == 0 and json.loads(shown)["run_dir"] == rows[0]["run_dir"]
     gone = rows[1]["run_dir"]
-    rm = run_cli("runs", "rm", gone)
-    assert rm.returncode == 0 and not os.path.exists(gone)
-    left = run_cli("runs", "list", "--exploration", str(out), "--json").stdout.splitlines()
-    assert len(left) == 3
-    bad = run_cli("runs", "show", "99999")
-    assert bad.returncode == 2 and "no run" in bad.stderr and "Traceback" not in bad.stderr
+    assert cli("runs", "rm", gone)[0] == 0 and not os.path.exists(gone)
+    assert len(cli("runs", "list", "--exploration", str(out), "--json")[1].splitlines()) == 3
+    rc, _, err = cli("runs", "show", "99999")
+    assert rc == 2 and "no run" in err
 
 
 def test_limits_no_design_meets_fail_their_runs_with_one_message(tmp_path):

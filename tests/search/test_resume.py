@@ -165,6 +165,7 @@ def test_config_json_round_trip():
     assert back.as_dict() == cfg.as_dict()  # the objective as recorded, not merged with the defaults
 
 
+@pytest.mark.slow
 def test_resume_of_a_random_run_starts_it_again(tmp_path, capsys):
     cfg = tiny_config(steps=1)
     partial = tmp_path / "run.partial"
