@@ -187,6 +187,21 @@ def test_local_pool_and_ray_give_the_same_fronts(tmp_path):
     assert "on ray" in r2.stdout
     f1, f2 = _fronts(local), _fronts(ray)
     assert len(f1[2]) == 8 and f1 == f2
+    # the report of the exploration renders in headless Chromium: every image loads, no console error
+    from explorer.report import write_report
+
+    from .chromium import CDPError, Chromium, ensure_chromium
+    from .test_report_html import _check_page, _count
+
+    html = write_report([str(local)], None)
+    try:
+        binary = ensure_chromium()
+    except CDPError as e:
+        pytest.skip(f"no Chromium to render the report in: {e}")
+    with Chromium(binary) as browser:
+        page = browser.open(html)
+        _check_page(page)
+        assert _count(page, "section.run") == 8
 
 
 @pytest.mark.slow
