@@ -37,16 +37,22 @@ def test_bad_input_one_message_exit_2(tmp_path, args, message):
         ("[search]\nstages = [['a', 2]]", "search.stages must be"),
     ],
 )
-def test_malformed_config_exit_2(tmp_path, text, message):
+def test_malformed_config_exit_2(tmp_path, capsys, text, message):
+    from explorer.cli import main  # in-process: the same path as a fresh process (checked above), faster
+
     cfg = tmp_path / "c.toml"
     cfg.write_text(text)
-    r = run("search", "--config", str(cfg), "--dataset", "digits", "--out", str(tmp_path / "o"), "--no-progress")
-    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert main(["search", "--config", str(cfg), "--dataset", "digits", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("explorer: error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
 
 
-def test_missing_config_file(tmp_path):
-    r = run("search", "--config", str(tmp_path / "nope.toml"))
-    assert r.returncode == 2 and "no such config file" in r.stderr
+def test_missing_config_file(tmp_path, capsys):
+    from explorer.cli import main
+
+    assert main(["search", "--config", str(tmp_path / "nope.toml")]) == 2
+    assert "no such config file" in capsys.readouterr().err
 
 
 def test_list():
