@@ -83,3 +83,24 @@ def test_installed_package_deploys_tuned_from_another_folder(installed, tmp_path
     assert Path(card["tuning"]["database"]) == Path("runs") / "schedules" / "cpu"
     assert (work / "runs" / "schedules" / "cpu" / "explorer-db.json").is_file() and card["build"]["scheduled_kernels"] > 0
     assert _tree(installed) == before, "a deploy wrote into the installed package"
+
+
+@pytest.mark.slow  # worker processes, a report: the slow tier
+def test_installed_package_explores_and_reports_from_another_folder(installed, tmp_path):
+    """explore's worker processes import the installed copy; the exploration, its report and the
+    store go under the working folder, never into the package."""
+    import json
+
+    before = _tree(installed)
+    work, env, cli = _elsewhere(installed, tmp_path)
+    r = cli("explore", "--targets", "vta", "--dataset", "digits", "--steps", "12", "--epochs", "0",
+            "--latency-ms", "0.05", "--seeds", "2", "--out", "ex", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    s = json.loads((work / "ex" / "exploration.json").read_text())
+    assert [x["status"] for x in s["runs"]] == ["done", "done"] and s["fronts"]["latency_ms"]["all"]
+    r = cli("report", "ex")
+    assert r.returncode == 0 and (work / "ex" / "report.html").stat().st_size > 50_000, r.stderr
+    r = cli("runs", "list", "--json")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2, r.stderr
+    assert (work / "runs" / "store.sqlite").is_file()
+    assert _tree(installed) == before, "an exploration wrote into the installed package"
