@@ -33,7 +33,7 @@ from pathlib import Path
 from ..errors import ExplorerError, ModelError
 
 __all__ = ["WORKLOADS", "RECORDS", "MANIFEST", "is_database", "default_databases", "user_database", "resolve",
-           "open_database", "open_writable", "subset", "merge", "database_id", "check_target", "target_key",
+           "check_lines", "open_database", "open_writable", "subset", "merge", "database_id", "check_target", "target_key",
            "record_key", "manifest", "note_tuning", "tuning_database", "replay"]
 
 WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
@@ -112,6 +112,7 @@ def resolve(spec: str | os.PathLike | list | None, target: str) -> list[Path]:
         d = Path(d)
         if not (is_database(d) and (d / RECORDS).is_file()):
             raise ModelError(f"{d}: not a schedule database (needs {WORKLOADS} and {RECORDS})")
+        check_lines(d)
         out.append(d)
     return out
 
@@ -147,6 +148,47 @@ def open_writable(path: Path):
     return open_database(path / WORKLOADS, path / RECORDS, path, allow_missing=True)
 
 
+def _lines(f: Path) -> list[str]:
+    try:
+        return f.read_text().splitlines()
+    except (UnicodeDecodeError, OSError) as e:
+        raise ModelError(f"{f}: not a readable schedule database file ({type(e).__name__})") from None
+
+
+def _json_line(line: str, first: type) -> bool:
+    """Whether a non-empty line of a database file is a JSON list whose first item is a ``first``
+    (well-formed lines pass on their shape alone; a database for a whole space is tens of MB)."""
+    line = line.rstrip()
+    if line.startswith("[") and line.endswith("]") and (line.startswith('["') if first is str else
+                                                         line[1:line.find(",") if "," in line else -1].strip().isdigit()):
+        return True
+    try:
+        v = json.loads(line)
+    except ValueError:
+        return False
+    return not isinstance(v, (list, dict)) or (isinstance(v, list) and bool(v) and isinstance(v[0], first))
+
+
+def check_lines(d: Path) -> None:
+    """Refuse a database folder whose files hold a line that is not JSON (garbage, or torn by a killed
+    run) before a build spends time on the model; :func:`subset` checks the same while it reads."""
+    for i, line in enumerate(_lines(d / WORKLOADS)):
+        if line.strip() and not _json_line(line, str):
+            _corrupt(d / WORKLOADS, i, _WL_FORM)
+    for i, line in enumerate(_lines(d / RECORDS)):
+        if line.strip() and not _json_line(line, int):
+            _corrupt(d / RECORDS, i, _REC_FORM)
+
+
+_WL_FORM, _REC_FORM = 'a workload line is ["<hash>", ...]', "a record line is [<workload index>, [...]]"
+
+
+def _corrupt(f: Path, i: int, what: str):
+    """A line of a database file that is not a MetaSchedule JSON line: garbage, or torn by a run killed while
+    writing (``explorer tune --db`` on the folder drops a torn last line)."""
+    raise ModelError(f"{f}: line {i + 1} is not a MetaSchedule JSON line ({what}); the file is corrupt or truncated")
+
+
 def subset(wanted: set[str], databases: list[Path], out: Path, key: str | None = None) -> tuple[Path, Path, dict]:
     """The entries of ``databases`` for the kernels whose structural hashes are ``wanted``, merged
     into one database written to ``out``; with ``key``, only records tuned for that
@@ -161,19 +203,25 @@ def subset(wanted: set[str], databases: list[Path], out: Path, key: str | None =
     others: dict[str, set] = {}
     for d in databases:
         remap, hash_of = {}, {}
-        for i, line in enumerate(x for x in (d / WORKLOADS).read_text().splitlines() if x.strip()):
+        for i, line in enumerate(x for x in _lines(d / WORKLOADS) if x.strip()):
+            if not _json_line(line, str):
+                _corrupt(d / WORKLOADS, i, _WL_FORM)
             h = line[2 : line.find('"', 2)] if line.startswith('["') else None
             if h in wanted:
                 remap[i] = len(wl_lines)
                 hash_of[i] = h
                 wl_lines.append(line)
-        for line in (d / RECORDS).read_text().splitlines():
+        for n, line in enumerate(_lines(d / RECORDS)):
+            if not line.strip():
+                continue
             head, sep, rest = line.partition(",")
             try:
                 idx = int(head.strip().lstrip("["))
             except ValueError:
-                continue
-            if not sep or idx not in remap:
+                idx = None
+            if not _json_line(line, int):
+                _corrupt(d / RECORDS, n, _REC_FORM)
+            if idx is None or not sep or idx not in remap:
                 continue
             if key is not None:
                 k = record_key(line)

@@ -13,7 +13,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["MeasureRecord", "Store", "default_store_path"]
+from ..errors import ConfigError
+
+__all__ = ["MeasureRecord", "Store", "StoreError", "default_store_path"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -81,14 +83,33 @@ def _canon(d: dict) -> str:
     return json.dumps(d, sort_keys=True, default=str)
 
 
+class StoreError(ConfigError, sqlite3.DatabaseError):
+    """The store file is not an SQLite database (or cannot be opened): one message, exit code 2; still
+    an :class:`sqlite3.Error` for callers that only warn when the store cannot be written."""
+
+
 class Store:
-    """Open (and create) the store at ``path``. Use as a context manager or call :meth:`close`."""
+    """Open (and create) the store at ``path``. Use as a context manager or call :meth:`close`.
+
+    A file that is not an SQLite database raises :class:`StoreError` and is left as it was: the
+    file is read (``PRAGMA schema_version``) before anything is written to it.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise StoreError(f"store {self.path}: is a folder, not an SQLite file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
-        self.conn.execute("PRAGMA busy_timeout = 60000")
+        try:
+            self.conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
+        except sqlite3.Error as e:
+            raise StoreError(f"store {self.path}: cannot be opened ({e})") from None
+        self.conn.execute("PRAGMA busy_timeout = 60000")  # before the read: a busy store is not a corrupt one
+        try:
+            self.conn.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.DatabaseError as e:
+            self.conn.close()
+            raise StoreError(f"store {self.path}: not an SQLite database ({e}); give another --store or move it away") from None
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
         self.conn.executescript(SCHEMA)
