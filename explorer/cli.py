@@ -129,6 +129,17 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--vs", choices=["onnxruntime"], help="also time onnxruntime on the same input and threads")
     m.add_argument("--schedules", help="for an .onnx: schedule database (default: the user's and the shipped ones; 'none': untuned)")
     m.add_argument("--store", help="measurement store (default $EXPLORER_STORE, else $EXPLORER_HOME/store.sqlite; EXPLORER_HOME defaults to runs)")
+    m.add_argument("--rpc", metavar="HOST:PORT", help="TVM RPC tracker (explorer rpc up); built here, run on one of its servers")
+    m.add_argument("--key", help="device key of the RPC servers (with --rpc)")
+
+    rp = sub.add_parser("rpc", help="TVM's RPC tracker and servers on this machine, for measure --rpc and tune --rpc")
+    rps = rp.add_subparsers(dest="rpc_cmd", required=True)
+    ru = rps.add_parser("up", help="start a tracker and N servers; Ctrl-C (or SIGTERM) stops them all")
+    ru.add_argument("--devices", type=_positive(int), default=1, metavar="N", help="servers to start")
+    ru.add_argument("--key", default="explorer-cpu", help="device key the servers register with")
+    ru.add_argument("--port", type=_positive(int), help="tracker port (default 9190, else the next free one)")
+    ru.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback: no other machine can reach them)")
+    ru.add_argument("--timeout", type=_positive(float), default=60.0, help="seconds to wait for the servers")
 
     t = sub.add_parser("tune", help="autotune a model's kernels with MetaSchedule into a schedule database")
     t.add_argument("model", metavar="MODEL.onnx|RUN", help="ONNX model, or a run folder (its design is exported)")
@@ -471,13 +482,25 @@ def cmd_compile(a) -> int:
 
 def cmd_measure(a) -> int:
     from .backends import load_target
+    from .deploy.tune import parse_rpc
     from .deploy.tvm_build import parse_shapes
 
+    rpc = parse_rpc(a.rpc, a.key)
+    if rpc is not None and a.vs:
+        from .errors import ConfigError
+
+        raise ConfigError("--vs onnxruntime times this machine; measure without --rpc to compare")
     lines = load_target(a.target).backend().measure(
         a.model, shapes=parse_shapes(a.shape), repeat=a.repeat, number=a.number, num_cores=a.num_cores, vs=a.vs,
-        schedules=a.schedules, store=a.store)
+        schedules=a.schedules, store=a.store, **({"rpc": rpc} if rpc else {}))
     print("\n".join(lines))
     return 0
+
+
+def cmd_rpc(a) -> int:
+    from .rpc import up
+
+    return up(a.devices, key=a.key, port=a.port, host=a.host, timeout_s=a.timeout)
 
 
 def main(argv=None) -> int:
@@ -486,7 +509,7 @@ def main(argv=None) -> int:
         return {"search": cmd_search, "list": cmd_list, "export": cmd_export, "compile": cmd_compile,
                 "measure": cmd_measure, "costmodel": cmd_costmodel, "tune": cmd_tune,
                 "calibrate": cmd_calibrate, "deploy": cmd_deploy, "explore": cmd_explore, "report": cmd_report,
-                "runs": cmd_runs}[a.cmd](a)
+                "runs": cmd_runs, "rpc": cmd_rpc}[a.cmd](a)
     except ExplorerError as e:
         print(f"explorer: error: {e}", file=sys.stderr)
         return 2

@@ -107,14 +107,21 @@ class TVMBackend(TargetBackend):
         sched = f", {card['scheduled_kernels']} with tuned schedules" if card["schedule_database"] else ", untuned"
         return card, [f"wrote {out} and {out}.json ({len(card['workloads'])} kernels{sched}, built in {card['build_s']:.1f} s)"]
 
-    def measure(self, model, shapes=None, repeat=30, number=10, num_cores=None, vs=None, schedules=None, store=None, **_):
+    def measure(self, model, shapes=None, repeat=30, number=10, num_cores=None, vs=None, schedules=None, store=None,
+                rpc=None, **_):
+        """Time a model (built here for the host CPU) here, or with ``rpc`` = (host, port, key) on a
+        server of that TVM RPC tracker; the record's knobs carry ``rpc_key`` then."""
         from ..deploy.tvm_build import build, load_onnx, toolchain_versions
         from ..errors import ExplorerError, ModelError
-        from ..measure.local import measure_onnxruntime, measure_tvm
+        from ..measure.local import measure_onnxruntime, measure_tvm, measure_tvm_rpc
         from ..measure.store import MeasureRecord, Store, default_store_path
 
         path = Path(model)
         threads = num_cores or os.cpu_count() or 1
+        if rpc is not None:
+            from ..measure.local import check_rpc
+
+            check_rpc(rpc)  # before the build: a wrong address costs no build time
         if path.suffix == ".so":
             card_path = path.with_suffix(".so.json")
             if not card_path.is_file():
@@ -128,10 +135,15 @@ class TVMBackend(TargetBackend):
             lib = Path(os.environ.get("TMPDIR", "/tmp")) / f"explorer-{key[:16]}-{self.name}-{threads}.so"
             card = build(m, self.tvm_target(threads), lib, database=self.databases(schedules), target_name=self.name)
         knobs = {"threads": threads, "repeat": repeat, "number": number}
+        if rpc is not None:
+            knobs.update(rpc_key=rpc[2], rpc_tracker=f"{rpc[0]}:{rpc[1]}")
         lines = []
         with Store(store or default_store_path()) as st:
             try:
-                t = measure_tvm(lib, inputs, repeat=repeat, number=number, device=self.device_type)
+                if rpc is None:
+                    t = measure_tvm(lib, inputs, repeat=repeat, number=number, device=self.device_type)
+                else:
+                    t = measure_tvm_rpc(lib, inputs, rpc, repeat=repeat, number=number, device=self.device_type)
             except ExplorerError as e:
                 st.add(MeasureRecord(key, "measure", self.name, knobs, toolchain_versions(), ok=False, error=str(e)))
                 raise
@@ -141,6 +153,8 @@ class TVMBackend(TargetBackend):
             lines.append(f"tvm          median {t['median_ms']:.4f} ms   p10 {t['p10_ms']:.4f}   p90 {t['p90_ms']:.4f}   "
                          f"({t['n']} x {number} runs, {threads} threads, "
                          f"{'tuned' if tuned else 'untuned' if not card.get('scheduled_kernels') else 'partly tuned'})")
+            if rpc is not None:
+                lines.append(f"ran on an RPC server of key {rpc[2]} (tracker {rpc[0]}:{rpc[1]})")
             if vs == "onnxruntime":
                 if not onnx_path.is_file():
                     raise ModelError(f"{onnx_path}: the ONNX model of this library is gone; measure the .onnx instead")

@@ -1,0 +1,233 @@
+"""TVM's own RPC tracker and servers on this machine (``explorer rpc up``).
+
+:class:`RPCCluster` starts ``python -m tvm.exec.rpc_tracker`` and N ``python -m tvm.exec.rpc_server``
+processes, each in its own session (process group), bound to loopback unless told otherwise, and
+stops them with every process they forked. ``explorer measure --rpc`` and ``explorer tune --rpc``
+use such a tracker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import ConfigError
+
+__all__ = ["RPCCluster", "free_port", "DEFAULT_KEY", "DEFAULT_PORT"]
+
+DEFAULT_KEY = "explorer-cpu"
+DEFAULT_PORT = 9190
+
+
+def free_port(host: str = "127.0.0.1", start: int = DEFAULT_PORT, tries: int = 200) -> int:
+    """The first port from ``start`` that ``host`` can bind now, else one the kernel picks."""
+    for port in range(start, start + tries):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _connect_host(host: str) -> str:
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
+def free_servers(host: str, port: int, key: str) -> int:
+    """Free servers of ``key`` that the tracker at host:port reports (0 while it is not up)."""
+    from tvm import rpc as tvm_rpc
+
+    try:
+        socket.create_connection((host, port), timeout=1.0).close()
+        t = tvm_rpc.connect_tracker(host, port)
+        try:
+            summary = t.summary()
+        finally:
+            t.close()
+    except (OSError, RuntimeError):
+        return 0
+    return int(summary.get("queue_info", {}).get(key, {}).get("free", 0))
+
+
+class RPCCluster:
+    """A TVM RPC tracker and ``devices`` servers of one device key, as child processes.
+
+    Lifecycle: ``start()`` (waits until the tracker reports every server free) then ``stop()``; or
+    ``with RPCCluster(...) as c:``. ``stop()`` is idempotent and kills each child's process group
+    and every process it forked, so no server keeps its port afterwards.
+
+    Args:
+        devices: servers to start (each runs one session at a time).
+        key: device key the servers register with.
+        port: tracker port; None: 9190, or the next free one.
+        host: address the tracker and servers bind to (loopback by default: nothing else can reach them).
+        timeout_s: how long ``start`` waits for the servers.
+    """
+
+    def __init__(self, devices: int = 1, key: str = DEFAULT_KEY, port: int | None = None, host: str = "127.0.0.1",
+                 timeout_s: float = 60.0):
+        if devices < 1:
+            raise ConfigError(f"--devices {devices}: need at least one server")
+        if not key or ":" in key or " " in key:
+            raise ConfigError(f"--key {key!r}: a device key is a non-empty word without ':' or spaces")
+        self.devices, self.key, self.host, self.timeout_s = devices, key, host, timeout_s
+        self.port = port
+        self.procs: list[subprocess.Popen] = []
+        self._logs: list[Path] = []
+        self._logdir: tempfile.TemporaryDirectory | None = None
+
+    @property
+    def tracker(self) -> tuple[str, int]:
+        """(host, port) to reach the tracker at."""
+        return _connect_host(self.host), int(self.port)
+
+    def pids(self) -> list[int]:
+        """The tracker's and servers' PIDs and those of every process they forked."""
+        import psutil
+
+        out = []
+        for p in self.procs:
+            out.append(p.pid)
+            try:
+                out.extend(c.pid for c in psutil.Process(p.pid).children(recursive=True))
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = Path(self._logdir.name) / f"{name}.log"
+        self._logs.append(log)
+        with open(log, "wb") as f:
+            p = subprocess.Popen([sys.executable, "-m", *args], stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.procs.append(p)
+        return p
+
+    def _died(self) -> str | None:
+        for p, log in zip(self.procs, self._logs):
+            if p.poll() is not None:
+                tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
+                return f"{log.stem} exited with {p.returncode}" + (f": {tail[0]}" if tail else "")
+        return None
+
+    def start(self) -> "RPCCluster":
+        if self.procs:
+            return self
+        if self.port is None:
+            self.port = free_port(self.host)
+        self._logdir = tempfile.TemporaryDirectory(prefix="explorer-rpc-")
+        try:
+            # --port-end port+1: the tracker binds exactly this port or fails (and says so)
+            self._spawn("tracker", ["tvm.exec.rpc_tracker", "--host", self.host, "--port", str(self.port),
+                                    "--port-end", str(self.port + 1), "--silent"])
+            chost, cport = self.tracker
+            deadline = time.monotonic() + self.timeout_s
+            while True:  # the servers register only with a tracker that listens
+                try:
+                    socket.create_connection((chost, cport), timeout=0.5).close()
+                    break
+                except OSError:
+                    pass
+                if (why := self._died()) or time.monotonic() > deadline:
+                    raise ConfigError(f"the RPC tracker did not start on {self.host}:{self.port} ({why or 'timed out'})")
+                time.sleep(0.1)
+            for i in range(self.devices):
+                self._spawn(f"server{i}", ["tvm.exec.rpc_server", "--host", self.host, "--port", "9090", "--port-end", "9999",
+                                           "--tracker", f"{chost}:{cport}", "--key", self.key, "--silent"])
+            while (n := free_servers(chost, cport, self.key)) < self.devices:
+                if (why := self._died()) or time.monotonic() > deadline:
+                    raise ConfigError(f"{n} of {self.devices} RPC servers registered with the tracker at {chost}:{cport}"
+                                      f" ({why or f'timed out after {self.timeout_s:.0f} s'})")
+                time.sleep(0.2)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, grace_s: float = 3.0) -> None:
+        """Stop the tracker and servers and everything they forked (TERM, then KILL after ``grace_s``)."""
+        import psutil
+
+        if not self.procs:
+            return
+        victims = []
+        for pid in self.pids():
+            try:
+                victims.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                pass
+        for p in self.procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)  # each child leads its own group (start_new_session)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for v in victims:  # forked workers that left the group
+            try:
+                v.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(victims, timeout=grace_s)
+        for p in self.procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for v in alive:
+            try:
+                v.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=grace_s)
+        for p in self.procs:
+            try:
+                p.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+        self.procs = []
+        if self._logdir is not None:
+            self._logdir.cleanup()
+            self._logdir = None
+        self._logs = []
+
+    def __enter__(self) -> "RPCCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def up(devices: int, key: str = DEFAULT_KEY, port: int | None = None, host: str = "127.0.0.1",
+       timeout_s: float = 60.0, out=None) -> int:
+    """``explorer rpc up``: start, print the address, key and PIDs, serve until SIGINT or SIGTERM."""
+    out = out or sys.stdout
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        with RPCCluster(devices, key, port, host, timeout_s) as c:
+            h, p = c.tracker
+            print(f"tracker {h}:{p}", file=out)
+            print(f"key {c.key}", file=out)
+            print(f"pids {' '.join(map(str, c.pids()))}", file=out)
+            print(f"ready: {devices} servers (Ctrl-C stops them)", file=out, flush=True)
+            try:
+                while not c._died():
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                print("stopping", file=out, flush=True)
+                return 0
+            raise ConfigError(f"an RPC process stopped on its own ({c._died()}); stopped the others")
+    finally:
+        signal.signal(signal.SIGTERM, old)
