@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 import warnings
@@ -30,6 +31,10 @@ class OnnxModel:
     opset: int
     proto: object
 
+
+#: the most elements one input may have (1 GiB of float32): a larger one is refused before anything
+#: is allocated for it (a typo such as 1x3x100000x100000 would otherwise exhaust memory when run)
+MAX_INPUT_ELEMENTS = 1 << 28
 
 _DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 10: "float16", 11: "float64", 9: "bool"}
 
@@ -63,6 +68,11 @@ def load_onnx(path: str | os.PathLike, shapes: dict | None = None) -> OnnxModel:
         raise ModelError(f"{p}: not a valid ONNX file (truncated or corrupt: {type(e).__name__})") from None
     if not model.graph.node:
         raise ModelError(f"{p}: not a valid ONNX file (empty graph; truncated or corrupt?)")
+    newest = onnx.defs.onnx_opset_version()
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx") and not 1 <= o.version <= newest:
+            raise ModelError(f"{p}: opset {o.version} of the default domain is not one this onnx {onnx.__version__} "
+                             f"knows (1 to {newest}); export it again with an opset in that range")
     try:
         onnx.checker.check_model(model)
     except Exception as e:
@@ -88,6 +98,9 @@ def load_onnx(path: str | os.PathLike, shapes: dict | None = None) -> OnnxModel:
                 f"{p}: input {vi.name!r} has a dynamic shape {shown}; give it with --shape {vi.name}=" +
                 "x".join("1" if d is None else str(d) for d in dims)
             )
+        if math.prod(dims) > MAX_INPUT_ELEMENTS:
+            raise ModelError(f"{p}: input {vi.name!r} of shape {'x'.join(map(str, dims))} is too large "
+                             f"({math.prod(dims):.3g} elements; at most {MAX_INPUT_ELEMENTS:.3g})")
         inputs[vi.name] = (tuple(dims), _DTYPES.get(tt.elem_type, "float32"))
     if shapes:
         raise ModelError(f"--shape names {sorted(shapes)} are not inputs of the model; inputs: {sorted(inputs)}")
