@@ -43,6 +43,21 @@ def _connect_host(host: str) -> str:
     return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
 
 
+#: runs a TVM module (argv[1:]) as ``python -m`` would; on SIGTERM (from ``stop`` or from the parent's
+#: death, see :func:`_die_with_parent`) it kills its whole process group, the workers it forked included
+_CHILD = ("import os, runpy, signal, sys\n"
+          "signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))\n"
+          "sys.argv = sys.argv[1:]\n"
+          "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies, even by SIGKILL (Linux prctl)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_servers(host: str, port: int, key: str) -> int:
     """Free servers of ``key`` that the tracker at host:port reports (0 while it is not up)."""
     from tvm import rpc as tvm_rpc
@@ -108,8 +123,9 @@ class RPCCluster:
         log = Path(self._logdir.name) / f"{name}.log"
         self._logs.append(log)
         with open(log, "wb") as f:
-            p = subprocess.Popen([sys.executable, "-m", *args], stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            p = subprocess.Popen([sys.executable, "-c", _CHILD, *args], stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         self.procs.append(p)
         return p
 
