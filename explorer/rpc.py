@@ -29,6 +29,7 @@ def free_port(host: str = "127.0.0.1", start: int = DEFAULT_PORT, tries: int = 2
     """The first port from ``start`` that ``host`` can bind now, else one the kernel picks."""
     for port in range(start, start + tries):
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((host, port))
             except OSError:
@@ -141,6 +142,14 @@ class RPCCluster:
             return self
         if self.port is None:
             self.port = free_port(self.host)
+        else:
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the tracker binds: TIME_WAIT is no conflict
+                try:
+                    s.bind((self.host, self.port))
+                except OSError as e:
+                    raise ConfigError(f"--port {self.port}: cannot bind on {self.host} ({e.strerror or e});"
+                                      " leave --port out for a free one") from None
         self._logdir = tempfile.TemporaryDirectory(prefix="explorer-rpc-")
         try:
             # --port-end port+1: the tracker binds exactly this port or fails (and says so)
