@@ -58,6 +58,7 @@ def rpc_up():
                 p.kill()
 
 
+@pytest.mark.slow  # a tracker and two servers (~12 s to start): the slow tier
 def test_measure_local_and_rpc(rpc_up, tmp_path, capsys):
     _, tracker, key, _ = rpc_up
     model, store = _tiny_onnx(tmp_path / "mlp.onnx"), tmp_path / "s.sqlite"
@@ -95,6 +96,7 @@ def test_rpc_to_nothing_is_one_line(tmp_path):
     assert took < 20, took  # a build (~2 s) and the TVM import, then no wait on the network
 
 
+@pytest.mark.slow  # a tracker and two servers (~12 s to start): the slow tier
 def test_rpc_key_without_servers_is_one_line(rpc_up, tmp_path, capsys):
     _, tracker, _, _ = rpc_up
     assert main(["measure", str(_tiny_onnx(tmp_path / "mlp.onnx")), "--rpc", tracker, "--key", "nosuch",
@@ -104,6 +106,7 @@ def test_rpc_key_without_servers_is_one_line(rpc_up, tmp_path, capsys):
     assert "no free RPC server of that key" in err and "explorer-cpu" in err, err
 
 
+@pytest.mark.slow  # a tracker and two servers (~12 s to start): the slow tier
 def test_sigint_stops_tracker_and_servers(rpc_up):
     p, _, _, pids = rpc_up
     assert len(pids) >= 3  # tracker and two servers (and their forked workers)
