@@ -47,6 +47,11 @@ def _search(t, *args):
     return ["search", "--dataset", "digits", "--steps", "2", *args, "--out", str(t / "out"), "--no-progress"]
 
 
+def _explore(t, *args):
+    return ["explore", "--targets", "vta", "--dataset", "digits", "--steps", "2", *args, "--out", str(t / "out"),
+            "--no-progress"]
+
+
 def _config(t, text):
     return _search(t, "--config", _write(t / "c.toml", text))
 
@@ -161,6 +166,15 @@ CASES = [
     # runs and exports of things that are not there
     ("runs-show-unknown", lambda t: ["runs", "show", "12345"], "12345"),
     ("export-no-run", lambda t: ["export", str(t / "nothing"), "--out", str(t / "m.onnx")], "nothing"),
+    ("deploy-no-run", lambda t: ["deploy", str(t / "nothing"), "--out", str(t / "out")], "no such run folder"),
+    ("measure-no-card", lambda t: ["measure", str(_bytes(t / "m.so", b"\x7fELF"))], "no card"),
+    ("costmodel-eval-no-model", lambda t: ["costmodel", "eval", str(t / "none.json"), "--records",
+                                           _write(t / "r.csv", "")], "not a latency model file"),
+    ("calibrate-unknown-space", lambda t: ["calibrate", "--space", "resnet", "--out", str(t / "out")], "unknown search space"),
+    # explorations
+    ("explore-bad-seeds", lambda t: _explore(t, "--seeds", "abc"), "--seeds"),
+    ("explore-unknown-method", lambda t: _explore(t, "--methods", "annealing"), "annealing"),
+    ("explore-unknown-target", lambda t: _explore(t, "--targets", "vta,nope"), "unknown target 'nope'"),
     ("report-no-run", lambda t: ["report", str(t / "nothing"), "--out", str(t / "r.html")], "nothing"),
 ]
 
