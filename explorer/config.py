@@ -167,10 +167,17 @@ def validate(cfg: RunConfig) -> RunConfig:
     for k, v in cfg.objective.items():
         if k not in RESOURCES:
             raise ConfigError(f"[objective]: unknown resource {k!r}; valid: {', '.join(RESOURCES)}")
-        if not isinstance(v, (int, float)) or v < 0:
-            raise ConfigError(f"[objective] {k} must be a number >= 0")
-    if not isinstance(cfg.seed, int):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+            raise ConfigError(f"[objective] {k} must be a number >= 0, got {v!r}")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError("seed must be an integer")
+    if cfg.calibration is not None:
+        from .backends import load_target
+
+        b = load_target(cfg.target).backend()
+        if not getattr(b, "reads_calibration", False):
+            raise ConfigError(f"calibration: target {cfg.target!r} does not read a calibration file (a vta target does); "
+                              "leave out --calibration")
     return cfg
 
 

@@ -21,6 +21,7 @@ __all__ = ["AcceleratorBackend"]
 class AcceleratorBackend(TargetBackend):
     resources = ("latency_s", "energy_j", "area_mm2")
     finish_key = "simulated"
+    reads_calibration = True  # `explorer calibrate` files (--calibration); other backends refuse one
 
     @property
     def required_knobs(self):
