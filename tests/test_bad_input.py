@@ -104,6 +104,7 @@ CASES = [
     ("config-space-unknown-option", lambda t: _config(t, "[space_options]\nwidth = 3"), "width"),
     ("config-seed-float", lambda t: _config(t, "seed = 1.5"), "seed"),
     ("config-not-utf8", lambda t: _search(t, "--config", str(_bytes(t / "c.toml", b"\xff\xfe\x00[search]"))), "c.toml"),
+    ("config-objective-nan", lambda t: _config(t, "[objective]\nlatency_s = nan"), "latency_s"),
     # target TOMLs
     ("target-malformed", lambda t: _target(t, "backend = \n"), "not a readable target TOML"),
     ("target-unknown-backend", lambda t: _target(t, 'backend = "tpu-v9"\n'), "tpu-v9"),
@@ -117,6 +118,7 @@ CASES = [
     ("hw-not-object", lambda t: _hw(t, [1, 2]), "must be a JSON object"),
     ("hw-buffer-too-big", lambda t: _hw(t, {"LOG_INP_BUFF_SIZE": 40}), "LOG_INP_BUFF_SIZE"),
     ("hw-unknown-knob", lambda t: _hw(t, {"LOG_FOO": 3}), "LOG_FOO"),
+    ("hw-knob-string", lambda t: _hw(t, {"LOG_BATCH": "zero"}), "LOG_BATCH"),
     # ONNX files
     ("onnx-missing", lambda t: ["compile", str(t / "none.onnx")], "no such ONNX file"),
     ("onnx-not-onnx", lambda t: ["compile", _write(t / "m.onnx", "hello, I am a text file")], "not a valid ONNX file"),
@@ -139,6 +141,12 @@ CASES = [
     ("npz-float-labels", lambda t: _search(t, "--dataset", _npz(t / "d.npz", x=np.zeros((10, 1, 8, 8), np.float32),
                                                               y=np.full(10, 0.5))), "labels must be integers"),
     ("npz-not-npz", lambda t: _search(t, "--dataset", _write(t / "d.npz", "not a zip")), "d.npz"),
+    ("npz-2d-x", lambda t: _search(t, "--dataset", _npz(t / "d.npz", x=np.zeros((10, 64), np.float32),
+                                                      y=np.zeros(10, np.int64))), "x must be"),
+    ("npz-nan-x", lambda t: _search(t, "--dataset", _npz(t / "d.npz", x=np.full((10, 1, 8, 8), np.nan, np.float32),
+                                                       y=np.arange(10) % 2)), "NaN"),
+    ("npz-one-class", lambda t: _search(t, "--dataset", _npz(t / "d.npz", x=np.zeros((10, 1, 8, 8), np.float32),
+                                                           y=np.zeros(10, np.int64))), "two classes"),
     ("image-folder-empty", lambda t: _search(t, "--dataset", str(_mkdir(t / "images"))), "images"),
     # latency CSVs for costmodel fit
     ("csv-missing-column", lambda t: _fit(t, "design_json,ms\n" + _design() + ",1\n"), "latency_ms"),
@@ -153,18 +161,10 @@ CASES = [
     ("calibration-missing", lambda t: _search(t, "--calibration", str(t / "none.json")), "none.json"),
     ("calibration-for-cpu", lambda t: _search(t, "--target", "cpu", "--calibration", _write(t / "cal.json", "{}")),
      "does not read a calibration file"),
-    ("config-objective-nan", lambda t: _config(t, "[objective]\nlatency_s = nan"), "latency_s"),
-    ("npz-2d-x", lambda t: _search(t, "--dataset", _npz(t / "d.npz", x=np.zeros((10, 64), np.float32),
-                                                      y=np.zeros(10, np.int64))), "x must be"),
-    ("npz-nan-x", lambda t: _search(t, "--dataset", _npz(t / "d.npz", x=np.full((10, 1, 8, 8), np.nan, np.float32),
-                                                       y=np.arange(10) % 2)), "NaN"),
-    ("npz-one-class", lambda t: _search(t, "--dataset", _npz(t / "d.npz", x=np.zeros((10, 1, 8, 8), np.float32),
-                                                           y=np.zeros(10, np.int64))), "two classes"),
-    ("hw-knob-string", lambda t: _hw(t, {"LOG_BATCH": "zero"}), "LOG_BATCH"),
     # corrupt schedule databases
     ("schedules-garbage", lambda t: _schedules(t, "garbage garbage\n", ""), "database_workload.json"),
     ("schedules-truncated", lambda t: _schedules(t, '["123", "mod"]\n', '[0, [[["GetSBlock"'), "database_tuning_record.json"),
-    ("schedules-missing-file", lambda t: _schedules(t, "", "") + ["--schedules", str(_mkdir(t / "empty"))], "not a schedule database"),
+    ("schedules-missing-file", lambda t: ["compile", _onnx(t / "m.onnx"), "--schedules", str(_mkdir(t / "empty"))], "not a schedule database"),
     # stores that are not SQLite
     ("store-measure", lambda t: ["measure", _library(t), "--store", _not_sqlite(t)], "not an SQLite database"),
     ("store-compile", lambda t: ["compile", _onnx(t / "m.onnx"), "--store", _not_sqlite(t)], "not an SQLite database"),
