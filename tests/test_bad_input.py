@@ -164,7 +164,8 @@ CASES = [
     # corrupt schedule databases
     ("schedules-garbage", lambda t: _schedules(t, "garbage garbage\n", ""), "database_workload.json"),
     ("schedules-truncated", lambda t: _schedules(t, '["123", "mod"]\n', '[0, [[["GetSBlock"'), "database_tuning_record.json"),
-    ("schedules-missing-file", lambda t: ["compile", _onnx(t / "m.onnx"), "--schedules", str(_mkdir(t / "empty"))], "not a schedule database"),
+    ("schedules-missing-file", lambda t: ["compile", _onnx(t / "m.onnx"), "--schedules", str(_mkdir(t / "empty")),
+                                          "--store", str(t / "s.sqlite")], "not a schedule database"),
     # stores that are not SQLite
     ("store-measure", lambda t: ["measure", _library(t), "--store", _not_sqlite(t)], "not an SQLite database"),
     ("store-compile", lambda t: ["compile", _onnx(t / "m.onnx"), "--store", _not_sqlite(t)], "not an SQLite database"),
