@@ -32,9 +32,19 @@ def _nonneg(kind):
     return _positive(kind, allow_zero=True)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as every other input error: one line, ``explorer: error: ...``, exit code 2
+    (``explorer CMD --help`` still shows the usage)."""
+
+    def error(self, message):
+        cmd = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
+        print(f"explorer: error: {cmd}{message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="explorer", description="Co-search a neural network and its hardware.")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = _Parser(prog="explorer", description="Co-search a neural network and its hardware.")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     s = sub.add_parser("search", help="run the alternating network + hardware co-search")
     s.add_argument("--config", help="TOML config (see README); flags below override it")
     s.add_argument("--target", help="deployment target: a name (explorer list) or a target TOML, default vta")

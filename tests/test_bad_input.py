@@ -187,6 +187,12 @@ CASES = [
     ("explore-unknown-method", lambda t: _explore(t, "--methods", "annealing"), "annealing"),
     ("explore-unknown-target", lambda t: _explore(t, "--targets", "vta,nope"), "unknown target 'nope'"),
     ("report-no-run", lambda t: ["report", str(t / "nothing"), "--out", str(t / "r.html")], "nothing"),
+    # command-line arguments argparse refuses: one line too
+    ("args-negative-trials", lambda w: ["tune", "model.onnx", "--trials", "-3"], "--trials: must be > 0"),
+    ("args-unknown-command", lambda w: ["serach"], "invalid choice: 'serach'"),
+    ("args-missing-required", lambda w: ["deploy", "x"], "the following arguments are required: --out"),
+    ("args-not-a-number", lambda w: ["search", "--latency-ms", "fast"], "not a number: 'fast'"),
+    ("args-unknown-layout", lambda w: ["compile", "m.onnx", "--layout", "NCHW4c"], "invalid choice: 'NCHW4c'"),
 ]
 
 
@@ -257,7 +263,10 @@ def test_bad_input(tmp_path, capsys, kept, name, argv, fragment):
     args = argv(work)
     before = kept()
     given = {p: p.read_bytes() for p in work.rglob("*") if p.is_file()}
-    rc = main(args)
+    try:
+        rc = main(args)
+    except SystemExit as e:  # an argument argparse refuses: the same one line, exit code 2
+        rc = e.code
     err = capsys.readouterr().err
     assert rc == 2, err
     assert err.startswith("explorer: error: ") and err.count("\n") == 1 and err.endswith("\n"), err

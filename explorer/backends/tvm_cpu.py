@@ -96,9 +96,10 @@ class TVMBackend(TargetBackend):
         m = load_onnx(model, shapes)
         out = out or str(Path(model).with_suffix(f".{self.name}.so"))
         knobs = {"num_cores": num_cores, "arch": arch}
+        database = self.databases(schedules)  # a bad --schedules is the user's input, not a failed build of the model
         with Store(store or default_store_path()) as st:
             try:
-                card = build(m, self.tvm_target(num_cores, arch), out, database=self.databases(schedules), target_name=self.name,
+                card = build(m, self.tvm_target(num_cores, arch), out, database=database, target_name=self.name,
                              layout=layout)
             except ExplorerError as e:
                 st.add(MeasureRecord(m.sha256, "build", self.name, knobs, toolchain_versions(), ok=False, error=str(e)))
