@@ -84,8 +84,12 @@ def _units(figures: dict) -> dict:
 
 
 def _atomic_json(path: Path, obj) -> None:
+    """Write JSON atomically: a temporary file beside ``path``, flushed to disk, renamed over it."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(obj, indent=2, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 

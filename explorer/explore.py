@@ -245,12 +245,9 @@ def plot_fronts(runs: list[dict], fronts: dict, out_png: Path) -> Path | None:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(obj, indent=2, default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from .api import _atomic_json
+
+    _atomic_json(path, obj)
 
 
 def explore(targets: list[str], limit_values: dict, seeds: list[int], methods: list[str], out: str | Path,
