@@ -150,6 +150,8 @@ def _parser() -> argparse.ArgumentParser:
     ru.add_argument("--port", type=_positive(int), help="tracker port (default 9190, else the next free one)")
     ru.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback: no other machine can reach them)")
     ru.add_argument("--timeout", type=_positive(float), default=60.0, help="seconds to wait for the servers")
+    ru.add_argument("--threads", type=_positive(int), metavar="T",
+                    help="threads per server (TVM_NUM_THREADS; default all cores). Servers sharing this machine: give each its share")
 
     t = sub.add_parser("tune", help="autotune a model's kernels with MetaSchedule into a schedule database")
     t.add_argument("model", metavar="MODEL.onnx|RUN", help="ONNX model, or a run folder (its design is exported)")
@@ -510,7 +512,7 @@ def cmd_measure(a) -> int:
 def cmd_rpc(a) -> int:
     from .rpc import up
 
-    return up(a.devices, key=a.key, port=a.port, host=a.host, timeout_s=a.timeout)
+    return up(a.devices, key=a.key, port=a.port, host=a.host, timeout_s=a.timeout, threads=a.threads)
 
 
 def main(argv=None) -> int:

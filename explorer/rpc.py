@@ -88,15 +88,18 @@ class RPCCluster:
         port: tracker port; None: 9190, or the next free one.
         host: address the tracker and servers bind to (loopback by default: nothing else can reach them).
         timeout_s: how long ``start`` waits for the servers.
+        threads: threads each server runs a model with (``TVM_NUM_THREADS``; None: all cores). Servers
+            sharing this machine's cores: give each its share, or they time each other.
     """
 
     def __init__(self, devices: int = 1, key: str = DEFAULT_KEY, port: int | None = None, host: str = "127.0.0.1",
-                 timeout_s: float = 60.0):
+                 timeout_s: float = 60.0, threads: int | None = None):
         if devices < 1:
             raise ConfigError(f"--devices {devices}: need at least one server")
         if not key or ":" in key or " " in key:
             raise ConfigError(f"--key {key!r}: a device key is a non-empty word without ':' or spaces")
         self.devices, self.key, self.host, self.timeout_s = devices, key, host, timeout_s
+        self.threads = threads  # TVM_NUM_THREADS of each server (None: TVM's default, every core)
         self.port = port
         self.procs: list[subprocess.Popen] = []
         self._logs: list[Path] = []
@@ -120,12 +123,12 @@ class RPCCluster:
                 pass
         return out
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, args: list[str], env: dict | None = None) -> subprocess.Popen:
         log = Path(self._logdir.name) / f"{name}.log"
         self._logs.append(log)
         with open(log, "wb") as f:
             p = subprocess.Popen([sys.executable, "-c", _CHILD, *args], stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
                                  preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         self.procs.append(p)
         return p
@@ -167,8 +170,13 @@ class RPCCluster:
                     raise ConfigError(f"the RPC tracker did not start on {self.host}:{self.port} ({why or 'timed out'})")
                 time.sleep(0.1)
             for i in range(self.devices):
-                self._spawn(f"server{i}", ["tvm.exec.rpc_server", "--host", self.host, "--port", "9090", "--port-end", "9999",
-                                           "--tracker", f"{chost}:{cport}", "--key", self.key, "--silent"])
+                # disjoint port ranges: servers started together may bind one free port twice (SO_REUSEADDR)
+                # and then all but one fail to listen on it
+                lo = 9090 + 40 * i
+                self._spawn(f"server{i}", ["tvm.exec.rpc_server", "--host", self.host, "--port", str(lo),
+                                           "--port-end", str(lo + 40),
+                                           "--tracker", f"{chost}:{cport}", "--key", self.key, "--silent"],
+                            env={"TVM_NUM_THREADS": str(self.threads)} if self.threads else None)
             while (n := free_servers(chost, cport, self.key)) < self.devices:
                 if (why := self._died()) or time.monotonic() > deadline:
                     raise ConfigError(f"{n} of {self.devices} RPC servers registered with the tracker at {chost}:{cport}"
@@ -232,7 +240,7 @@ class RPCCluster:
 
 
 def up(devices: int, key: str = DEFAULT_KEY, port: int | None = None, host: str = "127.0.0.1",
-       timeout_s: float = 60.0, out=None) -> int:
+       timeout_s: float = 60.0, out=None, threads: int | None = None) -> int:
     """``explorer rpc up``: start, print the address, key and PIDs, serve until SIGINT or SIGTERM."""
     out = out or sys.stdout
 
@@ -241,7 +249,7 @@ def up(devices: int, key: str = DEFAULT_KEY, port: int | None = None, host: str 
 
     old = signal.signal(signal.SIGTERM, on_term)
     try:
-        with RPCCluster(devices, key, port, host, timeout_s) as c:
+        with RPCCluster(devices, key, port, host, timeout_s, threads) as c:
             h, p = c.tracker
             print(f"tracker {h}:{p}", file=out)
             print(f"key {c.key}", file=out)
