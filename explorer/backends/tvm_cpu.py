@@ -6,6 +6,23 @@ machine for every (device, threads, batch) setting, cached in the store
 end-to-end measurements of derived designs (:class:`explorer.measure.background.BackgroundMeasurer`).
 Builds apply the user's and the shipped schedule databases (:mod:`explorer.deploy.schedules`);
 ``explorer tune`` writes the user's.
+
+A device elsewhere (a board, a phone, a server) is the same backend with options in its TOML::
+
+    [options]
+    tvm_target = "llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a72"   # what to build for (default: this CPU)
+    cc = "aarch64-linux-gnu-g++"      # the cross compiler that links the library (default: the host's)
+    [options.rpc]
+    tracker = "127.0.0.1:9190"        # a TVM RPC tracker (explorer rpc up, or TVM's own)
+    key = "rk3399"                    # the device key its servers registered with
+    workers = 2                       # timing jobs at once (default: the key's free servers)
+    timeout_s = 120                   # one attempt on a device, once it has a server
+    wait_s = 60                       # waiting for a free server
+    attempts = 3                      # tries per job (each on whichever server is free)
+
+Then the workloads of the cost model, the search's end-to-end measurements and ``explorer measure``
+are built here and timed on the device's servers (:class:`explorer.measure.devices.DevicePool`),
+and every record carries the device key (``rpc_key``), so one device's figures never price another.
 """
 
 from __future__ import annotations
@@ -33,6 +50,50 @@ class TVMBackend(TargetBackend):
     def tvm_target(self, num_cores: int | None = None, arch: str | None = None):
         raise NotImplementedError
 
+    # -- a device reached over TVM RPC ------------------------------------------------------------------
+    @property
+    def rpc(self) -> tuple[str, int, str] | None:
+        """(host, port, key) of the target's ``[options.rpc]``, or None: timed on this machine."""
+        from ..measure.devices import parse_rpc_option
+
+        return parse_rpc_option(self.target.options.get("rpc"), self.target.path or self.target.name)
+
+    @property
+    def cc(self) -> str | None:
+        """The C++ compiler that links libraries for the device (``options.cc``; None: the host's)."""
+        cc = self.target.options.get("cc")
+        if cc is not None and (not isinstance(cc, str) or not cc.strip()):
+            from ..errors import ConfigError
+
+            raise ConfigError(f"{self.target.path or self.target.name}: options.cc must name a compiler, got {cc!r}")
+        return cc
+
+    @property
+    def where(self) -> dict:
+        """Knobs every record of this target carries: where it was timed (the RPC device key)."""
+        rpc = self.rpc
+        return {"rpc_key": rpc[2]} if rpc else {}
+
+    def device_pool(self, rpc=None):
+        """A :class:`~explorer.measure.devices.DevicePool` on ``rpc`` (default: the target's), with
+        the settings of ``[options.rpc]``."""
+        from ..errors import ConfigError
+        from ..measure.devices import DevicePool
+        from ..measure.local import check_rpc
+
+        rpc = rpc or self.rpc
+        opts = dict(self.target.options.get("rpc") or {})
+        try:
+            kw = {k: (int if k in ("workers", "attempts") else float)(opts[k])
+                  for k in ("workers", "timeout_s", "wait_s", "attempts") if k in opts}
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{self.target.path or self.target.name}: [options.rpc]: {e}") from None
+        if any(v <= 0 for v in kw.values()):
+            raise ConfigError(f"{self.target.path or self.target.name}: [options.rpc] workers, timeout_s, wait_s and "
+                              "attempts must be positive")
+        check_rpc(rpc)  # the tracker answers and the key has a server: else one clear error now
+        return DevicePool(rpc, **kw)
+
     def databases(self, spec=None) -> list[Path]:
         """Schedule databases for a build: ``spec`` (folder, ``"none"``), else the user's and the shipped."""
         from ..deploy.schedules import resolve
@@ -53,26 +114,32 @@ class TVMBackend(TargetBackend):
         tc = toolchain_versions()
         dbs = self.databases()
         dtc = {**tc, "schedules": database_id(dbs)} if dbs else tc
-        with Store(store_path or default_store_path()) as st:
-            for device in hw.knob("DEVICE").values:
-                for threads in hw.knob("THREADS").values:
-                    bar = None
-                    if progress:
-                        from tqdm import tqdm
+        devices = self.device_pool() if self.rpc else None
+        try:  # the device pool stops, whatever happens
+            with Store(store_path or default_store_path()) as st:
+                for device in hw.knob("DEVICE").values:
+                    for threads in hw.knob("THREADS").values:
+                        bar = None
+                        if progress:
+                            from tqdm import tqdm
 
-                        bar = tqdm(total=len(items), desc=f"workloads {device}/{threads}t", unit="wl", dynamic_ncols=True)
+                            bar = tqdm(total=len(items), desc=f"workloads {device}/{threads}t", unit="wl", dynamic_ncols=True)
 
-                    def tick(done, total, bar=bar):
+                        def tick(done, total, bar=bar):
+                            if bar is not None:
+                                bar.n = done
+                                bar.refresh()
+
+                        got = measure_workloads(items, device, threads, st, dtc, progress=tick, database=dbs or None,
+                                                target=target_json(self.tvm_target(threads)), device_type=self.device_type,
+                                                devices=devices, where=self.where, cc=self.cc)
                         if bar is not None:
-                            bar.n = done
-                            bar.refresh()
-
-                    got = measure_workloads(items, device, threads, st, dtc, progress=tick, database=dbs or None,
-                                            target=target_json(self.tvm_target(threads)), device_type=self.device_type)
-                    if bar is not None:
-                        bar.close()
-                    for (w, b), sec in got.items():
-                        table[(w, b, device, threads)] = sec
+                            bar.close()
+                        for (w, b), sec in got.items():
+                            table[(w, b, device, threads)] = sec
+        finally:
+            if devices is not None:
+                devices.close()
         return MeasuredCostModel(slots, space.choices(), hw, table, core_w=dict(self.target.power).get("core_w", 10.0))
 
     def measurer(self, cost_model, calibration=None, timing="between-steps"):
@@ -82,9 +149,12 @@ class TVMBackend(TargetBackend):
 
         from ..deploy.schedules import tuning_database
 
+        rpc = self.rpc
+        # tuning in the search measures candidates on this machine: not for a device reached over RPC
         return BackgroundMeasurer(Store(default_store_path()), toolchain_versions(), target=target_json(self.tvm_target()),
                                   device_type=self.device_type, databases=self.databases(), owns_store=True,
-                                  timing=timing, tune_db=tuning_database(self.name) if self.tunes_on_deploy else None)
+                                  timing=timing, tune_db=tuning_database(self.name) if self.tunes_on_deploy and not rpc else None,
+                                  devices=self.device_pool() if rpc else None, where=self.where, cc=self.cc)
 
     # -- outside a search ---------------------------------------------------------------------------
     def compile(self, model, out=None, shapes=None, num_cores=None, arch=None, schedules=None, store=None, layout="NCHW",
@@ -100,7 +170,7 @@ class TVMBackend(TargetBackend):
         with Store(store or default_store_path()) as st:
             try:
                 card = build(m, self.tvm_target(num_cores, arch), out, database=database, target_name=self.name,
-                             layout=layout)
+                             layout=layout, cc=self.cc)
             except ExplorerError as e:
                 st.add(MeasureRecord(m.sha256, "build", self.name, knobs, toolchain_versions(), ok=False, error=str(e)))
                 raise
@@ -119,6 +189,7 @@ class TVMBackend(TargetBackend):
 
         path = Path(model)
         threads = num_cores or os.cpu_count() or 1
+        rpc = rpc or self.rpc
         if rpc is not None:
             from ..measure.local import check_rpc
 
@@ -134,7 +205,8 @@ class TVMBackend(TargetBackend):
             m = load_onnx(path, shapes)
             inputs, onnx_path, key = m.inputs, path, m.sha256
             lib = Path(os.environ.get("TMPDIR", "/tmp")) / f"explorer-{key[:16]}-{self.name}-{threads}.so"
-            card = build(m, self.tvm_target(threads), lib, database=self.databases(schedules), target_name=self.name)
+            card = build(m, self.tvm_target(threads), lib, database=self.databases(schedules), target_name=self.name,
+                         cc=self.cc)
         knobs = {"threads": threads, "repeat": repeat, "number": number}
         if rpc is not None:
             knobs.update(rpc_key=rpc[2], rpc_tracker=f"{rpc[0]}:{rpc[1]}")
@@ -176,12 +248,30 @@ class TVMBackend(TargetBackend):
 class TVMCPUBackend(TVMBackend):
     device_type = "cpu"
     tunes_on_deploy = True
-    times_on_host = True  # its truth is timed on this machine's cores: an exploration runs it alone
+
+    @property
+    def times_on_host(self) -> bool:
+        """Its truth is timed on this machine's cores (an exploration runs it alone), unless a device
+        over RPC times it."""
+        return self.rpc is None
 
     def tvm_target(self, num_cores=None, arch=None):
-        from ..deploy.tvm_build import host_target
+        """This CPU (detected), or the target's ``options.tvm_target`` (a device of another kind)."""
+        from ..deploy.tvm_build import as_target, host_target, target_json
 
-        return host_target(num_cores)
+        spec = self.target.options.get("tvm_target")
+        if spec is None:
+            return host_target(num_cores)
+        from tvm.target import Target
+
+        from ..errors import ConfigError
+
+        try:
+            t = Target(spec)
+        except Exception as e:  # noqa: BLE001 - TVM's parser: one line to the user
+            raise ConfigError(f"{self.target.path or self.target.name}: options.tvm_target {spec!r} is not a TVM target "
+                              f"({str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__})") from None
+        return as_target(target_json(t), num_cores=num_cores) if num_cores else t
 
     def tune(self, mod, trials=512, db=None, num_cores=None, per_iter=16, rpc=None, progress=True, seed=0, label="tune",
              max_seconds=None, input_shapes=None):
@@ -191,6 +281,7 @@ class TVMCPUBackend(TVMBackend):
         from ..deploy.tune import tune_module
 
         num_cores = int(num_cores or os.cpu_count() or 1)
+        rpc = rpc or self.rpc  # a device over RPC runs the candidates there
         return tune_module(mod, self.tvm_target(num_cores), user_database(self.name, db), trials=trials,
                            num_cores=num_cores, per_iter=per_iter, rpc=rpc, progress=progress, seed=seed, label=label,
                            max_seconds=max_seconds, warm_start=self.databases(), input_shapes=input_shapes)

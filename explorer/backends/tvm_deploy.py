@@ -78,7 +78,8 @@ def deploy(backend, run_dir: str | os.PathLike, out: str | os.PathLike, repeat: 
     dbs = backend.databases(schedules)
     if tuning.get("database") and Path(tuning["database"]) not in dbs:
         dbs = [Path(tuning["database"]), *dbs]  # what was just tuned is applied, whatever the defaults
-    card = build(m, backend.tvm_target(), work / "model.so", database=dbs, target_name=backend.name, layout=layout)
+    card = build(m, backend.tvm_target(), work / "model.so", database=dbs, target_name=backend.name, layout=layout,
+                 cc=getattr(backend, "cc", None))
     lat = measure_tvm(work / "model.so", m.inputs, repeat=repeat, number=10, device=backend.device_type)
     threads = card["target"].get("num-cores", os.cpu_count()) if isinstance(card["target"], dict) else os.cpu_count()
     ort = measure_onnxruntime(work / "model.onnx", m.inputs, int(threads or 1), repeat=repeat)

@@ -55,19 +55,40 @@ def parse_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
 
 
 def load_onnx(path: str | os.PathLike, shapes: dict | None = None) -> OnnxModel:
-    """Read and check an ONNX file; resolve every input's static shape (``shapes`` fills dynamic dims)."""
+    """Read and check an ONNX file; resolve every input's static shape (``shapes`` fills dynamic dims).
+
+    Nothing in the file runs and nothing outside its folder is read:
+
+    - Every node, in the graph, its subgraphs and the model's functions, must be of the standard
+      domain (``""``/``ai.onnx``). TVM's importer dispatches on the op type alone, so a
+      ``com.evil::Relu`` would otherwise be imported as a plain Relu, and a custom domain's op has no
+      meaning outside the runtime that registers it.
+    - Tensors with external data (a ``.onnx.data`` file beside the model, as ``torch.onnx.export``'s
+      dynamo path writes) are read here, from the model's folder, into the model. Left to them, the
+      ONNX checker and TVM's import (``onnx.numpy_helper.to_array`` with no base folder) resolve
+      ``location`` against the process's working directory: a model in ``/downloads`` naming
+      ``secret.bin`` would read ``./secret.bin``, and its own weights beside it would not be found. A
+      location that is absolute, or that leaves the model's folder (``..``, a link pointing out), is
+      refused before anything is opened. Data that stays in the folder is kept usable rather than
+      refused, since exporters write it by default.
+    """
     import onnx
 
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"{p}: no such ONNX file")
-    data = p.read_bytes()
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ModelError(f"{p}: cannot read the ONNX file ({e.strerror or type(e).__name__})") from None
     try:
         model = onnx.load_model_from_string(data)
     except Exception as e:
         raise ModelError(f"{p}: not a valid ONNX file (truncated or corrupt: {type(e).__name__})") from None
     if not model.graph.node:
         raise ModelError(f"{p}: not a valid ONNX file (empty graph; truncated or corrupt?)")
+    _check_domains(p, model)
+    _inline_external_data(p, model)
     newest = onnx.defs.onnx_opset_version()
     for o in model.opset_import:
         if o.domain in ("", "ai.onnx") and not 1 <= o.version <= newest:
@@ -110,6 +131,65 @@ def load_onnx(path: str | os.PathLike, shapes: dict | None = None) -> OnnxModel:
         outputs[vo.name] = ([d.dim_value if d.dim_value > 0 else None for d in tt.shape.dim], _DTYPES.get(tt.elem_type, "float32"))
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return OnnxModel(p, hashlib.sha256(data).hexdigest(), inputs, outputs, opset, model)
+
+
+def _tensors(msg):
+    """Every TensorProto inside a protobuf message (initializers, attributes, sparse tensors, subgraphs, functions)."""
+    import onnx
+
+    stack = [msg]
+    while stack:
+        m = stack.pop()
+        if isinstance(m, onnx.TensorProto):
+            yield m
+            continue
+        for fd, v in m.ListFields():
+            if fd.message_type is None:
+                continue
+            stack.append(v) if hasattr(v, "ListFields") else stack.extend(v)  # a message, or a repeated field of them
+
+
+def _nodes(graph):
+    """Every node of a graph or function, subgraphs (If/Loop/Scan bodies) included."""
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        for n in g.node:
+            yield n
+            for a in n.attribute:
+                stack.extend([a.g] if a.HasField("g") else [])
+                stack.extend(a.graphs)
+
+
+def _check_domains(p: Path, model) -> None:
+    for g in [model.graph, *model.functions]:
+        for n in _nodes(g):
+            if n.domain not in ("", "ai.onnx"):
+                raise ModelError(f"{p}: node {n.name or n.op_type!r} is op {n.op_type!r} of domain {n.domain!r}; "
+                                 "only the standard ONNX domain (ai.onnx) can be imported")
+
+
+def _inline_external_data(p: Path, model) -> None:
+    from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_tensor, uses_external_data
+
+    folder = p.parent.resolve()
+    for t in _tensors(model):
+        if not uses_external_data(t):
+            continue
+        try:
+            loc = ExternalDataInfo(t).location
+            inside = (not os.path.isabs(loc) and loc != "" and (folder / loc).resolve().is_relative_to(folder))
+        except (ValueError, OSError, RuntimeError):
+            loc, inside = "?", False
+        if not inside:
+            raise ModelError(f"{p}: tensor {t.name!r} names external data {loc!r} outside the model's folder; "
+                             "only data files beside the .onnx are read")
+        try:
+            load_external_data_for_tensor(t, str(folder))
+        except Exception as e:
+            msg = str(e).strip().splitlines()
+            raise ModelError(f"{p}: external data {loc!r} of tensor {t.name!r} cannot be read "
+                             f"({msg[0] if msg else type(e).__name__})") from None
 
 
 #: data layouts for the convolutions of a build (the model's inputs and outputs keep theirs):
@@ -163,6 +243,25 @@ def cuda_target(arch: str | None = None):
     from tvm.target import Target
 
     return Target({"kind": "cuda", "arch": arch or "sm_80"}, host="llvm")
+
+
+def export_library(ex, path, cc: str | None = None) -> None:
+    """Write a compiled module as a shared library; ``cc`` names a (cross) C++ compiler for a device
+    of another architecture (e.g. ``aarch64-linux-gnu-g++``), else the host's is used. A compiler
+    that fails is a :class:`~explorer.errors.ModelError` with its last line."""
+    from ..errors import ModelError
+
+    kw = {}
+    if cc:
+        from tvm.contrib import cc as tvm_cc
+
+        kw["fcompile"] = tvm_cc.cross_compiler(cc)
+    try:
+        ex.export_library(str(path), **kw)
+    except Exception as e:  # noqa: BLE001 - the compiler's failure, as one line
+        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        raise ModelError(f"linking the library with {cc or 'the host compiler'} failed: "
+                         f"{lines[-1][:300] if lines else type(e).__name__}") from None
 
 
 def as_target(target, num_cores: int | None = None):
@@ -262,7 +361,7 @@ def scheduled_kernels(mod) -> tuple[int, int]:
 
 
 def build(m: OnnxModel, target, out_lib: str | os.PathLike, database=None, target_name: str = "",
-          layout: str = "NCHW") -> dict:
+          layout: str = "NCHW", cc: str | None = None) -> dict:
     """Build ``m`` for the TVM ``target`` (a Target or its JSON dict) and write ``out_lib`` (.so) plus
     ``<out_lib>.json`` (the card); ``target_name`` is the explorer target it is for.
 
@@ -291,7 +390,7 @@ def build(m: OnnxModel, target, out_lib: str | os.PathLike, database=None, targe
     out_lib = Path(out_lib)
     out_lib.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_lib.with_name(out_lib.name + ".tmp.so")
-    ex.export_library(str(tmp))
+    export_library(ex, tmp, cc)
     os.replace(tmp, out_lib)
     card = {
         "model": str(m.path.resolve()),

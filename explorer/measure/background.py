@@ -17,6 +17,12 @@ its kernels are tuned (MetaSchedule, this target's key) into the user's schedule
 search waits, for the same reason as the timing: on shared cores a tuner's measurements beside the
 training are wrong. Later builds apply what was tuned, so the truth the cost model learns from is
 the tuned code that deployment runs; the store's records are keyed by the database's contents.
+
+A device reached over TVM RPC (``devices``, a :class:`~explorer.measure.devices.DevicePool`): builds
+run here as before, the timing runs on the device's servers, several at once, while the search goes
+on (the device's cores are not the search's); a device that dies or hangs costs a retry on another,
+and a job that fails everywhere is a failed record, never a wait without end. Records carry
+``where`` (the device key) in their knobs, and say on which server they ran and what failed before.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ class BackgroundMeasurer:
     def __init__(self, store: Store, toolchain: dict, repeat: int = 15, target: dict | None = None,
                  device_type: str = "cpu", databases: list | None = None, timeout_s: float = 900.0,
                  owns_store: bool = False, timing: str = "between-steps", number: int = 10,
-                 tune_db: str | None = None):
+                 tune_db: str | None = None, devices=None, where: dict | None = None, cc: str | None = None):
         if timing not in TIMING_MODES:
             raise ValueError(f"timing must be one of {TIMING_MODES}")
         self.store, self.toolchain, self.repeat, self.owns_store = store, toolchain, repeat, owns_store
@@ -51,6 +57,8 @@ class BackgroundMeasurer:
         self.databases = [str(d) for d in databases] if databases is not None else None
         self.tune_db = str(tune_db) if tune_db else None  # where :meth:`tune` writes (None: no tuning)
         self.tuned_s = 0.0  # time spent tuning so far
+        self.devices, self.where, self.cc = devices, dict(where or {}), cc
+        self.remote: list = []  # (job, built, future) timing on the devices
         self.queue: list[Job] = []
         self.building = None  # (job, WorkerPool, future)
         self.timing_job = None  # (job, built, future) in "concurrent" mode
@@ -60,7 +68,7 @@ class BackgroundMeasurer:
 
     def idle(self) -> bool:
         """Nothing queued, building or timing: a new job would start at the next poll."""
-        return not self.queue and self.building is None and self.timing_job is None
+        return not self.queue and self.building is None and self.timing_job is None and not self.remote
 
     def submit(self, job: Job) -> bool:
         """Queue ``job`` unless the same design and knobs were already submitted; True if queued."""
@@ -72,7 +80,7 @@ class BackgroundMeasurer:
             return False
         self.seen.add(sig)
         job.submitted = time.monotonic()
-        cached = self.store.query(key=job.key, kind="e2e", target=job.knobs["device"], knobs=job.knobs,
+        cached = self.store.query(key=job.key, kind="e2e", target=job.knobs["device"], knobs={**job.knobs, **self.where},
                                   toolchain=self.toolchain, ok=True)
         if cached:
             job.latency_s = cached[-1].latency_ms / 1e3
@@ -89,7 +97,8 @@ class BackgroundMeasurer:
             self.target = target_json(host_target())
         return {"design": job.design, "threads": job.knobs["threads"], "batch": job.knobs.get("batch", 1),
                 "target": self.target, "device_type": self.device_type, "repeat": self.repeat, "number": self.number,
-                "database": self.databases, "kernels": True, "out_dir": str(self.tmp / f"{job.key[:16]}-{job.step}")}
+                "database": self.databases, "kernels": True, "out_dir": str(self.tmp / f"{job.key[:16]}-{job.step}"),
+                "cc": self.cc}
 
     def _env(self, job: Job) -> dict:
         return {"TVM_NUM_THREADS": job.knobs["threads"], "PYTHONWARNINGS": "ignore"}
@@ -100,7 +109,8 @@ class BackgroundMeasurer:
 
         pool = WorkerPool(self._env(job), timeout_s=self.timeout_s)
         self.building = (job, pool, pool.submit(build_design, self._request(job)))
-        self._timer(job)  # its process starts (imports TVM) while the build runs, not while the search waits
+        if self.devices is None:
+            self._timer(job)  # its process starts (imports TVM) while the build runs, not while the search waits
 
     def _timer(self, job: Job):
         from ..workers import WorkerPool
@@ -134,7 +144,36 @@ class BackgroundMeasurer:
         if pool is not None:
             pool.close()
 
-    def _finish(self, job: Job, res: dict | None, error: str | None) -> None:
+    def _time_remote(self, job: Job, built: dict) -> None:
+        """Queue a built library on the devices; :meth:`_collect_remote` takes the result."""
+        req = {"lib": built["lib"], "calls": [{"fn": "main", "inputs": built["inputs"]}], "device_type": self.device_type,
+               "repeat": self.repeat, "number": self.number, "threads": job.knobs["threads"]}
+        self.remote.append((job, built, self.devices.submit(req)))
+
+    def _collect_remote(self, done: list, wait_for: Job | None = None) -> None:
+        """Take the finished device timings (and wait for ``wait_for``'s)."""
+        from .devices import DeviceError
+
+        keep = []
+        for job, built, fut in self.remote:
+            if not (job is wait_for or fut.done()):
+                keep.append((job, built, fut))
+                continue
+            meta = {k: v for k, v in built.items() if k not in ("lib", "inputs")}
+            try:
+                g = fut.result()
+            except DeviceError as e:
+                self._finish(job, None, str(e), {"attempts": e.attempts, **self.where})
+            else:
+                job.info["server"] = g["server"]
+                if g["attempts"]:
+                    job.info["retried"] = len(g["attempts"])
+                self._finish(job, {**g["results"][0], **meta, "runner": "tvm-rpc", "server": g["server"],
+                                   "attempts": g["attempts"], "threads_set": g.get("threads_set"), **self.where}, None)
+            done.append(job)
+        self.remote = keep
+
+    def _finish(self, job: Job, res: dict | None, error: str | None, extra: dict | None = None) -> None:
         if res is not None:
             job.latency_s = res["median_ms"] / 1e3
             job.info["tuning"] = res.get("tuning")
@@ -142,13 +181,13 @@ class BackgroundMeasurer:
             if res.get("kernels"):
                 job.info["kernels"] = res["kernels"]
                 job.info["kernels_ms"] = res["kernels_ms"]
-            self.store.add(MeasureRecord(job.key, "e2e", job.knobs["device"], job.knobs, self.toolchain,
+            self.store.add(MeasureRecord(job.key, "e2e", job.knobs["device"], {**job.knobs, **self.where}, self.toolchain,
                                          latency_ms=res["median_ms"], tuned=bool(res.get("tuned")),
                                          payload={**res, "design": job.design, "timing": self.timing}))
         else:
             job.error = error
-            self.store.add(MeasureRecord(job.key, "e2e", job.knobs["device"], job.knobs, self.toolchain, ok=False,
-                                         error=job.error, payload={"design": job.design}))
+            self.store.add(MeasureRecord(job.key, "e2e", job.knobs["device"], {**job.knobs, **self.where}, self.toolchain,
+                                         ok=False, error=job.error, payload={"design": job.design, **(extra or {})}))
         job.finished = time.monotonic()
         shutil.rmtree(self.tmp / f"{job.key[:16]}-{job.step}", ignore_errors=True)
 
@@ -167,6 +206,10 @@ class BackgroundMeasurer:
         if built is None:
             self._finish(job, None, err)
             done.append(job)
+        elif self.devices is not None:
+            self._time_remote(job, built)
+            if block:
+                self._collect_remote(done, wait_for=job)
         elif self.timing == "between-steps" or block:
             self._time_now(job, built)
             done.append(job)
@@ -195,6 +238,8 @@ class BackgroundMeasurer:
         """Finished jobs since the last call; starts the next queued build. Blocks only to time a
         built library (tens of milliseconds), in the default ``between-steps`` mode."""
         done = []
+        if self.remote:
+            self._collect_remote(done)
         if self.timing_job is not None:
             self._collect_timing(done)
         if self.building is not None:
@@ -212,9 +257,10 @@ class BackgroundMeasurer:
         """At the end of a search: drop queued jobs, wait up to ``timeout_s`` for the running one."""
         self.queue.clear()
         done, t0 = [], time.monotonic()
-        while (self.building is not None or self.timing_job is not None) and time.monotonic() - t0 < timeout_s:
+        busy = lambda: self.building is not None or self.timing_job is not None or self.remote  # noqa: E731
+        while busy() and time.monotonic() - t0 < timeout_s:
             done += self.poll()
-            if self.building is not None or self.timing_job is not None:
+            if busy():
                 time.sleep(0.05)
         return done
 
@@ -277,6 +323,9 @@ class BackgroundMeasurer:
         for pool in self.timers.values():
             pool.close()
         self.timers.clear()
+        if self.devices is not None:
+            self.devices.close()
+        self.remote = []
         self.timing_job = None
         self.queue.clear()
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -91,8 +91,9 @@ def time_remote(req: dict) -> dict:
 
     ``req``: ``lib`` (path here), ``rpc`` [host, port, key], ``calls`` [{"fn": name, "inputs": {name:
     [shape, dtype]}}], ``device_type``, ``repeat``, ``number``, ``wait_s``, ``note`` (a file that
-    gets the server's address as soon as it is known, so a killed child still says where it was).
-    Returns ``{"server": "host:port", "results": [summary per call]}``."""
+    gets the server's address as soon as it is known, so a killed child still says where it was),
+    ``threads`` (set on the device's thread pool). Returns ``{"server": "host:port", "results":
+    [summary per call], "threads_set": bool}``."""
     import tvm
     from tvm import relax
 
@@ -106,6 +107,13 @@ def time_remote(req: dict) -> dict:
     remote.upload(str(lib))
     rt = remote.load_module(lib.name)
     dev = remote.device(req.get("device_type", "cpu"), 0)
+    threads_set = False
+    if req.get("threads"):  # the THREADS knob, on the device (its server's default is every core)
+        try:
+            remote.get_function("runtime.config_threadpool")(1, int(req["threads"]))
+            threads_set = True
+        except Exception:  # noqa: BLE001 - a runtime without it: the record says so
+            pass
     vm = relax.VirtualMachine(rt, dev)
     out = []
     for call in req["calls"]:
@@ -115,7 +123,7 @@ def time_remote(req: dict) -> dict:
         res = vm.time_evaluator(call["fn"], dev, number=int(req.get("number", 10)), repeat=int(req.get("repeat", 15)),
                                 min_repeat_ms=0)(*args)
         out.append(summarize(list(res.results)))
-    return {"server": server, "results": out}
+    return {"server": server, "results": out, "threads_set": threads_set}
 
 
 class DevicePool:

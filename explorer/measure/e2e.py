@@ -46,7 +46,7 @@ def build_design(req: dict) -> dict:
     export_onnx(build_module(design, None), design.input_shape, p, batch=int(req.get("batch", 1)))
     m = load_onnx(p)
     target = as_target(req["target"], num_cores=int(req["threads"]))
-    card = build(m, target, out / "m.so", database=req.get("database") or "none")
+    card = build(m, target, out / "m.so", database=req.get("database") or "none", cc=req.get("cc"))
     kernels = len(card["workloads"])
     return {"lib": str(out / "m.so"), "inputs": {k: [list(s), d] for k, (s, d) in m.inputs.items()},
             "tuned": card["tuned"], "scheduled_kernels": card["scheduled_kernels"], "kernel_count": kernels,

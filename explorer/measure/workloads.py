@@ -21,7 +21,7 @@ from ..slots import Workload
 from ..errors import ModelError
 from .store import MeasureRecord, Store
 
-__all__ = ["relax_function", "measure_workloads", "time_workloads"]
+__all__ = ["relax_function", "measure_workloads", "time_workloads", "build_workloads"]
 
 
 def _key(w: Workload, batch: int) -> str:
@@ -65,12 +65,11 @@ def relax_function(bb, name: str, w: Workload, batch: int):
         bb.emit_func_output(out)
 
 
-def time_workloads(req: dict) -> dict:
-    """In a worker process: build ``req["items"]`` as functions of one Relax module for the TVM
-    target ``req["target"]`` (schedule databases ``req["database"]`` applied), then time each."""
+def _compile_workloads(req: dict):
+    """``req["items"]`` as functions ``w0, w1, ...`` of one Relax module, compiled for the TVM target
+    ``req["target"]`` (schedule databases ``req["database"]`` applied): (executable, names, tuned)."""
     import re
 
-    import numpy as np
     import tvm
     from tvm import relax
 
@@ -91,7 +90,30 @@ def time_workloads(req: dict) -> dict:
         for i, n in enumerate(names):
             called = set(re.findall(r"call_tir\(\s*(?:cls\.)?(\w+)", mod[n].script()))
             tuned[i] = bool(called) and called <= done
-    ex = tvm.compile(mod, target=target)
+    return tvm.compile(mod, target=target), names, tuned
+
+
+def build_workloads(req: dict) -> dict:
+    """In a worker process: compile the workloads (as :func:`time_workloads`) and write them as one
+    library ``req["lib"]`` (linked with ``req["cc"]`` where a device needs a cross compiler), to be
+    timed elsewhere; ``{"lib", "names", "tuned"}``."""
+    from pathlib import Path
+
+    from ..deploy.tvm_build import export_library
+
+    ex, names, tuned = _compile_workloads(req)
+    Path(req["lib"]).parent.mkdir(parents=True, exist_ok=True)
+    export_library(ex, req["lib"], req.get("cc"))
+    return {"lib": req["lib"], "names": names, "tuned": tuned}
+
+
+def time_workloads(req: dict) -> dict:
+    """In a worker process: compile the workloads, then time each here."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    ex, names, tuned = _compile_workloads(req)
     dev = tvm.device(req["device_type"])
     vm = relax.VirtualMachine(ex, dev)
     out = []
@@ -105,7 +127,8 @@ def time_workloads(req: dict) -> dict:
 
 def measure_workloads(items: list[tuple[Workload, int]], device: str, threads: int, store: Store, toolchain: dict,
                       repeat: int = 7, number: int = 5, chunk: int = 400, progress=None, database=None,
-                      target: dict | None = None, device_type: str = "cpu", timeout_s: float = 3600.0) -> dict:
+                      target: dict | None = None, device_type: str = "cpu", timeout_s: float = 3600.0,
+                      devices=None, where: dict | None = None, cc: str | None = None) -> dict:
     """Latency (s) of each (workload, batch) on ``device`` with ``threads``; measured once, then cached.
 
     ``target``: the TVM target as a JSON dict (default: the host CPU); ``device_type``: TVM's name of
@@ -113,6 +136,10 @@ def measure_workloads(items: list[tuple[Workload, int]], device: str, threads: i
     identity belongs in ``toolchain``). Each chunk is built and timed in a worker process, killed
     after ``timeout_s``. Returns ``{(workload, batch): seconds}``. ``progress(done, total)`` is
     called per chunk.
+
+    ``devices``: a :class:`~explorer.measure.devices.DevicePool`: each chunk is built here as one
+    library (linked with ``cc``) and its functions are timed on the pool's devices, split into one
+    job per worker; ``where`` (e.g. ``{"rpc_key": ...}``) joins the knobs of every record.
     """
     from ..workers import WorkerError, WorkerPool
 
@@ -122,7 +149,7 @@ def measure_workloads(items: list[tuple[Workload, int]], device: str, threads: i
         target = target_json(host_target(threads))
     if database is not None and not isinstance(database, (list, tuple)):
         database = [database]
-    knobs = {"device": device, "threads": threads}
+    knobs = {"device": device, "threads": threads, **(where or {})}
     have = {}
     for r in store.query(kind="workload", target=device, knobs=knobs, toolchain=toolchain, ok=True):
         have[r.key] = r.latency_ms / 1e3
@@ -135,9 +162,12 @@ def measure_workloads(items: list[tuple[Workload, int]], device: str, threads: i
                "database": [str(d) for d in database] if database else None}
         env = {"TVM_NUM_THREADS": threads, "OMP_NUM_THREADS": threads, "PYTHONWARNINGS": "ignore"}
         try:
-            with WorkerPool(env, timeout_s=timeout_s) as pool:
-                got = pool.run(time_workloads, req)
-        except WorkerError as e:
+            if devices is None:
+                with WorkerPool(env, timeout_s=timeout_s) as pool:
+                    got = pool.run(time_workloads, req)
+            else:
+                got = _time_on_devices(req, part, devices, cc, env, timeout_s)
+        except (WorkerError, ModelError) as e:
             err = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
             for w, b in part:
                 store.add(MeasureRecord(_key(w, b), "workload", device, knobs, toolchain, ok=False, error=err))
@@ -149,3 +179,30 @@ def measure_workloads(items: list[tuple[Workload, int]], device: str, threads: i
         if progress:
             progress(done, len(todo))
     return {(w, b): have[_key(w, b)] for w, b in items}
+
+
+def _time_on_devices(req: dict, part: list, devices, cc: str | None, env: dict, timeout_s: float) -> dict:
+    """Build ``part`` here as one library, then time its functions on the pool's devices, one job per
+    worker (each job uploads the library once). ``{"seconds", "tuned", "servers"}``."""
+    import tempfile
+
+    from ..workers import WorkerPool
+    from .devices import DeviceError
+
+    with tempfile.TemporaryDirectory(prefix="explorer-wl-") as tmp:
+        with WorkerPool(env, timeout_s=timeout_s) as pool:
+            built = pool.run(build_workloads, {**req, "lib": f"{tmp}/workloads.so", "cc": cc})
+        calls = [{"fn": n, "inputs": {"x": [[b, w.cin, w.hin, w.win], "float32"]}} for n, (w, b) in zip(built["names"], part)]
+        n = max(1, min(devices.workers, len(calls)))
+        chunks = [calls[i::n] for i in range(n)]
+        got = devices.map([{"lib": built["lib"], "calls": c, "device_type": req["device_type"], "threads": req["threads"],
+                            "repeat": req["repeat"], "number": req["number"]} for c in chunks])
+    bad = [g for g in got if isinstance(g, DeviceError)]
+    if bad:
+        raise ModelError(str(bad[0]))
+    seconds = {}
+    for c, g in zip(chunks, got):
+        for call, r in zip(c, g["results"]):
+            seconds[call["fn"]] = r["median_ms"] / 1e3
+    return {"seconds": [seconds[nm] for nm in built["names"]], "tuned": built["tuned"],
+            "servers": sorted({g["server"] for g in got})}
