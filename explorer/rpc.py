@@ -133,12 +133,18 @@ class RPCCluster:
         self.procs.append(p)
         return p
 
-    def _died(self) -> str | None:
+    def _died(self, only: str | None = None) -> str | None:
+        """Why the first child that exited did (``only``: the child of that name), or None."""
+        return next(iter(self.dead(only)), None)
+
+    def dead(self, only: str | None = None) -> list[str]:
+        """A line for each child (``only``: of that name) that has exited."""
+        out = []
         for p, log in zip(self.procs, self._logs):
-            if p.poll() is not None:
+            if p.poll() is not None and only in (None, log.stem):
                 tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
-                return f"{log.stem} exited with {p.returncode}" + (f": {tail[0]}" if tail else "")
-        return None
+                out.append(f"{log.stem} exited with {p.returncode}" + (f": {tail[0]}" if tail else ""))
+        return out
 
     def start(self) -> "RPCCluster":
         if self.procs:
@@ -255,12 +261,19 @@ def up(devices: int, key: str = DEFAULT_KEY, port: int | None = None, host: str 
             print(f"key {c.key}", file=out)
             print(f"pids {' '.join(map(str, c.pids()))}", file=out)
             print(f"ready: {devices} servers (Ctrl-C stops them)", file=out, flush=True)
+            # a server that dies is a device lost (its jobs go to the others): said, and the rest serve
+            # on; without the tracker nothing can be reached, so its death stops everything
+            told = set()
             try:
-                while not c._died():
+                while not c._died("tracker"):
+                    for why in c.dead():
+                        if why not in told:
+                            told.add(why)
+                            print(f"lost {why}; {devices - len(told)} of {devices} servers left", file=out, flush=True)
                     time.sleep(0.5)
             except KeyboardInterrupt:
                 print("stopping", file=out, flush=True)
                 return 0
-            raise ConfigError(f"an RPC process stopped on its own ({c._died()}); stopped the others")
+            raise ConfigError(f"the RPC tracker stopped on its own ({c._died('tracker')}); stopped the servers")
     finally:
         signal.signal(signal.SIGTERM, old)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..errors import ModelError
 
-__all__ = ["DevicePool", "DeviceError", "request_session", "time_remote", "parse_rpc_option"]
+__all__ = ["DevicePool", "DeviceError", "request_server", "request_session", "time_remote", "parse_rpc_option"]
 
 
 class DeviceError(ModelError):
@@ -56,13 +56,13 @@ def parse_rpc_option(spec, where: str = "target") -> tuple[str, int, str] | None
     return host, int(port), spec["key"]
 
 
-def request_session(host: str, port: int, key: str, wait_s: float = 60.0):
-    """A session with a free server of ``key`` from the tracker at host:port, and that server's
-    ``"host:port"``. TVM's tracker protocol (as ``TrackerSession.request``), kept here so the server's
-    address is known; waits at most ``wait_s`` for a free server."""
+def request_server(host: str, port: int, key: str, wait_s: float = 60.0) -> tuple[str, int, str]:
+    """(host, port, match key) of a free server of ``key``, from the tracker at host:port. TVM's
+    tracker protocol (as ``TrackerSession.request``), kept here so the server's address is known
+    before connecting to it; waits at most ``wait_s`` for a free server."""
     import socket
 
-    from tvm.rpc import base, client
+    from tvm.rpc import base
 
     try:
         sock = socket.create_connection((host, port), timeout=min(10.0, wait_s))
@@ -83,6 +83,14 @@ def request_session(host: str, port: int, key: str, wait_s: float = 60.0):
         url, sport, matchkey = value[1]
     finally:
         sock.close()
+    return url, int(sport), matchkey
+
+
+def request_session(host: str, port: int, key: str, wait_s: float = 60.0):
+    """A session with a free server of ``key`` (see :func:`request_server`) and its ``"host:port"``."""
+    from tvm.rpc import client
+
+    url, sport, matchkey = request_server(host, port, key, wait_s)
     return client.connect(url, sport, matchkey, 0), f"{url}:{sport}"
 
 
@@ -99,10 +107,14 @@ def time_remote(req: dict) -> dict:
 
     from .local import _inputs, summarize
 
+    from tvm.rpc import client
+
     host, port, key = req["rpc"]
-    remote, server = request_session(host, int(port), key, float(req.get("wait_s", 60.0)))
+    url, sport, matchkey = request_server(host, int(port), key, float(req.get("wait_s", 60.0)))
+    server = f"{url}:{sport}"
     if req.get("note"):
         Path(req["note"]).write_text(server)
+    remote = client.connect(url, sport, matchkey, 0)
     lib = Path(req["lib"])
     remote.upload(str(lib))
     rt = remote.load_module(lib.name)
