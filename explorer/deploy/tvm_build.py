@@ -253,7 +253,7 @@ def export_library(ex, path, cc: str | None = None) -> None:
 
     kw = {}
     if cc:
-        from tvm.contrib import cc as tvm_cc
+        from tvm.support import cc as tvm_cc  # (tvm.contrib.cc before 0.2x)
 
         kw["fcompile"] = tvm_cc.cross_compiler(cc)
     try:
