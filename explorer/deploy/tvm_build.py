@@ -87,8 +87,42 @@ def load_onnx(path: str | os.PathLike, shapes: dict | None = None) -> OnnxModel:
         raise ModelError(f"{p}: not a valid ONNX file (truncated or corrupt: {type(e).__name__})") from None
     if not model.graph.node:
         raise ModelError(f"{p}: not a valid ONNX file (empty graph; truncated or corrupt?)")
-    _check_domains(p, model)
-    _inline_external_data(p, model)
+    graphs = [model.graph, *model.functions]
+    while graphs:  # every node: the graph's, its subgraphs' (If/Loop/Scan bodies), the model's functions'
+        g = graphs.pop()
+        for n in g.node:
+            if n.domain not in ("", "ai.onnx"):
+                raise ModelError(f"{p}: node {n.name or n.op_type!r} is op {n.op_type!r} of domain {n.domain!r}; "
+                                 "only the standard ONNX domain (ai.onnx) can be imported")
+            for a in n.attribute:
+                graphs.extend([a.g] if a.HasField("g") else [])
+                graphs.extend(a.graphs)
+    from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_tensor, uses_external_data
+
+    folder, messages = p.parent.resolve(), [model]
+    while messages:  # every TensorProto anywhere in the model: initializers, attributes, sparse tensors, subgraphs
+        msg = messages.pop()
+        if not isinstance(msg, onnx.TensorProto):
+            for fd, v in msg.ListFields():
+                if fd.message_type is not None:  # a message, or a repeated field of them
+                    messages.append(v) if hasattr(v, "ListFields") else messages.extend(v)
+            continue
+        if not uses_external_data(msg):
+            continue
+        try:
+            loc = ExternalDataInfo(msg).location
+            inside = not os.path.isabs(loc) and loc != "" and (folder / loc).resolve().is_relative_to(folder)
+        except (ValueError, OSError, RuntimeError):
+            loc, inside = "?", False
+        if not inside:
+            raise ModelError(f"{p}: tensor {msg.name!r} names external data {loc!r} outside the model's folder; "
+                             "only data files beside the .onnx are read")
+        try:
+            load_external_data_for_tensor(msg, str(folder))
+        except Exception as e:
+            lines = str(e).strip().splitlines()
+            raise ModelError(f"{p}: external data {loc!r} of tensor {msg.name!r} cannot be read "
+                             f"({lines[0] if lines else type(e).__name__})") from None
     newest = onnx.defs.onnx_opset_version()
     for o in model.opset_import:
         if o.domain in ("", "ai.onnx") and not 1 <= o.version <= newest:
@@ -131,65 +165,6 @@ def load_onnx(path: str | os.PathLike, shapes: dict | None = None) -> OnnxModel:
         outputs[vo.name] = ([d.dim_value if d.dim_value > 0 else None for d in tt.shape.dim], _DTYPES.get(tt.elem_type, "float32"))
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return OnnxModel(p, hashlib.sha256(data).hexdigest(), inputs, outputs, opset, model)
-
-
-def _tensors(msg):
-    """Every TensorProto inside a protobuf message (initializers, attributes, sparse tensors, subgraphs, functions)."""
-    import onnx
-
-    stack = [msg]
-    while stack:
-        m = stack.pop()
-        if isinstance(m, onnx.TensorProto):
-            yield m
-            continue
-        for fd, v in m.ListFields():
-            if fd.message_type is None:
-                continue
-            stack.append(v) if hasattr(v, "ListFields") else stack.extend(v)  # a message, or a repeated field of them
-
-
-def _nodes(graph):
-    """Every node of a graph or function, subgraphs (If/Loop/Scan bodies) included."""
-    stack = [graph]
-    while stack:
-        g = stack.pop()
-        for n in g.node:
-            yield n
-            for a in n.attribute:
-                stack.extend([a.g] if a.HasField("g") else [])
-                stack.extend(a.graphs)
-
-
-def _check_domains(p: Path, model) -> None:
-    for g in [model.graph, *model.functions]:
-        for n in _nodes(g):
-            if n.domain not in ("", "ai.onnx"):
-                raise ModelError(f"{p}: node {n.name or n.op_type!r} is op {n.op_type!r} of domain {n.domain!r}; "
-                                 "only the standard ONNX domain (ai.onnx) can be imported")
-
-
-def _inline_external_data(p: Path, model) -> None:
-    from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_tensor, uses_external_data
-
-    folder = p.parent.resolve()
-    for t in _tensors(model):
-        if not uses_external_data(t):
-            continue
-        try:
-            loc = ExternalDataInfo(t).location
-            inside = (not os.path.isabs(loc) and loc != "" and (folder / loc).resolve().is_relative_to(folder))
-        except (ValueError, OSError, RuntimeError):
-            loc, inside = "?", False
-        if not inside:
-            raise ModelError(f"{p}: tensor {t.name!r} names external data {loc!r} outside the model's folder; "
-                             "only data files beside the .onnx are read")
-        try:
-            load_external_data_for_tensor(t, str(folder))
-        except Exception as e:
-            msg = str(e).strip().splitlines()
-            raise ModelError(f"{p}: external data {loc!r} of tensor {t.name!r} cannot be read "
-                             f"({msg[0] if msg else type(e).__name__})") from None
 
 
 #: data layouts for the convolutions of a build (the model's inputs and outputs keep theirs):
