@@ -92,6 +92,17 @@ def _hw(t, d):
 
 
 _GOOD_TARGET = 'backend = "vta"\n[knobs.LOG_BATCH]\nvalues = [0]\n'
+_CPU_TARGET = (Path(__file__).parents[1] / "explorer/resources/targets/cpu.toml").read_text() + "\n"
+
+
+def _rpc_target(t, rpc):
+    return _target(t, _CPU_TARGET + "[options.rpc]\n" + rpc + "\n")
+
+
+def _free_port():
+    from explorer.rpc import free_port
+
+    return free_port(start=9560)
 
 CASES = [
     # configs (tests/test_cli.py covers malformed TOML, unknown keys, wrong types of steps/relax/stages)
@@ -112,6 +123,20 @@ CASES = [
     ("target-knob-no-values", lambda t: _target(t, 'backend = "vta"\n[knobs.LOG_BATCH]\ndefault = 0\n'), "malformed target"),
     ("target-missing-file", lambda t: _search(t, "--target", str(t / "nope.toml")), "nope.toml"),
     ("target-unknown-key", lambda t: _target(t, "colour = 'red'\n" + _GOOD_TARGET), "unknown key"),
+    # a device over RPC, in a target TOML (the CPU target's knobs, then [options])
+    ("target-rpc-tracker-not-host-port", lambda t: _rpc_target(t, 'tracker = "board"\nkey = "k"'), "expected HOST:PORT"),
+    ("target-rpc-no-key", lambda t: _rpc_target(t, 'tracker = "127.0.0.1:9190"'), "needs tracker"),
+    ("target-rpc-key-with-colon", lambda t: _rpc_target(t, 'tracker = "127.0.0.1:9190"\nkey = "a:b"'), "device key"),
+    ("target-rpc-workers-zero", lambda t: _rpc_target(t, 'tracker = "127.0.0.1:9190"\nkey = "k"\nworkers = 0'),
+     "workers = 0"),
+    ("target-rpc-timeout-string", lambda t: _rpc_target(t, 'tracker = "127.0.0.1:9190"\nkey = "k"\ntimeout_s = "long"'),
+     "timeout_s"),
+    ("target-rpc-unknown-key", lambda t: _rpc_target(t, 'tracker = "127.0.0.1:9190"\nkey = "k"\nretries = 3'), "retries"),
+    ("target-rpc-no-tracker-there", lambda t: _rpc_target(t, f'tracker = "127.0.0.1:{_free_port()}"\nkey = "k"'),
+     "cannot reach a TVM RPC tracker"),
+    ("target-cc-not-a-string", lambda t: _target(t, _CPU_TARGET + "[options]\ncc = 5\n"), "options.cc"),
+    ("target-tvm-target-garbage", lambda t: _target(t, _CPU_TARGET + '[options]\ntvm_target = "notakind -x"\n'),
+     "not a TVM target"),
     # hardware configs for compile --target vta --hw
     ("hw-not-json", lambda t: ["compile", _onnx(t / "m.onnx"), "--target", "vta", "--hw", _write(t / "hw.json", "{oops"),
                                "--out", str(t / "out.json")], "not a readable hardware config JSON"),

@@ -74,25 +74,38 @@ class TVMBackend(TargetBackend):
         rpc = self.rpc
         return {"rpc_key": rpc[2]} if rpc else {}
 
+    def __init__(self, target):
+        super().__init__(target)
+        # a malformed [options] is one error when the target loads, not minutes into a search
+        _ = (self.rpc, self.cc, self._pool_kw())
+
+    def _pool_kw(self) -> dict:
+        from ..errors import ConfigError
+
+        where = self.target.path or self.target.name
+        opts = dict(self.target.options.get("rpc") or {})
+        unknown = sorted(set(opts) - {"tracker", "key", "workers", "timeout_s", "wait_s", "attempts"})
+        if unknown:
+            raise ConfigError(f"{where}: [options.rpc] unknown key(s) {unknown}; valid: tracker, key, workers, timeout_s, "
+                              "wait_s, attempts")
+        kw = {}
+        for k in ("workers", "timeout_s", "wait_s", "attempts"):
+            if k in opts:
+                v = opts[k]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v != v or v == float("inf"):
+                    raise ConfigError(f"{where}: [options.rpc] {k} = {v!r}: must be a positive number")
+                kw[k] = int(v) if k in ("workers", "attempts") else float(v)
+        return kw
+
     def device_pool(self, rpc=None):
         """A :class:`~explorer.measure.devices.DevicePool` on ``rpc`` (default: the target's), with
         the settings of ``[options.rpc]``."""
-        from ..errors import ConfigError
         from ..measure.devices import DevicePool
         from ..measure.local import check_rpc
 
         rpc = rpc or self.rpc
-        opts = dict(self.target.options.get("rpc") or {})
-        try:
-            kw = {k: (int if k in ("workers", "attempts") else float)(opts[k])
-                  for k in ("workers", "timeout_s", "wait_s", "attempts") if k in opts}
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{self.target.path or self.target.name}: [options.rpc]: {e}") from None
-        if any(v <= 0 for v in kw.values()):
-            raise ConfigError(f"{self.target.path or self.target.name}: [options.rpc] workers, timeout_s, wait_s and "
-                              "attempts must be positive")
         check_rpc(rpc)  # the tracker answers and the key has a server: else one clear error now
-        return DevicePool(rpc, **kw)
+        return DevicePool(rpc, **self._pool_kw())
 
     def databases(self, spec=None) -> list[Path]:
         """Schedule databases for a build: ``spec`` (folder, ``"none"``), else the user's and the shipped."""
