@@ -89,6 +89,12 @@ def test_killed_search_resumes_to_the_same_design(tmp_path):
         s.pop("search_s")
     assert a == b  # genotype, hardware, figures, the simulator's verdict, best step, stop reason
     assert _history(killed) == _history(whole)
+    import sqlite3
+
+    with sqlite3.connect(os.environ["EXPLORER_STORE"]) as c:  # the store the killed search wrote to
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        runs = {r[0] for r in c.execute("SELECT run_dir FROM runs")}
+    assert {str(whole.resolve()), str(killed.resolve())} <= runs  # both runs recorded, once each
 
 
 @pytest.mark.parametrize("case, message", [
