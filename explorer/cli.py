@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("measure", help="measure a model's latency with TVM (and onnxruntime side by side)")
     m.add_argument("model", metavar="MODEL.onnx|LIB.so")
-    m.add_argument("--target", default="cpu", help="a TVM target: cpu or cuda")
+    m.add_argument("--target", default="cpu", help="cpu, cuda, or a target TOML (one naming [options.rpc] is timed on its RPC servers)")
     m.add_argument("--shape", action="append", metavar="NAME=1x1x28x28")
     m.add_argument("--repeat", type=_positive(int), default=30)
     m.add_argument("--number", type=_positive(int), default=10, help="runs per repeat")

@@ -115,3 +115,23 @@ def test_sigint_stops_tracker_and_servers(rpc_up):
     assert p.wait(timeout=15) == 0
     gone, alive = psutil.wait_procs([psutil.Process(x) for x in pids if psutil.pid_exists(x)], timeout=5)
     assert not [a for a in alive if a.status() != psutil.STATUS_ZOMBIE], alive
+
+
+@pytest.mark.slow  # a tracker and two servers (~12 s to start): the slow tier
+def test_measure_on_a_target_that_names_its_tracker(rpc_up, tmp_path, capsys):
+    """No --rpc: the target TOML's [options.rpc] sends the timing to the device."""
+    from pathlib import Path
+
+    from explorer.measure.store import Store
+
+    _, tracker, key, _ = rpc_up
+    base = (Path(__file__).parents[2] / "explorer/resources/targets/cpu.toml").read_text()
+    toml = tmp_path / "board.toml"
+    toml.write_text(base.replace('name = "cpu"', 'name = "board"') + f'\n[options.rpc]\ntracker = "{tracker}"\nkey = "{key}"\n')
+    store = tmp_path / "s.sqlite"
+    assert main(["measure", str(_tiny_onnx(tmp_path / "mlp.onnx")), "--target", str(toml), "--repeat", "5",
+                 "--store", str(store)]) == 0
+    assert f"ran on an RPC server of key {key} (tracker {tracker})" in capsys.readouterr().out
+    with Store(store) as st:
+        recs = st.query(kind="measure", ok=True)
+    assert len(recs) == 1 and recs[0].target == "board" and recs[0].knobs["rpc_key"] == key
