@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -93,6 +94,16 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+def _finite(v) -> bool:
+    """A number (not a bool) that is a finite float, ints too large for a float excluded."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
+
+
 def _fill(cls, data: dict, where: str):
     if not isinstance(data, dict):
         raise ConfigError(f"[{where}] must be a table")
@@ -108,7 +119,7 @@ def _fill(cls, data: dict, where: str):
         elif isinstance(default, int) and not isinstance(default, bool):
             ok = isinstance(v, int) and not isinstance(v, bool)
         elif isinstance(default, float) or default is None:
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            ok = isinstance(v, float) or _finite(v)  # a float's nan/inf are refused by validate, with its name
             v = float(v) if ok else v
             ok = ok or (default is None and v is None)  # a config.json records an unset option as null
         elif isinstance(default, str):
@@ -148,18 +159,30 @@ def validate(cfg: RunConfig) -> RunConfig:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    for sec, obj in (("search", s), ("retrain", r)):
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{sec}.{f.name} must be a finite number, got {v!r}")
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
     def stage_ok(x) -> bool:
-        try:
-            return isinstance(x, list) and len(x) == 2 and 0 < float(x[0]) < 1 and int(x[1]) >= 1
-        except (TypeError, ValueError):
-            return False
+        return (isinstance(x, list) and len(x) == 2 and number(x[0]) and 0 < x[0] < 1
+                and isinstance(x[1], int) and not isinstance(x[1], bool) and x[1] >= 1)
 
     if not isinstance(s.stages, list) or not all(stage_ok(x) for x in s.stages):
         raise ConfigError("search.stages must be [[fraction in (0,1), keep >= 1], ...]")
+    try:  # a run writes its config to config.json: no dates, no nan or infinity
+        json.dumps(cfg.space_options, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise ConfigError(f"[space_options] must hold only strings, finite numbers, booleans, arrays and tables "
+                          f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     for k, v in cfg.limits.items():
         if k not in LIMIT_KEYS:
             raise ConfigError(f"[limits]: unknown limit {k!r}; valid: {', '.join(LIMIT_KEYS)}")
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
+        if not _finite(v) or v <= 0:
             raise ConfigError(f"[limits] {k} must be a positive number, got {v!r}")
         cfg.limits[k] = float(v)
     from .cost.base import RESOURCES
@@ -167,10 +190,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     for k, v in cfg.objective.items():
         if k not in RESOURCES:
             raise ConfigError(f"[objective]: unknown resource {k!r}; valid: {', '.join(RESOURCES)}")
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+        if not _finite(v) or v < 0:
             raise ConfigError(f"[objective] {k} must be a number >= 0, got {v!r}")
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
-        raise ConfigError("seed must be an integer")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed < 2**63:
+        raise ConfigError(f"seed must be an integer in [0, 2**63), got {cfg.seed!r}")
     if cfg.calibration is not None:
         from .backends import load_target
 
@@ -232,6 +255,10 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             raise ConfigError(f"{p}: no such config file") from None
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"{p}: malformed TOML ({e})") from None
+        except ValueError as e:  # tomllib lets int()'s own errors through (an integer of over 4300 digits)
+            raise ConfigError(f"{p}: malformed TOML ({str(e).splitlines()[0]})") from None
+        except RecursionError:  # tomllib parses nested arrays and tables recursively
+            raise ConfigError(f"{p}: malformed TOML (arrays or tables nested too deeply)") from None
     cfg = _from_data(data)
     for k, v in (overrides or {}).items():
         if v is None:
