@@ -105,7 +105,7 @@ def read_table(path: str | Path, space) -> tuple[list[dict], np.ndarray, list[st
         raise DataError(f"{p}: not a readable CSV ({e})") from None
     if not rows:
         raise DataError(f"{p}: no records")
-    cols = set(rows[0])
+    cols = {c for c in rows[0] if c is not None}  # None: the key DictReader gives a row's extra fields
     key = "genotype" if "genotype" in cols else "design_json" if "design_json" in cols else None
     if key is None or "latency_ms" not in cols:
         raise DataError(f"{p}: needs columns genotype,latency_ms (nb201) or design_json,latency_ms (chain); got {sorted(cols)}")
@@ -117,14 +117,18 @@ def read_table(path: str | Path, space) -> tuple[list[dict], np.ndarray, list[st
                 raise ValueError
         except (TypeError, ValueError):
             raise DataError(f"{p}:{i}: latency_ms must be a positive number, got {r.get('latency_ms')!r}") from None
+        if r[key] is None:  # a short row
+            raise DataError(f"{p}:{i}: no {key} (the row has fewer fields than the header)")
         try:
             if key == "genotype":
                 g = space.parse_genotype(r["genotype"])
             else:
                 g = DesignPoint.from_json(json.loads(r["design_json"])).genotype_dict
                 space.validate_genotype(g)
-        except (ConfigError, json.JSONDecodeError) as e:
-            raise DataError(f"{p}:{i}: {e}") from None
+        except (ConfigError, ValueError) as e:  # ValueError: json's, an integer of over 4300 digits among them
+            raise DataError(f"{p}:{i}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        except RecursionError:
+            raise DataError(f"{p}:{i}: {key} nested too deeply") from None
         G.append(g)
         y.append(lat)
         ids.append(r[key])
