@@ -49,6 +49,10 @@ class DataSplits:
         }
 
 
+#: labels are class ids below this (a classifier head with more outputs is a mistake in the labels)
+MAX_CLASSES = 1 << 16
+
+
 def split(name: str, x: np.ndarray, y: np.ndarray, fractions=(0.7, 0.1, 0.2), seed: int = 0) -> DataSplits:
     """Shuffle with ``seed`` and split by ``fractions`` (train, val, test)."""
     x, y = _check(name, x, y)
@@ -75,16 +79,17 @@ def _check(name: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndar
     if y.ndim != 1 or len(y) != len(x):
         raise DataError(f"data set {name!r}: y must be [N] with N={len(x)}, got shape {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
-        if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
-            y = y.astype(np.int64)
-        else:
+        if not (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0)):
             raise DataError(f"data set {name!r}: labels must be integers, got {y.dtype}")
-    if len(y) and (y.min() < 0):
-        raise DataError(f"data set {name!r}: labels must be >= 0")
+    if len(y) and (float(y.min()) < 0 or float(y.max()) >= MAX_CLASSES):  # a float label of 1e30 is integral too
+        raise DataError(f"data set {name!r}: labels must be class ids in [0, {MAX_CLASSES})")
+    y = y.astype(np.int64)
     if len(np.unique(y)) < 2:
         raise DataError(f"data set {name!r}: needs at least two classes")
-    if not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"data set {name!r}: x must be numeric, got {x.dtype}")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise DataError(f"data set {name!r}: x must be integer or floating point, got {x.dtype}")
+    if 0 in x.shape[1:]:
+        raise DataError(f"data set {name!r}: x has an empty dimension, shape {x.shape}")
     x = x.astype(np.float32)
     if not np.all(np.isfinite(x)):
         raise DataError(f"data set {name!r}: x contains NaN or infinity")
@@ -123,7 +128,8 @@ def load_npz(path: str | os.PathLike, seed: int = 0) -> DataSplits:
     """An ``.npz`` with arrays ``x`` ([N,H,W], [N,C,H,W] or [N,H,W,C]) and ``y`` ([N] integer labels)."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        # np.load given a path leaves the file open when the zip is corrupt; this handle is closed either way
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             missing = {"x", "y"} - set(z.files)
             if missing:
                 raise DataError(f"{path}: missing array(s) {sorted(missing)}; found {sorted(z.files)}")
