@@ -704,3 +704,24 @@ _FIXED = {
 def test_fixed_defects(case):
     fn, make = _FIXED[case]
     assert isinstance(outcome(fn, make()), ExplorerError)
+
+
+@pytest.mark.parametrize("text", [
+    pytest.param("design_json,latency_ms\n" + "7" * 5000 + ",1\n", id="design-5000-digits",
+                 marks=pytest.mark.xfail(strict=True, raises=ValueError, reason=(
+                     "explorer/cli.py costmodel fit (first-record read for --space chain without --input-shape): "
+                     "json.loads' ValueError on a 5000-digit integer escapes; only JSONDecodeError is caught"))),
+    pytest.param("latency_ms,design_json\n1\n", id="short-first-row",
+                 marks=pytest.mark.xfail(strict=True, raises=TypeError, reason=(
+                     "explorer/cli.py costmodel fit: a first row shorter than the header gives "
+                     "json.loads(None), TypeError"))),
+    pytest.param("design_json,latency_ms\n\"" + "[" * 5000 + "\",1\n", id="design-nested",
+                 marks=pytest.mark.xfail(strict=True, raises=RecursionError, reason=(
+                     "explorer/cli.py costmodel fit: json.loads' RecursionError on a deeply nested design_json escapes"))),
+])
+def test_costmodel_fit_first_record_defects(text, capsys):
+    from explorer.cli import main
+
+    p = _tmp("t.csv", text)
+    assert main(["costmodel", "fit", "--space", "chain", "--records", str(p), "--out", str(p.with_suffix(".json"))]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
