@@ -256,9 +256,13 @@ def cmd_costmodel(a) -> int:
                     first = next(csv.DictReader(fh), None)
                 if not first or "design_json" not in first:
                     raise ConfigError("--space chain needs design_json records (or --input-shape and --option)")
+                if not isinstance(first["design_json"], str):  # a row shorter than the header
+                    raise DataError(f"{a.records}: the first record has no design_json value")
                 d = DesignPoint.from_json(json.loads(first["design_json"]))
-            except (OSError, UnicodeDecodeError, csv.Error, json.JSONDecodeError) as e:
-                raise DataError(f"{a.records}: cannot read the first record ({type(e).__name__}: {e})") from None
+            # ValueError: json's int() on over 4300 digits; RecursionError: nesting too deep
+            except (OSError, UnicodeDecodeError, csv.Error, ValueError, RecursionError) as e:
+                why = str(e).splitlines()[0][:200] if str(e) else ""
+                raise DataError(f"{a.records}: cannot read the first record ({type(e).__name__}: {why})") from None
             shape_s = "x".join(map(str, d.input_shape))
             options = {**json.loads(d.space_options), **options}
             a.classes = d.num_classes

@@ -8,8 +8,8 @@ TypeError, ValueError, UnicodeDecodeError, RecursionError, OverflowError or anyt
 format is written as well as read, the round trip gives back what was written.
 
 Bounded for CI: the ``explorer-ci`` profile (few examples, derandomized so every run draws the same
-inputs, no example database written into the repository). Inputs that show a defect in a file these
-tests do not own are pinned as ``xfail(strict=True)`` examples at the end.
+inputs, no example database written into the repository). Inputs that once broke a loader are kept
+as fixed examples at the end.
 """
 
 from __future__ import annotations
@@ -631,27 +631,14 @@ def test_load_onnx_round_trips(m):
     assert got.proto.SerializeToString() == m.SerializeToString()
 
 
-# -- defects in files these tests do not own (pinned; strict: a fix makes them fail until unmarked) ---------
-
-_TARGET_DEFECT = "explorer/backends/target.py load_target: {}"
-
+# -- target TOMLs that broke load_target once -----------------------------------------------------------
 
 @pytest.mark.parametrize("text,why", [
-    pytest.param("backend = \"vta\"\nx = " + "[" * 2000 + "]" * 2000, "RecursionError from tomllib, not caught",
-                 marks=pytest.mark.xfail(strict=True, raises=RecursionError,
-                                         reason=_TARGET_DEFECT.format("tomllib's RecursionError on deeply nested arrays escapes"))),
-    pytest.param("backend = \"vta\"\nname = " + "7" * 5000, "ValueError from tomllib (int over 4300 digits), not caught",
-                 marks=pytest.mark.xfail(strict=True, raises=ValueError,
-                                         reason=_TARGET_DEFECT.format("tomllib's ValueError on an integer of over 4300 digits escapes"))),
-    pytest.param("backend = \"vta\"\nname = 5", "a name that is not a string is accepted",
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError,
-                                         reason=_TARGET_DEFECT.format("name = 5 gives a Target whose name is an int"))),
-    pytest.param("backend = \"vta\"\ndescription = [1]", "a description that is not a string is accepted",
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError,
-                                         reason=_TARGET_DEFECT.format("description = [1] is accepted"))),
-    pytest.param("backend = \"vta\"\n[power]\nstatic_w = nan", "a power figure of nan is accepted",
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError,
-                                         reason=_TARGET_DEFECT.format("[power] figures nan/inf are accepted"))),
+    pytest.param("backend = \"vta\"\nx = " + "[" * 2000 + "]" * 2000, "RecursionError from tomllib, not caught"),
+    pytest.param("backend = \"vta\"\nname = " + "7" * 5000, "ValueError from tomllib (int over 4300 digits), not caught"),
+    pytest.param("backend = \"vta\"\nname = 5", "a name that is not a string is accepted"),
+    pytest.param("backend = \"vta\"\ndescription = [1]", "a description that is not a string is accepted"),
+    pytest.param("backend = \"vta\"\n[power]\nstatic_w = nan", "a power figure of nan is accepted"),
 ])
 def test_target_defects(text, why):
     got = outcome(load_target, _tmp("t.toml", text))
@@ -707,19 +694,11 @@ def test_fixed_defects(case):
 
 
 @pytest.mark.parametrize("text", [
-    pytest.param("design_json,latency_ms\n" + "7" * 5000 + ",1\n", id="design-5000-digits",
-                 marks=pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-                     "explorer/cli.py costmodel fit (first-record read for --space chain without --input-shape): "
-                     "json.loads' ValueError on a 5000-digit integer escapes; only JSONDecodeError is caught"))),
-    pytest.param("latency_ms,design_json\n1\n", id="short-first-row",
-                 marks=pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-                     "explorer/cli.py costmodel fit: a first row shorter than the header gives "
-                     "json.loads(None), TypeError"))),
-    pytest.param("design_json,latency_ms\n\"" + "[" * 5000 + "\",1\n", id="design-nested",
-                 marks=pytest.mark.xfail(strict=True, raises=RecursionError, reason=(
-                     "explorer/cli.py costmodel fit: json.loads' RecursionError on a deeply nested design_json escapes"))),
+    pytest.param("design_json,latency_ms\n" + "7" * 5000 + ",1\n", id="design-5000-digits"),
+    pytest.param("latency_ms,design_json\n1\n", id="short-first-row"),
+    pytest.param("design_json,latency_ms\n\"" + "[" * 5000 + "\",1\n", id="design-nested"),
 ])
-def test_costmodel_fit_first_record_defects(text, capsys):
+def test_costmodel_fit_first_record(text, capsys):
     from explorer.cli import main
 
     p = _tmp("t.csv", text)

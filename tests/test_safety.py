@@ -182,9 +182,6 @@ def test_export_refuses_malicious_weights(tmp_path, legacy, capsys):
     assert not marker.exists() and not (tmp_path / "m.onnx").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="explorer/deploy/export.py build_module: a weights.pt that torch's weights-only "
-                   "unpickler refuses is reported as 'weights do not match the design (UnpicklingError: ...)' with "
-                   "torch's whole multi-line message, which advises re-running with weights_only=False")
 def test_export_malicious_weights_message(tmp_path, capsys):
     from explorer.cli import main
 

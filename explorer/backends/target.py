@@ -19,6 +19,7 @@ A target TOML::
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,10 @@ def load_target(name_or_path: str | Path) -> Target:
         d = tomllib.loads(p.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{p}: not a readable target TOML ({e})") from None
+    except ValueError as e:  # tomllib lets int()'s own errors through (an integer of over 4300 digits)
+        raise ConfigError(f"{p}: not a readable target TOML ({str(e).splitlines()[0]})") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(f"{p}: not a readable target TOML (arrays or tables nested too deeply)") from None
     unknown = sorted(set(d) - _KEYS)
     if unknown:
         raise ConfigError(f"{p}: unknown key(s) {unknown}; valid: {', '.join(sorted(_KEYS))}")
@@ -93,6 +98,14 @@ def load_target(name_or_path: str | Path) -> Target:
         from .base import backend_names
 
         raise ConfigError(f"{p}: needs backend = \"...\" (one of {', '.join(backend_names())}, or module:Class)")
+    for k in ("name", "description"):
+        if k in d and not isinstance(d[k], str):
+            raise ConfigError(f"{p}: {k} must be a string, got {d[k]!r}")
+    bad = [k for k, v in d.get("power", {}).items()
+           if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)] \
+        if isinstance(d.get("power", {}), dict) else ["(not a table)"]
+    if bad:
+        raise ConfigError(f"{p}: [power] figures must be finite numbers: {', '.join(map(str, bad))}")
     try:
         knobs = tuple(
             Knob(k, tuple(v["values"]), v.get("default", v["values"][0])) for k, v in d.get("knobs", {}).items()

@@ -59,11 +59,21 @@ def build_module(design: DesignPoint, weights: Path | None, seed: int = 0) -> nn
         torch.manual_seed(seed)
         net = space.build_network(design.genotype_dict, QuantState.fixed(None, None))
     if weights is not None:
+        import pickle
+
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # objects beyond tensors: never unpickled (it could run code)
+            raise ConfigError(f"{weights}: not a plain state dict of tensors (it holds other Python objects, which "
+                              "are never unpickled); save the weights with torch.save(net.state_dict())") from None
+        except Exception as e:  # noqa: BLE001 - truncated, not a torch file: one line
+            why = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise ConfigError(f"{weights}: not a readable weights file ({type(e).__name__}: {why})") from None
+        try:
             net.load_state_dict(state)
-        except Exception as e:
-            raise ConfigError(f"{weights}: weights do not match the design ({type(e).__name__}: {e})") from None
+        except Exception as e:  # noqa: BLE001
+            why = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise ConfigError(f"{weights}: weights do not match the design ({type(e).__name__}: {why})") from None
     if wbits is not None:
         with torch.no_grad():
             for m in net.modules():
