@@ -10,7 +10,7 @@ from explorer.config import RetrainConfig, RunConfig, SearchConfig
 
 @pytest.fixture(autouse=True)
 def _threads():
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # the tests' networks are tiny: one thread is as fast, and on a shared machine far faster
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -41,7 +41,7 @@ def tiny_config(**kw) -> RunConfig:
 def run_cli(*args, timeout=600):
     """``explorer`` in a fresh process, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "explorer.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          timeout=timeout, env={"OMP_NUM_THREADS": "1", **os.environ, "PYTHONWARNINGS": "ignore"})
 
 
 def make_table_target(folder, space_options: dict | None = None, name: str = "phone", n: int = 60):

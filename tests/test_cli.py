@@ -87,6 +87,7 @@ def test_out_that_is_a_file(tmp_path):
     assert r.returncode == 2 and "is a file" in r.stderr and f.read_text() == "keep me"
 
 
+@pytest.mark.slow  # a random search to the end (~9 s): the slow tier
 def test_random_baseline_run_folder(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[space_options]\nstem_channels = 8\nstages = [[8, 1, 2], [16, 1, 1]]\n")

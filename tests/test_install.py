@@ -47,6 +47,7 @@ def _elsewhere(installed, tmp_path):
     return work, env, cli
 
 
+@pytest.mark.slow  # a pip install and a search: the slow tier
 def test_installed_package_lists_targets_and_searches_from_another_folder(installed, tmp_path):
     before = _tree(installed)
     work, env, cli = _elsewhere(installed, tmp_path)

@@ -219,11 +219,10 @@ class DevicePool:
                 if self._closed:
                     fut.set_exception(DeviceError("the device pool was closed", attempts))
                     continue
-                if isinstance(e, WorkerTimeout):
+                if isinstance(e, WorkerTimeout):  # its child was killed; the next call starts another
                     why = f"no answer within {self.timeout_s + self.wait_s:.0f} s (worker killed)"
-                else:
+                else:  # an error raised in the child (its session is gone with the call): the child serves on
                     why = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
-                    self._drop(i)  # a session that failed may leave the child in a bad state
                 server = note.read_text() if note.is_file() else None
                 attempts.append({"server": server, "error": why, "s": round(time.monotonic() - t1, 2)})
                 note.unlink(missing_ok=True)

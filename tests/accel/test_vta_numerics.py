@@ -73,6 +73,7 @@ def test_cli_compile_vta_with_calibration(trained, tmp_path):
     assert bad.returncode == 2 and "do not match" in bad.stderr
 
 
+@pytest.mark.slow  # calibration and simulation (~9 s): the slow tier
 def test_four_bit_activations_run_without_an_int8_reference(trained, tmp_path):
     d, p = trained
     hw = tmp_path / "hw4.json"

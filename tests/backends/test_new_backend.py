@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 BACKEND = textwrap.dedent('''
     """An accelerator of GMACS giga-MACs per second and a fixed cost per kernel launch."""
     import torch
@@ -61,6 +63,7 @@ launch_us = 2.0
 """
 
 
+@pytest.mark.slow  # a fit, a search and its checks (~20 s): the slow tier
 def test_a_new_target_kind_searches_end_to_end(tmp_path):
     (tmp_path / "toybackend.py").write_text(BACKEND)
     (tmp_path / "toy.toml").write_text(TOML)

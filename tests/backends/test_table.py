@@ -14,6 +14,7 @@ from explorer.space import create_space
 from ..conftest import make_table_target
 
 
+@pytest.mark.slow  # a fit and a search (~18 s): the slow tier
 def test_search_for_a_device_known_by_its_table(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "EXPLORER_HOME": str(tmp_path / "home")}
 

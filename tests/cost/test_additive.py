@@ -55,7 +55,9 @@ def test_twenty_records_are_enough_to_rank():
     assert _tau(AdditiveLatencyModel.for_space(SPACE).fit(G, y), Ge, ye) > 0.7
 
 
-@pytest.mark.parametrize("liveness", ["all", "used", "on_path"])
+# "used" in the fast tier; the other two liveness rules (~9 s each) in the slow tier
+@pytest.mark.parametrize("liveness", [pytest.param("all", marks=pytest.mark.slow), "used",
+                                      pytest.param("on_path", marks=pytest.mark.slow)])
 def test_learns_which_ops_cost(liveness):
     """Eager (every op runs), dead-code elimination (ops whose result is unused are dropped), and
     constant folding too (ops fed only through "none" are dropped): the fit tells them apart."""
@@ -79,6 +81,7 @@ def test_row_costs_are_what_the_search_sums(tmp_path):
     assert (m.row_costs_ms() >= 0).all()
 
 
+@pytest.mark.slow  # fits on many tables (~8 s): the slow tier
 def test_prediction_intervals_cover_held_out_designs():
     """90% intervals hold about 90% of held-out designs from 200 records (fewer from 20: there the
     spread itself is estimated from little, measured 74%), and 20 records give wider ones."""

@@ -39,6 +39,7 @@ def test_fit_recovers_a_linear_law(nb201_records):
     assert (m.coef >= 0).all()
 
 
+@pytest.mark.slow  # three CLI processes fitting models (~12 s): the slow tier
 def test_cli_fit_and_eval(nb201_records, tmp_path):
     model = tmp_path / "m.json"
     r = cli("costmodel", "fit", "--space", "nb201", "--records", str(nb201_records), "--out", str(model))

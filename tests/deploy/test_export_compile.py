@@ -123,6 +123,7 @@ def test_op_tvm_cannot_import(tmp_path):
     assert fails and "Det" in fails[0].error  # a failure is a record
 
 
+@pytest.mark.slow  # two CLI builds (~10 s): the slow tier
 def test_dynamic_shape_needs_shape_flag(tmp_path):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])

@@ -10,6 +10,7 @@ from explorer.api import run_search
 from tests.conftest import run_cli, tiny_config
 
 
+@pytest.mark.slow  # a search, export, build and package: the slow tier (the fast tier keeps compile and measure)
 def test_deploy_a_run(tmp_path):
     run_search(tiny_config(steps=12, epochs=2), tmp_path / "run", progress=False)
     r = run_cli("deploy", str(tmp_path / "run"), "--out", str(tmp_path / "dep"))

@@ -57,6 +57,7 @@ def _cli(*args) -> subprocess.Popen:
                             text=True, env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"})
 
 
+@pytest.mark.slow  # two searches and a resume (~25 s): the slow tier; bad --resume input stays fast
 def test_killed_search_resumes_to_the_same_design(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text(CONFIG)
