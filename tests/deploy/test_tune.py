@@ -128,6 +128,17 @@ def test_budget_goes_by_latency_share():
     assert _pick(ts, 80, 8).name == "c"
 
 
+def _tune_here(capsys, model, db, trials, *extra) -> tuple[int, str]:
+    """``explorer tune`` in this process (its arguments as :func:`_tune`'s): exit code and stderr.
+    Bad input is checked in-process (no interpreter and TVM import per case); a fresh process is
+    tests/test_cli.py's and the slow tier's."""
+    from explorer.cli import main
+
+    code = main(["tune", str(model), "--trials", str(trials), "--db", str(db), "--num-cores", "1", "--per-iter", "4",
+                 "--no-progress", *extra])
+    return code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, msg", [
     (["--rpc", "localhost"], "expected HOST:PORT"),
     (["--rpc", "localhost:9190"], "--rpc needs --key"),
@@ -135,24 +146,24 @@ def test_budget_goes_by_latency_share():
     (["--target", "vta"], "does not tune schedules"),
     (["--rpc", "127.0.0.1:1", "--key", "k"], "cannot reach a TVM RPC tracker"),
 ])
-def test_bad_tune_arguments(tiny_onnx, tmp_path, args, msg):
-    r = _tune(tiny_onnx, tmp_path / "db", 4, *args)
-    assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+def test_bad_tune_arguments(tiny_onnx, tmp_path, args, msg, capsys):
+    code, err = _tune_here(capsys, tiny_onnx, tmp_path / "db", 4, *args)
+    assert code == 2 and msg in err and "Traceback" not in err, err
 
 
-def test_bad_database_and_model(tiny_onnx, tmp_path):
+def test_bad_database_and_model(tiny_onnx, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
-    r = _tune(tiny_onnx, tmp_path / "file", 4)
-    assert r.returncode == 2 and "not a folder" in r.stderr and "Traceback" not in r.stderr
+    code, err = _tune_here(capsys, tiny_onnx, tmp_path / "file", 4)
+    assert code == 2 and "not a folder" in err and "Traceback" not in err
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "database_workload.json").write_text("this is not json\n")
-    r = _tune(tiny_onnx, bad, 4)
-    assert r.returncode == 2 and "not a readable schedule database" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    code, err = _tune_here(capsys, tiny_onnx, bad, 4)
+    assert code == 2 and "not a readable schedule database" in err and "Traceback" not in err, err
     assert (bad / "database_workload.json").read_text() == "this is not json\n"  # left as it was
     (tmp_path / "m.onnx").write_bytes(b"\x08\x07garbage")
-    r = _tune(tmp_path / "m.onnx", tmp_path / "db", 4)
-    assert r.returncode == 2 and "not a valid ONNX file" in r.stderr
+    code, err = _tune_here(capsys, tmp_path / "m.onnx", tmp_path / "db", 4)
+    assert code == 2 and "not a valid ONNX file" in err
 
 
 def _reachable(port):

@@ -119,7 +119,8 @@ def test_sigint_stops_tracker_and_servers(rpc_up):
 
 @pytest.mark.slow  # a tracker and two servers (~12 s to start): the slow tier
 def test_measure_on_a_target_that_names_its_tracker(rpc_up, tmp_path, capsys):
-    """No --rpc: the target TOML's [options.rpc] sends the timing to the device."""
+    """No --rpc: the target TOML's [options.rpc] sends the timing to the device, built for its
+    tvm_target and linked with its cc."""
     from pathlib import Path
 
     from explorer.measure.store import Store
@@ -127,7 +128,11 @@ def test_measure_on_a_target_that_names_its_tracker(rpc_up, tmp_path, capsys):
     _, tracker, key, _ = rpc_up
     base = (Path(__file__).parents[2] / "explorer/resources/targets/cpu.toml").read_text()
     toml = tmp_path / "board.toml"
-    toml.write_text(base.replace('name = "cpu"', 'name = "board"') + f'\n[options.rpc]\ntracker = "{tracker}"\nkey = "{key}"\n')
+    # built for a named triple and linked by a named (cross) compiler: the path a board of another
+    # architecture takes (here the triple and compiler are this machine's, so its servers can run it)
+    toml.write_text(base.replace('name = "cpu"', 'name = "board"') +
+                    '\n[options]\ntvm_target = "llvm -mtriple=x86_64-linux-gnu"\ncc = "x86_64-linux-gnu-g++"\n'
+                    f'[options.rpc]\ntracker = "{tracker}"\nkey = "{key}"\n')
     store = tmp_path / "s.sqlite"
     assert main(["measure", str(_tiny_onnx(tmp_path / "mlp.onnx")), "--target", str(toml), "--repeat", "5",
                  "--store", str(store)]) == 0
