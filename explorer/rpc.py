@@ -59,6 +59,12 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _child_setup(cpus: list[int] | None) -> None:
+    _die_with_parent()
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
 def free_servers(host: str, port: int, key: str) -> int:
     """Free servers of ``key`` that the tracker at host:port reports (0 while it is not up)."""
     from tvm import rpc as tvm_rpc
@@ -123,15 +129,26 @@ class RPCCluster:
                 pass
         return out
 
-    def _spawn(self, name: str, args: list[str], env: dict | None = None) -> subprocess.Popen:
+    def _spawn(self, name: str, args: list[str], env: dict | None = None, cpus: list[int] | None = None) -> subprocess.Popen:
         log = Path(self._logdir.name) / f"{name}.log"
         self._logs.append(log)
         with open(log, "wb") as f:
             p = subprocess.Popen([sys.executable, "-c", _CHILD, *args], stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
                                  start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                 preexec_fn=(lambda: _child_setup(cpus)) if sys.platform == "linux" else None)
         self.procs.append(p)
         return p
+
+    def _share(self, i: int) -> dict:
+        """Server ``i``'s environment and cores. With ``threads``, each server runs that many threads,
+        unpinned by TVM (``TVM_BIND_THREADS=0``: TVM pins a one-thread pool to the first core, the same
+        one in every server, and servers sharing a machine would then time each other), and where the
+        machine has the cores, on cores of its own."""
+        if not self.threads:
+            return {}
+        have = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        own = have[i * self.threads:(i + 1) * self.threads] if len(have) >= self.devices * self.threads else None
+        return {"env": {"TVM_NUM_THREADS": str(self.threads), "TVM_BIND_THREADS": "0"}, "cpus": own}
 
     def _died(self, only: str | None = None) -> str | None:
         """Why the first child that exited did (``only``: the child of that name), or None."""
@@ -182,7 +199,7 @@ class RPCCluster:
                 self._spawn(f"server{i}", ["tvm.exec.rpc_server", "--host", self.host, "--port", str(lo),
                                            "--port-end", str(lo + 40),
                                            "--tracker", f"{chost}:{cport}", "--key", self.key, "--silent"],
-                            env={"TVM_NUM_THREADS": str(self.threads)} if self.threads else None)
+                            **self._share(i))
             while (n := free_servers(chost, cport, self.key)) < self.devices:
                 if (why := self._died()) or time.monotonic() > deadline:
                     raise ConfigError(f"{n} of {self.devices} RPC servers registered with the tracker at {chost}:{cport}"
