@@ -10,7 +10,8 @@ Builds apply the user's and the shipped schedule databases (:mod:`explorer.deplo
 A device elsewhere (a board, a phone, a server) is the same backend with options in its TOML::
 
     [options]
-    tvm_target = "llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a72"   # what to build for (default: this CPU)
+    tvm_target = {kind = "llvm", mtriple = "aarch64-linux-gnu", mcpu = "cortex-a72"}  # default: this CPU
+    # (or TVM's old string form "llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a72")
     cc = "aarch64-linux-gnu-g++"      # the cross compiler that links the library (default: the host's)
     [options.rpc]
     tracker = "127.0.0.1:9190"        # a TVM RPC tracker (explorer rpc up, or TVM's own)
@@ -257,6 +258,24 @@ class TVMBackend(TargetBackend):
         return deploy(self, run_dir, out, schedules=schedules, **tuning)
 
 
+def _target_dict(spec):
+    """A TVM target from a TOML table (``{kind = "llvm", mtriple = "...", mcpu = "..."}``, TVM's JSON
+    form) or the command-line form ``"llvm -mtriple=... -mcpu=... -mattr=+neon,+v8"`` (which TVM
+    0.27 no longer parses itself): the dict TVM's ``Target`` takes."""
+    if isinstance(spec, dict):
+        return dict(spec)
+    if not isinstance(spec, str) or not spec.split():
+        raise ValueError("expected a target string or a table with kind = ...")
+    kind, *opts = spec.split()
+    out: dict = {"kind": kind}
+    for o in opts:
+        k, eq, v = o.lstrip("-").partition("=")
+        if not o.startswith("-") or not k:
+            raise ValueError(f"option {o!r}: expected -name=value")
+        out[k] = (v.split(",") if k in ("mattr", "keys", "libs") else v) if eq else True
+    return out
+
+
 @BACKENDS.register("tvm-cpu")
 class TVMCPUBackend(TVMBackend):
     device_type = "cpu"
@@ -280,10 +299,11 @@ class TVMCPUBackend(TVMBackend):
         from ..errors import ConfigError
 
         try:
-            t = Target(spec)
+            t = Target(_target_dict(spec))
         except Exception as e:  # noqa: BLE001 - TVM's parser: one line to the user
+            why = next((ln for ln in str(e).strip().splitlines() if ln.strip()), type(e).__name__)[:200]
             raise ConfigError(f"{self.target.path or self.target.name}: options.tvm_target {spec!r} is not a TVM target "
-                              f"({str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__})") from None
+                              f"({why})") from None
         return as_target(target_json(t), num_cores=num_cores) if num_cores else t
 
     def tune(self, mod, trials=512, db=None, num_cores=None, per_iter=16, rpc=None, progress=True, seed=0, label="tune",
