@@ -196,10 +196,12 @@ def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bo
         finished = prob.backend.finish(prob.space, result, prob.cost_model, work)
         if finished:
             summary[prob.backend.finish_key] = finished
-    try:
-        from .report import plot_history
+    from .report import NothingToPlot, plot_history
 
+    try:
         plot_history(work / "history.jsonl", work / "search.png", cfg.limits_si())
+    except NothingToPlot:  # a random search: its samples are drawn by `explorer report`
+        pass
     except Exception as e:  # a plot must never cost the results
         summary["plot_error"] = f"{type(e).__name__}: {e}"
     _atomic_json(work / "summary.json", summary)

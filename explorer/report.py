@@ -15,7 +15,11 @@ from pathlib import Path
 
 from .errors import ConfigError, DataError
 
-__all__ = ["plot_history", "write_report", "load_run", "load_exploration", "RunData", "ExplorationData"]
+__all__ = ["plot_history", "NothingToPlot", "write_report", "load_run", "load_exploration", "RunData", "ExplorationData"]
+
+
+class NothingToPlot(ValueError):
+    """The history holds no search steps (a random-search run samples designs instead)."""
 
 
 def plot_history(history_path: str | Path, out_png: str | Path, limits_si: dict | None = None) -> Path:
@@ -29,7 +33,7 @@ def plot_history(history_path: str | Path, out_png: str | Path, limits_si: dict 
     recs = [r for r in recs if "step" in r and "event" not in r and "expected" in r]
     limits_si = limits_si or {}
     if not recs:
-        raise ValueError("no search steps in the history to plot (a random-search run has samples, not steps)")
+        raise NothingToPlot("no search steps in the history to plot (a random-search run has samples, not steps)")
     fig, axes = plt.subplots(2, 4, figsize=(18, 7))
     steps = list(range(len(recs)))
     for key, ax in zip(("L1", "L2", "L"), [axes[0, 0]] * 3):
