@@ -122,7 +122,12 @@ def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force:
                                         "data": prob.data.summary(), "lower_bounds": _units(prob.lower_bounds),
                                         "out": str(out.resolve()), "force": force, "do_retrain": do_retrain,
                                         "exploration": None if exploration is None else str(Path(exploration).resolve())})
-    return _search_into(prob, method, out, work, progress, do_retrain, exploration)
+    try:
+        return _search_into(prob, method, out, work, progress, do_retrain, exploration)
+    except BaseException:
+        if method != "cosearch":  # only a co-search checkpoints: another method's partial folder resumes nothing
+            shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 def _work_dir(out: Path) -> Path:

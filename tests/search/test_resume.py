@@ -189,3 +189,18 @@ def test_resume_of_an_unknown_method_is_refused(tmp_path):
     (tmp_path / "run.partial" / "config.json").write_text(json.dumps({**tiny_config().as_dict(), "method": "annealing"}))
     with pytest.raises(ConfigError, match="unknown method 'annealing'"):
         resume_search(tmp_path / "run")
+
+
+@pytest.mark.parametrize("method, kept", [("random", False), ("sequential", False), ("cosearch", True)])
+def test_a_failed_search_leaves_a_partial_folder_only_where_it_can_resume(tmp_path, monkeypatch, method, kept):
+    import explorer.api as api
+    from explorer.errors import ConfigError
+    from tests.conftest import tiny_config
+
+    def fail(*a, **k):
+        raise ConfigError("no design met the limits")
+
+    monkeypatch.setattr(api, "_search_into", fail)
+    with pytest.raises(ConfigError):
+        api.run_search(tiny_config(), tmp_path / "run", method=method, progress=False)
+    assert (tmp_path / "run.partial").exists() == kept and not (tmp_path / "run").exists()
