@@ -107,17 +107,6 @@ def test_rpc_key_without_servers_is_one_line(rpc_up, tmp_path, capsys):
 
 
 @pytest.mark.slow  # a tracker and two servers (~12 s to start): the slow tier
-def test_sigint_stops_tracker_and_servers(rpc_up):
-    p, _, _, pids = rpc_up
-    assert len(pids) >= 3  # tracker and two servers (and their forked workers)
-    assert all(psutil.pid_exists(x) for x in pids)
-    p.send_signal(signal.SIGINT)
-    assert p.wait(timeout=15) == 0
-    gone, alive = psutil.wait_procs([psutil.Process(x) for x in pids if psutil.pid_exists(x)], timeout=5)
-    assert not [a for a in alive if a.status() != psutil.STATUS_ZOMBIE], alive
-
-
-@pytest.mark.slow  # a tracker and two servers (~12 s to start): the slow tier
 def test_measure_on_a_target_that_names_its_tracker(rpc_up, tmp_path, capsys):
     """No --rpc: the target TOML's [options.rpc] sends the timing to the device, built for its
     tvm_target and linked with its cc."""
@@ -140,3 +129,15 @@ def test_measure_on_a_target_that_names_its_tracker(rpc_up, tmp_path, capsys):
     with Store(store) as st:
         recs = st.query(kind="measure", ok=True)
     assert len(recs) == 1 and recs[0].target == "board" and recs[0].knobs["rpc_key"] == key
+
+
+@pytest.mark.slow  # a tracker and two servers (~12 s to start): the slow tier
+def test_sigint_stops_tracker_and_servers(rpc_up):
+    """Last in this module: it stops the module's cluster."""
+    p, _, _, pids = rpc_up
+    assert len(pids) >= 3  # tracker and two servers (and their forked workers)
+    assert all(psutil.pid_exists(x) for x in pids)
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=15) == 0
+    gone, alive = psutil.wait_procs([psutil.Process(x) for x in pids if psutil.pid_exists(x)], timeout=5)
+    assert not [a for a in alive if a.status() != psutil.STATUS_ZOMBIE], alive
