@@ -74,3 +74,46 @@ def make_table_target(folder, space_options: dict | None = None, name: str = "ph
     out = os.path.join(folder, f"{name}.json")
     assert main(["costmodel", "fit", "--space", "chain", "--records", table, "--out", out]) == 0
     return out, lat
+
+
+def start_rpc_up(devices: int = 2, threads: int | None = None, start_port: int = 9290):
+    """``explorer rpc up --devices N`` as a user starts it, waited on until ready. Returns (process,
+    "HOST:PORT" of the tracker, device key, PIDs); ``process.err_path`` holds its stderr (a file, not a
+    pipe: a pipe nobody reads can block the process that writes to it)."""
+    import tempfile
+    import time
+
+    from explorer.rpc import free_port
+
+    port = free_port(start=start_port)
+    err = tempfile.NamedTemporaryFile(prefix="rpc-up-", suffix=".err", delete=False)
+    p = subprocess.Popen([sys.executable, "-m", "explorer.cli", "rpc", "up", "--devices", str(devices), "--port", str(port),
+                          *(["--threads", str(threads)] if threads else [])],
+                         stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    err.close()
+    p.err_path = err.name
+    info = {}
+    deadline = time.monotonic() + 90
+    while "ready" not in info and time.monotonic() < deadline:
+        line = p.stdout.readline()
+        if not line:
+            break
+        name, _, value = line.strip().partition(" ")
+        info[name.rstrip(":")] = value
+    if "ready" not in info:
+        stop_rpc_up(p)
+        raise AssertionError(f"rpc up did not get ready: {info}, exit {p.poll()}, stderr {open(p.err_path).read()[-2000:]}")
+    return p, info["tracker"], info["key"], [int(x) for x in info["pids"].split()]
+
+
+def stop_rpc_up(p, timeout: float = 30.0) -> None:
+    import signal
+
+    if p.poll() is None:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    os.unlink(p.err_path) if os.path.exists(p.err_path) else None

@@ -8,8 +8,6 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,34 +16,14 @@ import pytest
 
 from explorer.measure.devices import DeviceError, DevicePool
 from explorer.rpc import free_port
+from tests.conftest import start_rpc_up, stop_rpc_up
 from tests.measure.test_rpc import _tiny_onnx
 
 
 def _rpc_up(devices: int, threads: int = 1):
-    port = free_port(start=9400)
-    p = subprocess.Popen([sys.executable, "-m", "explorer.cli", "rpc", "up", "--devices", str(devices), "--port", str(port),
-                          "--threads", str(threads)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    info = {}
-    deadline = time.monotonic() + 90
-    while "ready" not in info and time.monotonic() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            break
-        name, _, value = line.strip().partition(" ")
-        info[name.rstrip(":")] = value
-    assert "ready" in info, (info, p.poll(), p.stderr.read() if p.poll() is not None else "")
-    host, _, port = info["tracker"].rpartition(":")
-    return p, (host, int(port), info["key"]), [int(x) for x in info["pids"].split()]
-
-
-def _stop(p):
-    if p.poll() is None:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    p, tracker, key, pids = start_rpc_up(devices, threads, start_port=9400)
+    host, _, port = tracker.rpartition(":")
+    return p, (host, int(port), key), pids
 
 
 @pytest.fixture
@@ -54,7 +32,7 @@ def two_servers():
     try:
         yield rpc, pids
     finally:
-        _stop(p)
+        stop_rpc_up(p)
 
 
 def server_pid(pids: list[int], server: str) -> int:
@@ -194,7 +172,7 @@ def test_search_on_an_rpc_target_survives_a_dead_server(tmp_path):
         finally:
             m.close()
     finally:
-        _stop(p)
+        stop_rpc_up(p)
     assert killed, "no measurement came back before the search ended"
     with Store(store) as st:
         e2e = st.query(kind="e2e")

@@ -1,9 +1,7 @@
 """``explorer rpc up`` (TVM's tracker and servers) and ``explorer measure --rpc``, on loopback."""
 
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -14,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from explorer.cli import main
 from explorer.rpc import free_port
-from tests.conftest import run_cli as cli
+from tests.conftest import run_cli as cli, start_rpc_up, stop_rpc_up
 
 
 def _tiny_onnx(path):
@@ -34,28 +32,11 @@ def _tiny_onnx(path):
 @pytest.fixture(scope="module")
 def rpc_up():
     """``explorer rpc up --devices 2`` as a user starts it; yields (process, tracker, key, PIDs)."""
-    port = free_port(start=9290)
-    p = subprocess.Popen([sys.executable, "-m", "explorer.cli", "rpc", "up", "--devices", "2", "--port", str(port)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    info = {}
+    p, tracker, key, pids = start_rpc_up(2)
     try:
-        deadline = time.monotonic() + 60
-        while "ready" not in info and time.monotonic() < deadline:
-            line = p.stdout.readline()
-            if not line:
-                break
-            name, _, value = line.strip().partition(" ")
-            info[name.rstrip(":")] = value
-        assert "ready" in info, (info, p.poll(), p.stderr.read() if p.poll() is not None else "")
-        yield p, info["tracker"], info["key"], [int(x) for x in info["pids"].split()]
+        yield p, tracker, key, pids
     finally:
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_rpc_up(p)
 
 
 @pytest.mark.slow  # a tracker and two servers (~12 s to start): the slow tier
@@ -138,6 +119,11 @@ def test_sigint_stops_tracker_and_servers(rpc_up):
     assert len(pids) >= 3  # tracker and two servers (and their forked workers)
     assert all(psutil.pid_exists(x) for x in pids)
     p.send_signal(signal.SIGINT)
-    assert p.wait(timeout=15) == 0
+    try:
+        code = p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"rpc up still running 30 s after SIGINT; its stdout so far and stderr: "
+                    f"{open(p.err_path).read()[-3000:]}")
+    assert code == 0, open(p.err_path).read()[-3000:]
     gone, alive = psutil.wait_procs([psutil.Process(x) for x in pids if psutil.pid_exists(x)], timeout=5)
     assert not [a for a in alive if a.status() != psutil.STATUS_ZOMBIE], alive
