@@ -271,6 +271,9 @@ def up(devices: int, key: str = DEFAULT_KEY, port: int | None = None, host: str 
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C stops it even where SIGINT was inherited as ignored (a job started with `&` by a script,
+    # or by a parent that ignores SIGINT): Python then installs no KeyboardInterrupt of its own
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with RPCCluster(devices, key, port, host, timeout_s, threads) as c:
             h, p = c.tracker
@@ -294,3 +297,4 @@ def up(devices: int, key: str = DEFAULT_KEY, port: int | None = None, host: str 
             raise ConfigError(f"the RPC tracker stopped on its own ({c._died('tracker')}); stopped the servers")
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)

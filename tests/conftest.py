@@ -76,10 +76,12 @@ def make_table_target(folder, space_options: dict | None = None, name: str = "ph
     return out, lat
 
 
-def start_rpc_up(devices: int = 2, threads: int | None = None, start_port: int = 9290):
+def start_rpc_up(devices: int = 2, threads: int | None = None, start_port: int = 9290, sigint_ignored: bool = False):
     """``explorer rpc up --devices N`` as a user starts it, waited on until ready. Returns (process,
     "HOST:PORT" of the tracker, device key, PIDs); ``process.err_path`` holds its stderr (a file, not a
-    pipe: a pipe nobody reads can block the process that writes to it)."""
+    pipe: a pipe nobody reads can block the process that writes to it). ``sigint_ignored``: started
+    with SIGINT ignored, as a script's background job is."""
+    import signal
     import tempfile
     import time
 
@@ -89,7 +91,8 @@ def start_rpc_up(devices: int = 2, threads: int | None = None, start_port: int =
     err = tempfile.NamedTemporaryFile(prefix="rpc-up-", suffix=".err", delete=False)
     p = subprocess.Popen([sys.executable, "-m", "explorer.cli", "rpc", "up", "--devices", str(devices), "--port", str(port),
                           *(["--threads", str(threads)] if threads else [])],
-                         stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                         stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                         preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None)
     err.close()
     p.err_path = err.name
     info = {}

@@ -31,8 +31,9 @@ def _tiny_onnx(path):
 
 @pytest.fixture(scope="module")
 def rpc_up():
-    """``explorer rpc up --devices 2`` as a user starts it; yields (process, tracker, key, PIDs)."""
-    p, tracker, key, pids = start_rpc_up(2)
+    """``explorer rpc up --devices 2`` as a user starts it, here as a script's background job (SIGINT
+    inherited as ignored: Ctrl-C must stop it all the same); yields (process, tracker, key, PIDs)."""
+    p, tracker, key, pids = start_rpc_up(2, sigint_ignored=True)
     try:
         yield p, tracker, key, pids
     finally:
