@@ -93,49 +93,29 @@ def measure_tvm_rpc(lib: str | os.PathLike, inputs: dict, rpc: tuple[str, int, s
                     seed: int = 0, device: str = "cpu", timeout_s: float = 10.0) -> dict:
     """:func:`measure_tvm` on a server of a TVM RPC tracker: ``rpc`` is (host, port, key) as
     :func:`explorer.deploy.tune.parse_rpc` gives it. The library is uploaded and timed there with
-    TVM's time evaluator. An unreachable tracker, or a key without a free server, raises
-    :class:`~explorer.errors.ConfigError` within about ``timeout_s``."""
-    import threading
-
-    import tvm
-    from tvm import relax
-    from tvm import rpc as tvm_rpc
-
+    TVM's time evaluator (:func:`explorer.measure.devices.time_remote`, here in this process). An
+    unreachable tracker, or a key without a free server, raises :class:`~explorer.errors.ConfigError`
+    within about ``timeout_s``."""
     from ..errors import ConfigError
+    from .devices import time_remote
 
     host, port, key = rpc
     lib = Path(lib)
     if not lib.is_file():
         raise ModelError(f"{lib}: no such library")
     check_rpc(rpc, timeout_s)
-    got: dict = {}
-
-    def request():  # the tracker queues a request until a server is free: bound the wait
-        try:
-            got["remote"] = tvm_rpc.connect_tracker(host, port).request(key, priority=1, session_timeout=0, max_retry=1)
-        except Exception as e:  # noqa: BLE001 - reported below as one line
-            got["error"] = e
-
-    th = threading.Thread(target=request, daemon=True)
-    th.start()
-    th.join(timeout_s)
-    if "remote" not in got:
-        why = f"{type(got['error']).__name__}: {got['error']}" if "error" in got else f"none free within {timeout_s:.0f} s"
-        raise ConfigError(f"--rpc {host}:{port} --key {key}: no RPC session ({why})")
-    remote = got["remote"]
+    req = {"lib": str(lib), "rpc": [host, port, key], "device_type": device, "repeat": repeat, "number": number,
+           "seed": seed, "wait_s": timeout_s, "calls": [{"fn": "main", "inputs": {k: [list(s), d] for k, (s, d) in inputs.items()}}]}
     try:
-        remote.upload(str(lib))
-        rt = remote.load_module(lib.name)
-        dev = remote.device(device, 0)
-        vm = relax.VirtualMachine(rt, dev)
-        args = [tvm.runtime.tensor(v, dev) for v in _inputs(inputs, seed).values()]
-        vm["main"](*args)  # warm-up
-        res = vm.time_evaluator("main", dev, number=number, repeat=repeat, min_repeat_ms=0)(*args)
+        got = time_remote(req)
+    except ModelError as e:  # no server free in time, or the tracker went away
+        raise ConfigError(f"--rpc {host}:{port} --key {key}: no RPC session ({e})") from None
     except Exception as e:  # noqa: BLE001 - a failure on the server is one line to the user
         raise ModelError(f"{lib.name} on the RPC server ({key} at {host}:{port}): {type(e).__name__}: "
                          f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}") from None
-    out = summarize(list(res.results))
-    out.update({"runner": "tvm-rpc", "repeat": repeat, "number": number, "rpc_key": key, "rpc_tracker": f"{host}:{port}"})
+    out = got["results"][0]
+    out.update({"runner": "tvm-rpc", "repeat": repeat, "number": number, "rpc_key": key, "rpc_tracker": f"{host}:{port}",
+                "server": got["server"]})
     return out
 
 
