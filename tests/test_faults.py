@@ -37,7 +37,8 @@ def _integrity(path) -> str:
 
 
 def _writer(path, who, n):
-    return subprocess.Popen([sys.executable, "-c", _WRITER, str(path), who, str(n)], stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", _WRITER, str(path), who, str(n)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def test_two_writers_on_one_store_never_corrupt_it(tmp_path):
@@ -46,8 +47,8 @@ def test_two_writers_on_one_store_never_corrupt_it(tmp_path):
         st.add(MeasureRecord("before", "measure", "cpu", latency_ms=1.0))
     procs = [_writer(path, w, 300) for w in ("a", "b")]
     for p in procs:
-        p.communicate(timeout=120)
-        assert p.returncode == 0
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
     assert _integrity(path) == "ok"
     with Store(path) as st:
         keys = {r.key for r in st.query(kind="measure")}
@@ -65,12 +66,12 @@ def test_a_writer_killed_mid_write_loses_nothing_it_committed(tmp_path):
     target = rng.randint(50, 400)  # a seeded random moment
     while done < target:
         line = p.stdout.readline()
-        assert line, "the writer ended early"
+        assert line, f"the writer ended early: {p.communicate()[1][-2000:]}"
         done = int(line)
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=30)
-    other.communicate(timeout=120)
-    assert other.returncode == 0
+    _, err = other.communicate(timeout=120)
+    assert other.returncode == 0, err[-2000:]
     assert _integrity(path) == "ok"
     with Store(path) as st:  # every record the killed writer had committed (and said so) is there
         mine = {r.key for r in st.query(kind="measure") if r.key.startswith("k-")}

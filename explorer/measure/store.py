@@ -110,9 +110,20 @@ class Store:
         except sqlite3.DatabaseError as e:
             self.conn.close()
             raise StoreError(f"store {self.path}: not an SQLite database ({e}); give another --store or move it away") from None
-        self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.conn.executescript(SCHEMA)
+        # Switching a new file to WAL takes an exclusive lock that SQLite does not wait for (no busy
+        # handler): two processes opening one new store at once can get "database is locked" here.
+        deadline = time.monotonic() + 60.0
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                self.conn.execute("PRAGMA synchronous = NORMAL")
+                self.conn.executescript(SCHEMA)
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                    self.conn.close()
+                    raise StoreError(f"store {self.path}: cannot be prepared ({e})") from None
+                time.sleep(0.05)
 
     def add(self, r: MeasureRecord) -> int:
         created = r.created or time.time()
