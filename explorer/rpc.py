@@ -67,18 +67,13 @@ def _child_setup(cpus: list[int] | None) -> None:
 
 def free_servers(host: str, port: int, key: str) -> int:
     """Free servers of ``key`` that the tracker at host:port reports (0 while it is not up)."""
-    from tvm import rpc as tvm_rpc
+    from .deploy.tune import tracker_keys
+    from .errors import ExplorerError
 
     try:
-        socket.create_connection((host, port), timeout=1.0).close()
-        t = tvm_rpc.connect_tracker(host, port)
-        try:
-            summary = t.summary()
-        finally:
-            t.close()
-    except (OSError, RuntimeError):
+        return tracker_keys(host, port, timeout_s=1.0).get(key, 0)
+    except (ExplorerError, OSError, RuntimeError):
         return 0
-    return int(summary.get("queue_info", {}).get(key, {}).get("free", 0))
 
 
 class RPCCluster:
