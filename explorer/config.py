@@ -25,6 +25,10 @@ class SearchConfig:
     budget_min: float = 6.0
     batch_size: int = 64
     warmup_steps: int = 80
+    # warm-up never takes more than this share of the steps
+    warmup_fraction: float = 0.2
+    # the architecture and hardware are updated every this many weight steps
+    arch_every: int = 1
     relax: str = "softmax"
     tau_start: float = 1.0
     tau_end: float = 1.0
@@ -139,7 +143,9 @@ def validate(cfg: RunConfig) -> RunConfig:
         (s.budget_min > 0, "search.budget_min must be > 0"),
         (s.batch_size >= 2, "search.batch_size must be >= 2"),
         (s.warmup_steps >= 0, "search.warmup_steps must be >= 0"),
-        (s.relax in ("softmax", "gumbel"), f"search.relax must be 'softmax' or 'gumbel', got {s.relax!r}"),
+        (0 <= s.warmup_fraction < 1, "search.warmup_fraction must be in [0, 1)"),
+        (s.arch_every >= 1, "search.arch_every must be >= 1"),
+        (s.relax in ("softmax", "gumbel", "sample"), f"search.relax must be 'softmax', 'gumbel' or 'sample', got {s.relax!r}"),
         (s.progress in ("steps", "time"), f"search.progress must be 'steps' or 'time', got {s.progress!r}"),
         (s.tau_start > 0 and s.tau_end > 0, "search.tau_start and tau_end must be > 0"),
         (min(s.w_lr, s.alpha_lr, s.theta_lr) > 0, "learning rates must be > 0"),

@@ -78,14 +78,16 @@ def check_feasible(cost_model: CostModel, limits: dict[str, float]) -> dict[str,
     return lb
 
 
-def repair(cost_model: CostModel, genotype: dict, config, hw_space, constraints: Constraints, prefs, max_moves: int = 64):
+def repair(cost_model: CostModel, genotype: dict, config, hw_space, constraints: Constraints, prefs, max_moves: int = 64,
+           valid=None):
     """Greedy repair of a derived design that breaks a limit.
 
     Each move changes one network choice or one hardware knob. Among the moves that reduce the
     violation, it takes the one that reduces it most per nat of the search's preference given up,
     ``log(p_current / p_new)`` with ``p`` from ``prefs[name][option]`` (every option of every
     network choice and knob; pruned options, at probability 0, are never used), until every limit
-    holds or no move helps. Returns (genotype, config, moves).
+    holds or no move helps. A move to a genotype that ``valid(genotype)`` refuses (a network whose
+    output no longer depends on its input) is never taken. Returns (genotype, config, moves).
     """
     g, cfg = dict(genotype), config
     cur = cost_model.evaluate(g, cfg)
@@ -103,7 +105,7 @@ def repair(cost_model: CostModel, genotype: dict, config, hw_space, constraints:
         candidates = []
         for name in genotype:
             for o in prefs.get(name, ()):
-                if o != g[name] and prefs.get(name, {}).get(o, 1.0) > 0.0:
+                if o != g[name] and prefs.get(name, {}).get(o, 1.0) > 0.0 and (valid is None or valid({**g, name: o})):
                     candidates.append(({**g, name: o}, cfg, f"{name}={o}", price(name, g[name], o)))
         for k in hw_space.knobs:
             for v in k.values:

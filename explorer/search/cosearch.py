@@ -150,8 +150,30 @@ class CoSearch:
 
     # -- pieces of a step ----------------------------------------------------------------------
     def _tau(self, progress: float) -> float:
+        """Temperature: ``tau_start`` until warm-up ends, then down to ``tau_end`` (geometrically) over
+        the rest of the run."""
         c = self.cfg
-        return c.tau_start * (c.tau_end / c.tau_start) ** min(1.0, progress)
+        w = self._warm_fraction()
+        t = min(1.0, max(0.0, (progress - w) / max(1e-9, 1.0 - w)))
+        return c.tau_start * (c.tau_end / c.tau_start) ** t
+
+    def _warm_fraction(self) -> float:
+        """The share of the run that warm-up (weights only) takes: ``warmup_steps``, but never more than
+        ``warmup_fraction`` of the steps, so that short runs still search."""
+        c = self.cfg
+        return min(c.warmup_steps, int(c.steps * c.warmup_fraction)) / c.steps
+
+    def _derive_net(self) -> dict:
+        """The network the search would return now: the argmax of every choice, made to connect the
+        input to the output where the argmax does not (a cell of only ``none``/dead edges computes a
+        constant; see :meth:`~explorer.space.base.SearchSpace.connect`)."""
+        g = self.net.derive()
+        if self.space.connected(g):
+            return g
+        return self.space.connect(g, self._net_prefs())
+
+    def _net_prefs(self) -> dict:
+        return {k: dict(zip(self.net.choice_options[k], p.tolist())) for k, p in self.net.probs().items()}
 
     def _set_bits(self, hw_probs):
         if self.has_bits:
@@ -162,16 +184,24 @@ class CoSearch:
     def _detached(self, probs):
         return {k: v.detach() for k, v in probs.items()}
 
+    def _relaxed(self, part, tau):
+        """(weights for the forward pass, weights for the expected cost) of the network's or the
+        hardware's choices. With ``relax = "sample"`` the forward pass runs one drawn option per
+        choice while the cost is the exact expectation under the softmax, so that every option's
+        price reaches its logit at every step (ProxylessNAS, FBNet)."""
+        fwd = part.probs(self.cfg.relax, tau, self.gen)
+        return fwd, (part.probs("softmax", tau) if self.cfg.relax == "sample" else fwd)
+
     def _hardware_step(self, xv, yv, tau):
-        net_p = self._detached(self.net.probs(self.cfg.relax, tau, self.gen))
-        hw_p = self.hw.probs(self.cfg.relax, tau, self.gen)
+        net_p, net_c = (self._detached(p) for p in self._relaxed(self.net, tau))
+        hw_p, hw_c = self._relaxed(self.hw, tau)
         self._set_bits(hw_p)
         if self.has_bits:
             task = F.cross_entropy(self.net(xv, net_p), yv)
         else:  # the hardware does not change the numerics: the task loss is a constant here
             with torch.no_grad():
                 task = F.cross_entropy(self.net(xv, net_p), yv)
-        cost = self.cm.predict(net_p, hw_p)
+        cost = self.cm.predict(net_c, hw_c)
         loss = task + self.con.penalty(cost)
         if not loss.requires_grad:  # neither the numerics nor the costs depend on the knobs (a fixed device)
             return loss.item(), task.item()
@@ -180,19 +210,22 @@ class CoSearch:
         self.opt_t.step()
         return loss.item(), task.item()
 
-    def _network_step(self, xt, yt, xv, yv, tau, search_arch: bool):
-        hw_p = self._detached(self.hw.probs(self.cfg.relax, tau, self.gen))
+    def _network_step(self, xt, yt, xv, yv, tau, search_arch: bool, warm: bool = False):
+        hw_p, hw_c = (self._detached(p) for p in self._relaxed(self.hw, tau))
         self._set_bits(hw_p)
-        net_p = self._detached(self.net.probs(self.cfg.relax, tau, self.gen))
+        if warm and self.cfg.relax == "sample":  # warm-up: uniformly drawn paths, no op favoured
+            net_p = self.net.sample_uniform(self.gen)
+        else:
+            net_p = self._detached(self.net.probs(self.cfg.relax, tau, self.gen))
         w_loss = F.cross_entropy(self.net(xt, net_p), yt)
         self.opt_w.zero_grad(set_to_none=True)
         w_loss.backward(inputs=self.net.weight_parameters())
         self.opt_w.step()
         if not search_arch:
             return float("nan"), float("nan"), w_loss.item(), None
-        net_p = self.net.probs(self.cfg.relax, tau, self.gen)
+        net_p, net_c = self._relaxed(self.net, tau)
         task = F.cross_entropy(self.net(xv, net_p), yv)
-        cost = self.cm.predict(net_p, hw_p)
+        cost = self.cm.predict(net_c, hw_c)
         loss = task + (self.con.penalty(cost) if self.cost_on_alpha else 0.0)
         self.opt_a.zero_grad(set_to_none=True)
         loss.backward(inputs=self.net.arch_parameters())
@@ -215,7 +248,7 @@ class CoSearch:
         return {"figures": figures, "val_loss": ce / len(y), "val_accuracy": correct / len(y)}
 
     def _prefs(self) -> dict:
-        out = {k: dict(zip(self.net.choice_options[k], p.tolist())) for k, p in self.net.probs().items()}
+        out = self._net_prefs()
         for k in self.hw.knobs:
             out[k.name] = dict(zip(k.values, self.hw.probs()[k.name].tolist()))
         return out
@@ -239,7 +272,7 @@ class CoSearch:
         if not done:
             return
         out = []
-        cur_g, cur_c = self.net.derive(), self.hw.derive()
+        cur_g, cur_c = self._derive_net(), self.hw.derive()
         for job in done:
             self._pending.discard(job.key)
             if job.latency_s is None:
@@ -347,9 +380,8 @@ class CoSearch:
         stage_i, stop_reason, evals_since_best = 0, "steps", 0
         L_ema = None
         step = 0
-        # Warm-up (weights only) ends after warmup_steps, but never takes more than a fifth of the
-        # step or time budget, so that short runs still search.
-        warmup = min(cfg.warmup_steps, cfg.steps // 5)
+        warm_frac = self._warm_fraction()
+        warmup = int(round(warm_frac * cfg.steps))
         warm_done, loop_done, elapsed_s = False, False, 0.0
         if resume is not None:
             loop = self.load_state_dict(resume)
@@ -373,31 +405,34 @@ class CoSearch:
             elapsed = time.monotonic() - t0
             progress = step / cfg.steps if cfg.progress == "steps" else max(step / cfg.steps, elapsed / budget_s)
             tau = self._tau(progress)
-            if not warm_done and (step > warmup or (cfg.progress == "time" and elapsed > 0.2 * budget_s)):
+            if not warm_done and (step > warmup or (cfg.progress == "time" and elapsed > warm_frac * budget_s)):
                 warm_done = True
             while warm_done and stage_i < len(stages) and progress >= stages[stage_i][0]:
                 if self.update_alpha:
                     removed = self.net.prune(stages[stage_i][1])
                     self._event(history, {"step": step, "event": "prune", "keep": stages[stage_i][1], "removed": removed})
                 stage_i += 1
-                self._tune(self.net.derive(), self.hw.derive(), step, history, len(stages) + 1)
+                self._tune(self._derive_net(), self.hw.derive(), step, history, len(stages) + 1)
+            # architecture and hardware move every arch_every weight steps (the weights catch up between)
             search_arch = warm_done
+            arch_now = warm_done and (step - warmup) % cfg.arch_every == 0
             xt, yt = next(self.train_b)
             xv, yv = next(self.val_b)
             rec = {"step": step, "time_s": round(time.monotonic() - t0, 3), "tau": tau}
-            if search_arch and self.update_hw:
+            if arch_now and self.update_hw:
                 L1, task1 = self._hardware_step(xv, yv, tau)
             else:
                 L1, task1 = float("nan"), float("nan")
-            L2, task2, w_loss, cost = self._network_step(xt, yt, xv, yv, tau, search_arch and self.update_alpha)
+            L2, task2, w_loss, cost = self._network_step(xt, yt, xv, yv, tau, arch_now and self.update_alpha,
+                                                         warm=not warm_done)
             if cost is None:
                 with torch.no_grad():
                     cost = self.cm.predict(self.net.probs(), self.hw.probs())
             if self.measurer is not None and cfg.refine:
                 self._measure(step, search_arch, rec)
             L = (0.0 if math.isnan(L1) else L1) + (0.0 if math.isnan(L2) else L2)
-            if search_arch:
-                derived_now = self.cm.evaluate(self.net.derive(), self.hw.derive()) if con.limits else {}
+            if arch_now:
+                derived_now = self.cm.evaluate(self._derive_net(), self.hw.derive()) if con.limits else {}
                 con.ascend(derived_now)
                 rec["derived_now"] = {k: derived_now[k] for k in con.limits}
                 L_ema = L if L_ema is None else 0.9 * L_ema + 0.1 * L
@@ -406,7 +441,7 @@ class CoSearch:
                 {
                     "L1": L1,
                     "L2": L2,
-                    "L": L if search_arch else float("nan"),
+                    "L": L if arch_now else float("nan"),
                     "task_hw": task1,
                     "task_arch": task2,
                     "train_loss": w_loss,
@@ -426,7 +461,7 @@ class CoSearch:
             )
             last = step == cfg.steps or (time.monotonic() - t0) >= budget_s
             if search_arch and (step % cfg.eval_every == 0 or last):
-                g, c = self.net.derive(), self.hw.derive()
+                g, c = self._derive_net(), self.hw.derive()
                 ev = self.evaluate_derived(g, c)
                 viol = con.violation(ev["figures"])
                 # Rank: designs within the limits first, then the smoothed combined loss L of the
@@ -472,13 +507,13 @@ class CoSearch:
             self._measure(step, False, rec, final_wait_s=self.cfg.measure_drain_s)
             self._event(history, rec)
         if best is None:  # budget ended inside warm-up: derive what we have
-            g, c = self.net.derive(), self.hw.derive()
+            g, c = self._derive_net(), self.hw.derive()
             ev = self.evaluate_derived(g, c)
             best = ((True, 0.0, 0.0), step, g, c, ev)
         _, best_step, g, c, ev = best
         moves = []
         if con.violation(ev["figures"]) > 0:
-            g, c, moves = repair(self.cm, g, c, self.hw, con, self._prefs())
+            g, c, moves = repair(self.cm, g, c, self.hw, con, self._prefs(), valid=self.space.connected)
             ev = self.evaluate_derived(g, c)
         measured = None
         self._tune(g, c, step, history, 1)
@@ -524,7 +559,7 @@ class CoSearch:
         probable of the derived design and its one-change neighbours (the runner-up option of any
         choice or knob) whose 90% interval straddles the limit and that was not measured yet; else
         the derived design if it was not measured yet; else nothing. Returns (genotype, config, why)."""
-        g0, c0 = self.net.derive(), self.hw.derive()
+        g0, c0 = self._derive_net(), self.hw.derive()
         fresh = lambda g, c: DesignPoint.make(self.space, g, self.target, c).key() not in self._submitted  # noqa: E731
         interval = getattr(self.cm, "latency_interval", None)
         limit = self.con.limits.get("latency_s")
@@ -603,7 +638,7 @@ class CoSearch:
                                   "tuning": job.info.get("tuning"), "correction": self.cm.correction_state()})
             if ok or r == rounds - 1:
                 break
-            g2, c2, more = repair(self.cm, g, c, self.hw, con, self._prefs())
+            g2, c2, more = repair(self.cm, g, c, self.hw, con, self._prefs(), valid=self.space.connected)
             if not more:  # the refit model sees no move that helps
                 break
             g, c, moves = g2, c2, moves + more

@@ -13,19 +13,44 @@ from ..errors import ConfigError
 from ..registry import Registry
 from ..slots import Slot, Workload, full_table, onehot_genotype, slot_workloads  # noqa: F401  (re-exported)
 
-__all__ = ["Slot", "SearchSpace", "SuperNet", "SPACES", "relaxed_probs", "entropy"]
+__all__ = ["Slot", "SearchSpace", "SuperNet", "SPACES", "RELAXATIONS", "relaxed_probs", "uniform_onehot", "entropy"]
 
 SPACES: Registry = Registry("search space")
 
 
+#: how a supernet's choices are relaxed: "softmax" (every option computed, weighted: DARTS),
+#: "gumbel" (Gumbel-softmax weights, every option computed), "sample" (one option per choice drawn
+#: by Gumbel-max, its weight 1 in the forward pass and the Gumbel-softmax gradient in the backward
+#: pass: GDAS; step time and memory do not grow with the number of options)
+RELAXATIONS = ("softmax", "gumbel", "sample")
+
+
+def _gumbel(shape, generator) -> torch.Tensor:
+    u = torch.rand(shape, generator=generator).clamp(1e-9, 1 - 1e-9)
+    return -torch.log(-torch.log(u))
+
+
 def relaxed_probs(logits: torch.Tensor, mask: torch.Tensor, relax: str, tau: float, generator=None) -> torch.Tensor:
-    """Softmax (or Gumbel-softmax with a seeded generator) over the unmasked options."""
+    """Option weights over the unmasked options, relaxed as :data:`RELAXATIONS` says.
+
+    ``"sample"`` returns a one-hot vector whose gradient is the Gumbel-softmax's (straight-through):
+    the options not drawn have weight exactly 0, so :func:`mix` does not compute them.
+    """
     logits = logits.masked_fill(~mask, float("-inf"))
     if relax == "gumbel":
-        u = torch.rand(logits.shape, generator=generator).clamp(1e-9, 1 - 1e-9)
-        g = -torch.log(-torch.log(u))
-        return torch.softmax((logits + g) / tau, dim=-1)
+        return torch.softmax((logits + _gumbel(logits.shape, generator)) / tau, dim=-1)
+    if relax == "sample":
+        soft = torch.softmax((logits + _gumbel(logits.shape, generator)) / tau, dim=-1)
+        hard = torch.zeros_like(soft).scatter_(-1, soft.detach().argmax(-1, keepdim=True), 1.0)
+        return hard - soft.detach() + soft
     return torch.softmax(logits / tau, dim=-1)
+
+
+def uniform_onehot(mask: torch.Tensor, generator=None) -> torch.Tensor:
+    """One unmasked option drawn uniformly, as a constant one-hot vector (warm-up path sampling)."""
+    idx = torch.nonzero(mask).flatten()
+    pick = idx[int(torch.randint(len(idx), (1,), generator=generator))]
+    return torch.zeros(len(mask)).scatter_(0, pick.view(1), 1.0)
 
 
 def entropy(p: torch.Tensor) -> float:
@@ -61,6 +86,11 @@ class SuperNet(nn.Module):
 
     def probs(self, relax: str = "softmax", tau: float = 1.0, generator=None) -> dict[str, torch.Tensor]:
         return {k: relaxed_probs(a, self.mask(k), relax, tau, generator) for k, a in self.alpha.items()}
+
+    def sample_uniform(self, generator=None) -> dict[str, torch.Tensor]:
+        """One unpruned option per choice, drawn uniformly, as constant one-hot weights: a random
+        path through the supernet (how warm-up trains the shared weights without favouring any op)."""
+        return {k: uniform_onehot(self.mask(k), generator) for k in self.alpha}
 
     def onehot(self, genotype: dict[str, str]) -> dict[str, torch.Tensor]:
         """Constant one-hot probabilities selecting ``genotype`` (evaluates a sub-network)."""
@@ -168,6 +198,16 @@ class SearchSpace(ABC):
         for k, v in genotype.items():
             if v not in ch[k]:
                 raise ConfigError(f"genotype: {k}={v!r} is not one of {ch[k]}")
+
+    def connected(self, genotype: dict[str, str]) -> bool:
+        """Whether the network's output depends on its input (a space whose ops can cut the graph,
+        such as a cell of ``none`` edges, says when it does not)."""
+        return True
+
+    def connect(self, genotype: dict[str, str], prefs: dict[str, dict[str, float]]) -> dict[str, str]:
+        """The genotype closest to ``genotype`` that is :meth:`connected`, giving up as little of the
+        search's preference ``prefs[choice][option]`` (options at 0 are pruned, never used) as it can."""
+        return dict(genotype)
 
     def random_genotype(self, rng: np.random.Generator) -> dict[str, str]:
         return {k: v[int(rng.integers(len(v)))] for k, v in self.choices().items()}

@@ -7,6 +7,7 @@ benchmark's string form ``|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|...~
 
 from __future__ import annotations
 
+import math
 import re
 
 import networkx as nx
@@ -99,6 +100,35 @@ class NB201Space(SearchSpace):
     def live_choices(self, genotype: dict[str, str], mode: str = "on_path") -> set[str]:
         """The edges whose op a runtime that skips dead ops still runs (see :data:`LIVENESS`)."""
         return used_edges(genotype) if mode == "used" else live_edges(genotype)
+
+    def connected(self, genotype: dict[str, str]) -> bool:
+        return bool(live_edges(genotype))
+
+    def connect(self, genotype: dict[str, str], prefs: dict[str, dict[str, float]]) -> dict[str, str]:
+        """Open the input-to-output path whose ``none`` edges cost the least preference to replace:
+        each such edge takes its most preferred op that is not ``none`` (and not pruned)."""
+        if self.connected(genotype):
+            return dict(genotype)
+        best = None
+        for path in nx.all_simple_paths(nx.complete_graph(4, nx.DiGraph()).edge_subgraph(
+                [(i, j) for j, i in EDGES]), 0, 3):
+            g, cost = dict(genotype), 0.0
+            for i, j in zip(path, path[1:]):
+                e = edge_name(j, i)
+                if g[e] != "none":
+                    continue
+                p = prefs.get(e, {})
+                opts = [(v, o) for o, v in p.items() if o != "none" and v > 0] or \
+                       ([] if p else [(1.0, o) for o in NB201_OPS if o != "none"])
+                if not opts:
+                    break
+                v, o = max(opts)
+                cost += math.log(max(p.get("none", 1.0), 1e-12) / max(v, 1e-12))
+                g[e] = o
+            else:
+                if best is None or (cost, len(path)) < best[0]:
+                    best = ((cost, len(path)), g)
+        return dict(genotype) if best is None else best[1]
 
     def format_genotype(self, genotype: dict[str, str]) -> str:
         nodes = []

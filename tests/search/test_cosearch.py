@@ -121,3 +121,50 @@ def test_existing_run_is_never_replaced_without_force(tmp_path):
     with pytest.raises(ConfigError, match="already holds a run"):
         run_search(tiny_config(steps=2), d, progress=False)
     assert (d / "summary.json").read_text() == "{}"
+
+
+def test_sampled_supernet_computes_one_path_and_learns_arch():
+    """relax = "sample": one option per choice in the forward pass (the others have weight exactly 0
+    and are not computed), the Gumbel-softmax gradient reaches every unpruned logit, and a search
+    in that mode runs, anneals and keeps a valid design."""
+    from explorer.space.base import relaxed_probs
+
+    logits = torch.zeros(5, requires_grad=True)
+    mask = torch.tensor([True, True, True, False, True])
+    gen = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(200):
+        p = relaxed_probs(logits, mask, "sample", 1.0, gen)
+        assert int((p.detach() != 0).sum()) == 1 and float(p.detach()[3]) == 0.0
+        assert float(p.detach().max()) == pytest.approx(1.0)
+        seen.add(int(p.detach().argmax()))
+    assert seen == {0, 1, 2, 4}  # every unmasked option is drawn, the masked one never
+    (p * torch.arange(5.0)).sum().backward()
+    assert logits.grad is not None and float(logits.grad.abs().sum()) > 0 and float(logits.grad[3]) == 0.0
+    cfg = tiny_config(steps=30, relax="sample", tau_start=4.0, tau_end=0.5)
+    prob, r = _search(cfg)
+    prob.space.validate_genotype(r.genotype)
+    steps = [h for h in r.history if "event" not in h]
+    assert steps[0]["tau"] > steps[-1]["tau"]
+    moved = [h["probs"]["network"] for h in steps if h["L"] == h["L"]]
+    assert moved and any(abs(v - 1 / len(d)) > 1e-3 for d in moved[-1].values() for v in d.values())
+
+
+@pytest.mark.parametrize("relax", ["softmax", "sample"])
+def test_a_dead_cell_is_never_kept_where_none_is_cheapest(relax):
+    """nb201 on the VTA model: `none` costs nothing, so a tight latency limit pulls every edge to it.
+    The search still returns a cell whose output depends on its input, and says whether it meets the
+    limit by that cell's own figures."""
+    from explorer.space.nb201 import live_edges
+
+    cfg = tiny_config(steps=40, space="nb201", space_options={"channels": 4}, relax=relax, alpha_lr=0.05)
+    prob = build_problem(cfg)
+    lb = prob.cost_model.lower_bounds()["latency_s"]
+    cfg = tiny_config(steps=40, space="nb201", space_options={"channels": 4}, relax=relax, alpha_lr=0.05,
+                      limits={"latency_ms": lb * 1e3 * 1.001})
+    prob, r = _search(cfg)
+    assert live_edges(r.genotype), prob.space.format_genotype(r.genotype)
+    for h in r.history:
+        if "derived" in h:
+            assert live_edges(prob.space.parse_genotype(h["derived"]["genotype"]))
+    assert r.feasible == (prob.constraints().violation(r.figures) == 0)

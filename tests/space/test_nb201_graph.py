@@ -70,3 +70,26 @@ def test_a_cell_output_depends_on_its_input_iff_an_edge_is_live(space, text):
     with torch.no_grad():
         a, b = cell(torch.randn(2, 4, 8, 8)), cell(torch.randn(2, 4, 8, 8))
     assert bool(live_edges(g)) == (not torch.equal(a, b))
+
+
+def test_connect_opens_the_cheapest_path_and_keeps_connected_cells():
+    from explorer.space.nb201 import EDGES, NB201Space, edge_name, live_edges
+
+    sp = NB201Space((1, 8, 8), 10, channels=4)
+    dead = {k: "none" for k in sp.choices()}
+    assert not sp.connected(dead)
+    prefs = {k: {"none": 0.6, "skip_connect": 0.1, "nor_conv_1x1": 0.1, "nor_conv_3x3": 0.1, "avg_pool_3x3": 0.1}
+             for k in sp.choices()}
+    prefs["edge_1_0"]["nor_conv_3x3"] = 0.55
+    prefs["edge_3_1"]["nor_conv_1x1"] = 0.58
+    g = sp.connect(dead, prefs)
+    assert sp.connected(g) and live_edges(g) == {"edge_1_0", "edge_3_1"}
+    assert g["edge_1_0"] == "nor_conv_3x3" and g["edge_3_1"] == "nor_conv_1x1"
+    assert sum(v != "none" for v in g.values()) == 2  # nothing else changed
+    # an edge pruned to `none` alone is never used to connect
+    prefs2 = {k: dict(v) for k, v in prefs.items()}
+    prefs2["edge_1_0"] = {"none": 1.0, "skip_connect": 0.0, "nor_conv_1x1": 0.0, "nor_conv_3x3": 0.0, "avg_pool_3x3": 0.0}
+    g2 = sp.connect(dead, prefs2)
+    assert sp.connected(g2) and g2["edge_1_0"] == "none"
+    ok = {edge_name(j, i): "nor_conv_3x3" for j, i in EDGES}
+    assert sp.connect(ok, prefs) == ok
