@@ -172,7 +172,7 @@ class TVMBackend(TargetBackend):
 
     # -- outside a search ---------------------------------------------------------------------------
     def compile(self, model, out=None, shapes=None, num_cores=None, arch=None, schedules=None, store=None, layout="NCHW",
-                **_):
+                prepack=False, **_):
         from ..deploy.tvm_build import build, load_onnx, toolchain_versions
         from ..errors import ExplorerError
         from ..measure.store import MeasureRecord, Store, default_store_path
@@ -184,7 +184,7 @@ class TVMBackend(TargetBackend):
         with Store(store or default_store_path()) as st:
             try:
                 card = build(m, self.tvm_target(num_cores, arch), out, database=database, target_name=self.name,
-                             layout=layout, cc=self.cc)
+                             layout=layout, cc=self.cc, prepack=prepack)
             except ExplorerError as e:
                 st.add(MeasureRecord(m.sha256, "build", self.name, knobs, toolchain_versions(), ok=False, error=str(e)))
                 raise

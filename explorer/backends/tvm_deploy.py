@@ -50,7 +50,7 @@ print("class", int(logits.argmax()), "logits", np.round(logits, 3).tolist())
 
 def deploy(backend, run_dir: str | os.PathLike, out: str | os.PathLike, repeat: int = 30,
            schedules: str | os.PathLike | None = None, trials: int | None = None, minutes: float | None = DEPLOY_MINUTES,
-           progress: bool = True, layout: str = "NCHW") -> dict:
+           progress: bool = True, layout: str = "NCHW", prepack: bool = False) -> dict:
     """Export, tune (``trials``/``minutes``, see above), build (with the target's schedule databases,
     or ``schedules``), measure and test a run's design on a TVM ``backend``'s device; write the
     folder ``out``."""
@@ -74,12 +74,12 @@ def deploy(backend, run_dir: str | os.PathLike, out: str | os.PathLike, repeat: 
     exp = export_onnx(build_module(design, weights), design.input_shape, work / "model.onnx")
     m = load_onnx(work / "model.onnx")
     t_start = time.monotonic()
-    tuning = _tune(backend, m, schedules, trials, minutes, progress, layout)
+    tuning = _tune(backend, m, schedules, trials, minutes, progress, layout, prepack)
     dbs = backend.databases(schedules)
     if tuning.get("database") and Path(tuning["database"]) not in dbs:
         dbs = [Path(tuning["database"]), *dbs]  # what was just tuned is applied, whatever the defaults
     card = build(m, backend.tvm_target(), work / "model.so", database=dbs, target_name=backend.name, layout=layout,
-                 cc=getattr(backend, "cc", None))
+                 cc=getattr(backend, "cc", None), prepack=prepack)
     lat = measure_tvm(work / "model.so", m.inputs, repeat=repeat, number=10, device=backend.device_type)
     threads = card["target"].get("num-cores", os.cpu_count()) if isinstance(card["target"], dict) else os.cpu_count()
     ort = measure_onnxruntime(work / "model.onnx", m.inputs, int(threads or 1), repeat=repeat)
@@ -105,7 +105,7 @@ def deploy(backend, run_dir: str | os.PathLike, out: str | os.PathLike, repeat: 
         "library": "model.so",
         "onnx": "model.onnx",
         "export_max_abs_diff": exp.max_abs_diff,
-        "build": {k: card[k] for k in ("target", "layout", "toolchain", "schedule_database", "schedule_database_id", "scheduled_kernels",
+        "build": {k: card[k] for k in ("target", "layout", "prepack", "toolchain", "schedule_database", "schedule_database_id", "scheduled_kernels",
                                         "tuned", "build_s")},
         "kernels": len(card["workloads"]),
         "tuning": tuning,
@@ -120,7 +120,7 @@ def deploy(backend, run_dir: str | os.PathLike, out: str | os.PathLike, repeat: 
     return deployed
 
 
-def _tune(backend, m, schedules, trials, minutes, progress, layout) -> dict:
+def _tune(backend, m, schedules, trials, minutes, progress, layout, prepack=False) -> dict:
     """Tune the model's kernels on this machine within the budget; the card's ``tuning`` entry."""
     from ..deploy.tune import auto_trials
 
@@ -134,7 +134,7 @@ def _tune(backend, m, schedules, trials, minutes, progress, layout) -> dict:
         return {"status": why, "budget_trials": trials, "budget_minutes": minutes}
     from ..deploy.tvm_build import import_relax
 
-    res = backend.tune(import_relax(m, layout), trials=trials, db=schedules, progress=progress, label="deploy: tune",
+    res = backend.tune(import_relax(m, layout, prepack), trials=trials, db=schedules, progress=progress, label="deploy: tune",
                        max_seconds=None if minutes is None else 60.0 * minutes,
                        input_shapes=[list(v[0]) for v in m.inputs.values()])
     rep = res.as_json()

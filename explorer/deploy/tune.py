@@ -534,8 +534,10 @@ def _measure(cands, target, builder, runner) -> tuple[list[float | None], list[s
     return out, errors
 
 
-def tune_onnx(path, target, db_dir, **kw) -> TuneResult:
+def tune_onnx(path, target, db_dir, layout: str = "NCHW", prepack: bool = False, **kw) -> TuneResult:
+    """Tune an ONNX model's kernels in ``layout``, with or without weight prepacking (see
+    :func:`explorer.deploy.tvm_build.import_relax`; build it with the same two)."""
     from .tvm_build import import_relax, load_onnx
 
     m = load_onnx(path)
-    return tune_module(import_relax(m), target, db_dir, label=f"tune {Path(path).name}", **kw)
+    return tune_module(import_relax(m, layout, prepack), target, db_dir, label=f"tune {Path(path).name}", **kw)

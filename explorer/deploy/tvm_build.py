@@ -167,10 +167,15 @@ def load_onnx(path: str | os.PathLike, shapes: dict | None = None) -> OnnxModel:
     return OnnxModel(p, hashlib.sha256(data).hexdigest(), inputs, outputs, opset, model)
 
 
+#: channel block of the NCHWc layout: 8 float32 lanes, one AVX2 register (half an AVX-512 one). A
+#: convolution whose channels do not divide by it (a first layer's 3 input channels) stays in NCHW.
+NCHWC_BLOCK = 8
+
 #: data layouts for the convolutions of a build (the model's inputs and outputs keep theirs):
-#: ONNX's NCHW, or NHWC (channels innermost: what MetaSchedule vectorises over for 1x1 and
-#: depthwise convolutions), converted by Relax's ConvertLayout before tuning and building
-LAYOUTS = {"NCHW": None, "NHWC": ["NHWC", "OHWI"]}
+#: ONNX's NCHW, NHWC (channels innermost: what MetaSchedule vectorises over for 1x1 and depthwise
+#: convolutions), or NCHWc (channels in blocks of :data:`NCHWC_BLOCK` innermost, the layout
+#: onnxruntime's MLAS kernels use), converted by Relax's ConvertLayout before tuning and building
+LAYOUTS = {"NCHW": None, "NHWC": ["NHWC", "OHWI"], "NCHWc": [f"NCHW{NCHWC_BLOCK}c", f"OIHW{NCHWC_BLOCK}o"]}
 
 
 def check_layout(layout: str) -> str:
@@ -179,9 +184,111 @@ def check_layout(layout: str) -> str:
     return layout
 
 
-def import_relax(m: OnnxModel, layout: str = "NCHW"):
+def _legalize_conv2d_blocked(bb, call):
+    """Lower a ``relax.nn.conv2d`` in NCHW{b}c / OIHW{b}o (what :func:`to_nchwc` leaves) to TOPI's
+    blocked computes: ``conv2d_NCHWc`` (kernel relaid to OIHW{b}i{b}o, folded at build time: it is a
+    constant) or ``depthwise_conv2d_NCHWc`` (kernel OIHW1i{b}o). A grouped convolution that is
+    neither goes through NCHW. Convolutions in other layouts keep TVM's own lowering."""
+    from tvm import ir, topi
+
+    a = call.attrs
+    data_layout, kernel_layout = str(a.data_layout), str(a.kernel_layout)
+    if data_layout == "NCHW" or not data_layout.startswith("NCHW") or not kernel_layout.startswith("OIHW"):
+        return ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, call)
+    out_layout = str(a.out_layout) or data_layout
+    dtype = call.ty.dtype
+    data_shape = [int(d) for d in call.args[0].ty.shape]
+    channels = data_shape[1] * data_shape[4]
+    groups = int(a.groups)
+    kw = dict(stride=[int(s) for s in a.strides], padding=[int(p) for p in a.padding],
+              dilation=[int(d) for d in a.dilation], layout=data_layout, out_layout=out_layout, out_dtype=dtype)
+    blk = data_layout[4:-1]
+    out_blk = out_layout[4:-1]
+    if groups == 1:
+        kernel = bb.emit_te(topi.layout_transform, call.args[1], kernel_layout, f"OIHW{blk}i{out_blk}o",
+                            primfunc_name_hint="kernel_to_blocked")
+        return bb.call_te(topi.nn.conv2d_NCHWc, call.args[0], kernel, primfunc_name_hint="conv2d_NCHWc", **kw)
+    out_channels = [int(d) for d in call.args[1].ty.shape]
+    if groups == channels and out_channels[0] * out_channels[4] == channels and blk == out_blk:
+        # topi.nn.depthwise_conv2d_NCHWc is a stub in TVM 0.27 (its x86 compute went with Relay)
+        return bb.call_te(depthwise_conv2d_nchwc, call.args[0], call.args[1], kw["stride"], kw["padding"],
+                          kw["dilation"], dtype, primfunc_name_hint="depthwise_conv2d_NCHWc")
+    data = bb.emit_te(topi.layout_transform, call.args[0], data_layout, "NCHW", primfunc_name_hint="data_to_nchw")
+    kernel = bb.emit_te(topi.layout_transform, call.args[1], kernel_layout, "OIHW", primfunc_name_hint="kernel_to_oihw")
+    out = bb.emit_te(topi.nn.conv, data, kernel, kw["stride"], kw["padding"], kw["dilation"], groups, "NCHW", "OIHW",
+                     out_dtype=dtype, primfunc_name_hint="conv2d_grouped")
+    return bb.call_te(topi.layout_transform, out, "NCHW", out_layout, primfunc_name_hint="out_to_blocked")
+
+
+def depthwise_conv2d_nchwc(data, kernel, stride, padding, dilation, out_dtype):
+    """Depthwise convolution in NCHW{b}c: ``data`` (N, C/b, H, W, b), ``kernel`` (C/b, 1, KH, KW, b)
+    (OIHW{b}o of a depthwise kernel), ``padding`` (top, left, bottom, right)."""
+    from tvm import te, topi
+
+    n, cc, h, w, b = (int(d) for d in data.shape)
+    _, _, kh, kw, _ = (int(d) for d in kernel.shape)
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = stride, dilation, padding
+    oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    padded = topi.nn.pad(data, (0, 0, pt, pl, 0), (0, 0, pb, pr, 0), name="data_pad") if pt or pl or pb or pr else data
+    ry, rx = te.reduce_axis((0, kh), name="ry"), te.reduce_axis((0, kw), name="rx")
+    return te.compute(
+        (n, cc, oh, ow, b),
+        lambda i, c, y, x, k: te.sum(padded[i, c, y * sh + ry * dh, x * sw + rx * dw, k].astype(out_dtype)
+                                     * kernel[c, 0, ry, rx, k].astype(out_dtype), axis=[ry, rx]),
+        name="depthwise_conv2d_NCHWc", tag="depthwise_conv2d_NCHWc")
+
+
+def clip_to_ops(mod):
+    """ONNX's Clip (ReLU6) as Relax's maximum/minimum ops: the ONNX importer emits it as two opaque
+    TE kernels, which stop ConvertLayout (the data would be converted back to NCHW around every
+    activation). A ``call_tir`` of a ``maximum``/``minimum`` kernel with a scalar bound (folded to a
+    constant first) becomes the Relax op; kernels no longer called are dropped."""
+    import tvm
+    from tvm import relax
+
+    mod = relax.transform.FoldConstant()(relax.transform.DecomposeOpsForInference()(mod))
+
+    @relax.expr_functor.mutator
+    class _ClipToOps(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.call_tir" \
+                    and isinstance(call.args[0], tvm.ir.GlobalVar) and isinstance(call.args[1], relax.Tuple):
+                base, args = call.args[0].name_hint.rstrip("0123456789"), call.args[1].fields
+                if base in ("maximum", "minimum") and len(args) == 2 and isinstance(args[1], tvm.ir.expr.Constant) \
+                        and len(args[1].ty.shape) == 0:
+                    return (relax.op.maximum if base == "maximum" else relax.op.minimum)(args[0], args[1])
+            return call
+
+    mut = _ClipToOps(mod)
+    for gv, f in mod.functions.items():
+        if isinstance(f, relax.Function):
+            mut.builder_.update_func(gv, mut.visit_expr(f))
+    return relax.transform.DeadCodeElimination()(mut.builder_.get())
+
+
+def to_nchwc(mod):
+    """Convolutions (and the elementwise ops between them) in the blocked NCHW{b}c layout, lowered to
+    TOPI's NCHWc computes: Relax's ConvertLayout to NCHW{b}c / OIHW{b}o, then a LegalizeOps whose
+    conv2d is :func:`_legalize_conv2d_blocked` (the route TVM's own Adreno pipeline takes). Returns a
+    module whose operators are all lowered to TIR."""
+    import tvm
+    from tvm import relax
+
+    mod = relax.transform.ConvertLayout({"relax.nn.conv2d": LAYOUTS["NCHWc"]})(clip_to_ops(mod))
+    mod = relax.transform.Normalize()(mod)
+    # topi.nn.conv2d_NCHWc asks for a current target (and does not use it): the module is not yet
+    # bound to one, the kernels are the same for every CPU
+    with tvm.target.Target.current(allow_none=True) or tvm.target.Target({"kind": "llvm"}):
+        return relax.transform.LegalizeOps({"relax.nn.conv2d": _legalize_conv2d_blocked})(mod)
+
+
+def import_relax(m: OnnxModel, layout: str = "NCHW", prepack: bool = False):
     """Relax IRModule of the model, its convolutions in ``layout`` (:data:`LAYOUTS`); ops the
-    frontend cannot import are named in the error."""
+    frontend cannot import are named in the error. ``prepack``: constant weights are laid out for
+    the tuned kernels once, at build time (:func:`lower_for_schedules`); the choice travels with the
+    module (its ``explorer_prepack`` attribute), so tuning and building see the same kernels."""
     import tvm
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
@@ -192,14 +299,25 @@ def import_relax(m: OnnxModel, layout: str = "NCHW"):
             warnings.simplefilter("ignore")
             mod = from_onnx(m.proto, shape_dict={k: list(v[0]) for k, v in m.inputs.items()},
                             dtype_dict={k: v[1] for k, v in m.inputs.items()})
-            if LAYOUTS[layout]:
-                mod = relax.transform.ConvertLayout({"relax.nn.conv2d": LAYOUTS[layout]})(mod)
-            return mod
+            if layout == "NCHWc":
+                mod = to_nchwc(mod)
+            elif LAYOUTS[layout]:
+                mod = relax.transform.ConvertLayout({"relax.nn.conv2d": LAYOUTS[layout]})(clip_to_ops(mod))
     except tvm.error.OpNotImplemented as e:
         raise ModelError(f"{m.path}: TVM cannot import this model: {str(e).strip().splitlines()[-1]}") from None
     except Exception as e:
         msg = str(e).strip().splitlines()
         raise ModelError(f"{m.path}: TVM's ONNX import failed: {msg[-1] if msg else type(e).__name__}") from None
+    return with_prepack(mod, prepack)
+
+
+def with_prepack(mod, prepack: bool = True):
+    """The module marked for weight prepacking (or not): see :func:`lower_for_schedules`."""
+    return mod.with_attr("explorer_prepack", bool(prepack))
+
+
+def prepacked(mod) -> bool:
+    return bool(mod.attrs is not None and "explorer_prepack" in mod.attrs and bool(mod.attrs["explorer_prepack"]))
 
 
 def host_target(num_cores: int | None = None):
@@ -284,14 +402,37 @@ def workloads(mod) -> list[str]:
     return sorted(gv.name_hint for gv, f in lowered.functions.items() if isinstance(f, tvm.tirx.PrimFunc))
 
 
-def _lower_for_schedules(mod):
+def lower_for_schedules(mod, prepack: bool | None = None):
+    """The module's operators lowered to TIR and fused: the kernels MetaSchedule tunes and its
+    database is applied to. With ``prepack`` (default: the module's mark, :func:`import_relax`),
+    each kernel's constant weights are marked layout-free (``AttachAttrLayoutFreeBuffers``): a
+    tuned schedule may then lay them out as it reads them best, and :func:`finish_prepack` moves that
+    relayout out of the kernel into the build (these are other workloads than without prepack)."""
     import tvm
     from tvm import relax
 
+    prepack = prepacked(mod) if prepack is None else prepack
     return tvm.transform.Sequential([
         relax.transform.DecomposeOpsForInference(), relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(), relax.transform.FuseOps(),
-        relax.transform.FuseTIR()])(mod)
+        relax.transform.FuseTIR(),
+        *([relax.transform.CanonicalizeBindings(), relax.transform.AttachAttrLayoutFreeBuffers()] if prepack else [])])(mod)
+
+
+_lower_for_schedules = lower_for_schedules
+
+
+def finish_prepack(mod):
+    """After the schedules are applied: the weight relayouts they carry (MetaSchedule's layout
+    rewrite) split into kernels of their own and folded into the constants, once, at build time
+    (``SplitLayoutRewritePreproc``, ``LiftTransformParams``, ``FoldConstant``: TVM's
+    ``static_shape_tuning_pipeline(cpu_weight_prepack=True)`` for a model whose weights are constants,
+    so the library's interface is unchanged)."""
+    import tvm
+    from tvm import relax
+
+    return tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(), relax.transform.LiftTransformParams(),
+                                     relax.transform.FoldConstant(), relax.transform.DeadCodeElimination()])(mod)
 
 
 def apply_schedules(mod, target, database):
@@ -309,7 +450,8 @@ def apply_schedules(mod, target, database):
     from .schedules import check_target, open_database, resolve, target_key
 
     dbs = resolve(database if isinstance(database, (list, tuple)) else Path(database), "")
-    mod = _lower_for_schedules(mod)
+    prepack = prepacked(mod)
+    mod = lower_for_schedules(mod, prepack)
     wanted = {str(tvm_ffi.structural_hash(t.dispatched[0])) for t in ms.relax_integration.extract_tasks(mod, target)}
     shown = ", ".join(map(str, dbs))
     key = target_key(target)
@@ -318,6 +460,8 @@ def apply_schedules(mod, target, database):
         check_target({k for ks in others.values() for k in ks}, target, shown)
         with target, open_database(wl, rec, shown):
             mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+        if prepack:
+            mod = finish_prepack(mod)
         hashes = [line[2:].split('"', 1)[0] for line in wl.read_text().splitlines()]
         with_own = {hashes[int(line[1 : line.index(",")])] for line in rec.read_text().splitlines() if line.startswith("[")}
     done, total = scheduled_kernels(mod)
@@ -336,17 +480,19 @@ def scheduled_kernels(mod) -> tuple[int, int]:
 
 
 def build(m: OnnxModel, target, out_lib: str | os.PathLike, database=None, target_name: str = "",
-          layout: str = "NCHW", cc: str | None = None) -> dict:
+          layout: str = "NCHW", cc: str | None = None, prepack: bool = False) -> dict:
     """Build ``m`` for the TVM ``target`` (a Target or its JSON dict) and write ``out_lib`` (.so) plus
     ``<out_lib>.json`` (the card); ``target_name`` is the explorer target it is for.
 
     The schedule databases (``database``: a folder, a list, ``"none"``, or ``None`` for the defaults
     of :func:`explorer.deploy.schedules.default_databases`) are applied to every kernel they cover;
-    the card says which databases and how many kernels.
+    the card says which databases and how many kernels. ``layout`` and ``prepack`` (see
+    :func:`import_relax`) must be those the schedules were tuned with: other layouts and prepacking
+    make other kernels.
     """
     import tvm
 
-    mod = import_relax(m, layout)
+    mod = import_relax(m, layout, prepack)
     target = as_target(target)
     databases = resolve(database, target_name)
     from .schedules import target_key
@@ -376,6 +522,12 @@ def build(m: OnnxModel, target, out_lib: str | os.PathLike, database=None, targe
         "outputs": {k: {"shape": v[0], "dtype": v[1]} for k, v in m.outputs.items()},
         "opset": m.opset,
         "layout": layout,
+        **({"layout_block": NCHWC_BLOCK} if layout == "NCHWc" else {}),
+        # constant weights laid out for the tuned kernels at build time (only kernels with a tuned
+        # schedule that rewrites a weight's layout are changed by it: prepacked_kernels)
+        "prepack": bool(prepack),
+        "prepacked_kernels": sum(1 for gv, f in mod.functions.items()
+                                 if isinstance(f, tvm.tirx.PrimFunc) and gv.name_hint.endswith("_prepacked")),
         "toolchain": toolchain_versions(),
         "workloads": workloads(mod) if not databases else sorted(
             gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)),
