@@ -1,13 +1,18 @@
-"""Tuned TVM against onnxruntime for one model in each convolution layout, side by side in one run.
+"""Tuned TVM against onnxruntime for one model in each convolution layout, with and without weight
+prepacking, side by side in one run; where the time goes, by kernel class, untuned and tuned.
 
-For every layout: `explorer tune MODEL --layout L --trials N --db OUT/db-L` (a fresh database per
-layout, so every trial is counted), `explorer compile --layout L --schedules OUT/db-L`, then the
-library and onnxruntime timed one after the other (same input, same threads). A database that is
-already there is extended (the tuner counts its records), so a killed run goes on.
+For every setting (layout x prepack), in a process of its own: tune the model's kernels with
+:func:`explorer.deploy.tune.tune_module` into a fresh database for that setting (every trial is
+counted; a database already there is extended, so a killed run goes on), build with it, time the
+library and onnxruntime one after the other (same input, same threads), and time every kernel of the
+untuned and the tuned library alone (:func:`explorer.measure.kernels.time_kernels`), summed by class:
+conv, depthwise (grouped), dense, layout transform, other.
 
-Usage: python tools/layout_bench.py MODEL.onnx [--layouts NCHW,NHWC] [--trials 2000] [--minutes M]
-       [--out bench-out/layout] [--repeat 10] [--number 3]
-Prints a Markdown table with the CPU model (paste into BENCHMARKS.md with the command and date).
+Usage: python tools/layout_bench.py MODEL.onnx [--layouts NCHW,NHWC,NCHWc] [--prepack off,on]
+       [--trials 2000] [--minutes M] [--out bench-out/layout] [--repeat 10] [--number 3]
+       python tools/layout_bench.py --demo-onnx OUT.onnx   (a demo-size network: the demo's chain
+       space on 28x28 inputs, a fixed random design, random weights)
+Prints Markdown tables with the CPU model (paste into BENCHMARKS.md with the command and date).
 """
 
 from __future__ import annotations
@@ -20,58 +25,165 @@ import sys
 import time
 from pathlib import Path
 
+CLASSES = ("conv", "depthwise", "dense", "layout", "other")
 
-def cli(*args) -> tuple[str, float]:
-    t = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "explorer.cli", *args], capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"explorer {' '.join(args)} failed:\n{r.stderr[-2000:]}")
-    return r.stdout, time.monotonic() - t
+
+def kernel_class(name: str, text: str) -> str:
+    """A kernel's class from its TIR (block names: TOPI's computes keep theirs through fusion)."""
+    t = text + " " + name
+    if "depthwise_conv2d" in t or "group_conv2d" in t or "conv2d_grouped" in t:
+        return "depthwise"
+    if "conv2d" in t:
+        return "conv"
+    if "matmul" in t or "dense" in t:
+        return "dense"
+    if any(k in t for k in ("layout_trans", "transpose", "to_blocked", "to_nchw", "to_oihw")):
+        return "layout"
+    return "other"
+
+
+def _classes(mod) -> dict:
+    import tvm
+
+    return {gv.name_hint: kernel_class(gv.name_hint, f.script()) for gv, f in mod.functions.items()
+            if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+def _kernel_shares(lib, inputs, classes, repeat, number) -> dict:
+    """Seconds per kernel class for one inference (each kernel timed alone)."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from explorer.measure.kernels import time_kernels
+
+    dev = tvm.cpu()
+    rt = tvm.runtime.load_module(str(lib))
+    vm = relax.VirtualMachine(rt, dev)
+    rng = np.random.default_rng(0)
+    args = [tvm.runtime.tensor(rng.random(s, dtype=np.float32), dev) for s, _ in inputs.values()]
+    out = dict.fromkeys(CLASSES, 0.0)
+    for name, secs, _ in time_kernels(rt, vm, dev, args, repeat=repeat, number=number):
+        out[classes.get(name, kernel_class(name, ""))] += secs
+    return out
+
+
+def one(a) -> None:
+    """One setting, in this process: tune, build untuned and tuned, time; JSON to a.json."""
+    from explorer.deploy.tune import tune_module
+    from explorer.deploy.tvm_build import (apply_schedules, build, host_target, import_relax, load_onnx,
+                                           lower_for_schedules)
+    from explorer.measure.local import measure_onnxruntime, measure_tvm
+
+    threads = os.cpu_count() or 1
+    m = load_onnx(a.model)
+    out = Path(a.json).parent
+    tag = Path(a.json).stem
+    target = host_target(threads)
+    untuned = out / f"{tag}-untuned.so"
+    build(m, target, untuned, database="none", layout=a.layout, prepack=a.prepack)
+    before = _kernel_shares(untuned, m.inputs, _classes(lower_for_schedules(import_relax(m, a.layout))), 2, 1)
+    t0 = time.monotonic()
+    r = tune_module(import_relax(m, a.layout, a.prepack), target, a.db, trials=a.trials, num_cores=threads,
+                    progress=False, label=f"bench {tag}", max_seconds=None if a.minutes is None else 60 * a.minutes)
+    tune_s = time.monotonic() - t0
+    lib = out / f"{tag}.so"
+    card = build(m, target, lib, database=a.db, layout=a.layout, prepack=a.prepack)
+    t = measure_tvm(lib, m.inputs, repeat=a.repeat, number=a.number)
+    o = measure_onnxruntime(a.model, m.inputs, threads, repeat=a.repeat, number=a.number)
+    lowered, _ = apply_schedules(import_relax(m, a.layout, a.prepack), target, a.db)
+    after = _kernel_shares(lib, m.inputs, _classes(lowered), 3, 5)
+    rep = r.as_json()
+    Path(a.json).write_text(json.dumps({
+        "layout": a.layout, "prepack": a.prepack, "trials_total": rep["trials_total"],
+        "trials_this_run": rep["trials_this_run"], "tune_s": tune_s, "stopped_by": rep["stopped_by"],
+        "kernels": len(card["workloads"]), "scheduled": card["scheduled_kernels"],
+        "prepacked_kernels": card["prepacked_kernels"], "tvm_ms": t["median_ms"], "ort_ms": o["median_ms"],
+        "before_s": before, "after_s": after}, indent=2) + "\n")
+
+
+def demo_onnx(path: str) -> None:
+    """The demo's search space (chain, 1x28x28 mnist5k inputs, 10 classes), a fixed random design
+    (seed 0), random weights, float: a network of the demo's size and kinds of layers."""
+    import numpy as np
+    import torch
+
+    from explorer.deploy.export import export_onnx
+    from explorer.space import create_space
+    from explorer.space.quant import QuantState
+
+    space = create_space("chain", (1, 28, 28), 10)
+    torch.manual_seed(0)
+    net = space.build_network(space.random_genotype(np.random.default_rng(0)), QuantState.fixed(None, None)).eval()
+    r = export_onnx(net, (1, 28, 28), path)
+    print(f"wrote {r.path}; onnxruntime vs PyTorch max abs diff {r.max_abs_diff:.3g}")
+
+
+def _pct(d: dict) -> str:
+    total = sum(d.values()) or 1.0
+    return " | ".join(f"{100 * d[c] / total:.0f}" for c in CLASSES)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("model")
-    ap.add_argument("--layouts", default="NCHW,NHWC")
+    ap.add_argument("model", nargs="?")
+    ap.add_argument("--layouts", default="NCHW,NHWC,NCHWc")
+    ap.add_argument("--prepack", default="off,on", help="off, on, or off,on")
     ap.add_argument("--trials", type=int, default=2000)
-    ap.add_argument("--minutes", type=float, help="time budget per layout (whichever budget is spent first)")
+    ap.add_argument("--minutes", type=float, help="time budget per setting (whichever budget is spent first)")
     ap.add_argument("--out", default="bench-out/layout")
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--number", type=int, default=3)
+    ap.add_argument("--demo-onnx", dest="demo_onnx", metavar="OUT.onnx", help="write the demo-size network and stop")
+    ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--layout", help=argparse.SUPPRESS)
+    ap.add_argument("--db", help=argparse.SUPPRESS)
+    ap.add_argument("--json", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.demo_onnx:
+        return demo_onnx(a.demo_onnx)
+    if a.one:
+        a.prepack = a.prepack == "on"
+        return one(a)
+    if not a.model:
+        ap.error("MODEL.onnx is required")
 
-    from explorer.deploy.tvm_build import load_onnx
-    from explorer.measure.local import cpu_model, measure_onnxruntime, measure_tvm
+    from explorer.measure.local import cpu_model
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    m = load_onnx(a.model)
-    threads = os.cpu_count() or 1
     name = Path(a.model).stem
     rows = []
     for layout in a.layouts.split(","):
-        db = out / f"db-{name}-{layout}"
-        rep = out / f"tune-{name}-{layout}.json"
-        extra = ["--minutes", str(a.minutes)] if a.minutes else []
-        _, tune_s = cli("tune", a.model, "--layout", layout, "--trials", str(a.trials), "--db", str(db), "--report",
-                        str(rep), "--no-progress", *extra)
-        r = json.loads(rep.read_text())
-        lib = out / f"{name}-{layout}.so"
-        cli("compile", a.model, "--layout", layout, "--schedules", str(db), "--out", str(lib))
-        card = json.loads(Path(str(lib) + ".json").read_text())
-        t = measure_tvm(lib, m.inputs, repeat=a.repeat, number=a.number)
-        o = measure_onnxruntime(a.model, m.inputs, threads, repeat=a.repeat, number=a.number)
-        rows.append((layout, r["trials_total"], r["trials_this_run"], tune_s, card["scheduled_kernels"],
-                     len(card["workloads"]), t["median_ms"], o["median_ms"]))
-        print(f"{layout}: {r['trials_total']} trials ({r['trials_this_run']} this run, {tune_s:.0f} s), "
-              f"TVM {t['median_ms']:.3f} ms, onnxruntime {o['median_ms']:.3f} ms, ratio {t['median_ms'] / o['median_ms']:.2f}",
-              flush=True)
-    print(f"\n{name}, {threads} threads, CPU: {cpu_model()}, {time.strftime('%Y-%m-%d')}\n")
-    print("| layout | trials | tuning wall s (this run) | kernels tuned | TVM median ms | onnxruntime median ms | TVM / onnxruntime |")
-    print("|---|---|---|---|---|---|---|")
-    for layout, total, new, secs, sched, kernels, tvm_ms, ort_ms in rows:
-        print(f"| {layout} | {total} | {secs:.0f} ({new} trials) | {sched} of {kernels} | {tvm_ms:.3f} | {ort_ms:.3f} | "
-              f"{tvm_ms / ort_ms:.2f} |")
+        for pp in a.prepack.split(","):
+            tag = f"{name}-{layout}-prepack-{pp}"
+            cmd = [sys.executable, __file__, a.model, "--one", "--layout", layout, "--prepack", pp, "--trials",
+                   str(a.trials), "--db", str(out / f"db-{tag}"), "--json", str(out / f"{tag}.json"),
+                   "--repeat", str(a.repeat), "--number", str(a.number)] + (["--minutes", str(a.minutes)] if a.minutes else [])
+            t0 = time.monotonic()
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            if p.returncode != 0:
+                print(f"{tag}: failed after {time.monotonic() - t0:.0f} s:\n{p.stderr[-1500:]}", flush=True)
+                continue
+            r = json.loads((out / f"{tag}.json").read_text())
+            rows.append(r)
+            print(f"{tag}: {r['trials_total']} trials ({r['tune_s']:.0f} s), TVM {r['tvm_ms']:.3f} ms, onnxruntime "
+                  f"{r['ort_ms']:.3f} ms, ratio {r['tvm_ms'] / r['ort_ms']:.2f}", flush=True)
+    print(f"\n{name}, {os.cpu_count()} threads, CPU: {cpu_model()}, {time.strftime('%Y-%m-%d %H:%M')}\n")
+    print("| layout | prepack | trials | tuning wall s | kernels tuned (prepacked) | TVM median ms | onnxruntime median ms "
+          "| TVM / onnxruntime |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['layout']} | {'on' if r['prepack'] else 'off'} | {r['trials_total']} | {r['tune_s']:.0f} | "
+              f"{r['scheduled']} of {r['kernels']} ({r['prepacked_kernels']}) | {r['tvm_ms']:.3f} | {r['ort_ms']:.3f} | "
+              f"{r['tvm_ms'] / r['ort_ms']:.2f} |")
+    print("\nShare of kernel time by class, % (untuned -> tuned; each kernel timed alone):\n")
+    print("| layout | prepack | untuned ms: " + " / ".join(CLASSES) + " % | tuned ms: " + " / ".join(CLASSES) + " % |")
+    print("|---|---|---|---|")
+    for r in rows:
+        b, t = r["before_s"], r["after_s"]
+        print(f"| {r['layout']} | {'on' if r['prepack'] else 'off'} | {1e3 * sum(b.values()):.2f}: {_pct(b).replace(' | ', ' / ')} "
+              f"| {1e3 * sum(t.values()):.3f}: {_pct(t).replace(' | ', ' / ')} |")
 
 
 if __name__ == "__main__":
