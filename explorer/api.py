@@ -173,19 +173,33 @@ def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bo
         "hardware": result.hw_config.as_dict(),
         "figures": _units(result.figures),
         "limits": dict(cfg.limits),
-        "limits_met": result.feasible,
+        "limits_met": result.feasible,  # on the cost model; "verdict" below says what the truth said
         "repaired_moves": result.repaired,
         "one_shot_val_accuracy": result.one_shot_val_accuracy,
         "best_step": result.best_step,
         "steps": result.steps,
         "stop_reason": result.stop_reason,
+        "stop_detail": result.stop_detail,
         "search_s": round(search_s, 1),
     }
+    if result.selection is not None:
+        summary["selection"] = result.selection
+    acc = result.one_shot_val_accuracy
+    if acc == acc:
+        from .search.select import near_chance
+
+        summary["near_chance"] = near_chance(acc, prob.data.num_classes)
+        if summary["near_chance"]:
+            warnings.warn(f"the kept design is near chance: one-shot validation accuracy {acc:.3f} with "
+                          f"{prob.data.num_classes} classes; the search found no network that learns within the limits")
     if result.measured is not None:  # the kept design on the target's truth, beside the model's figures
         m = result.measured
         summary["limits_met_measured"] = m.get("limits_met_measured")
         summary["measured"] = {k: (_units(v) if k in ("figures", "predicted") else v) for k, v in m.items()
                                if k != "limits_met_measured"}
+    measured_ok = summary.get("limits_met_measured")
+    summary["verdict"] = {"limits_met": result.feasible if measured_ok is None else measured_ok,
+                          "on": "model" if measured_ok is None else "measurement", "model": result.feasible}
     if do_retrain and cfg.retrain.epochs > 0:
         rt0 = time.monotonic()
         bits = result.hw_config.bits()
@@ -225,22 +239,25 @@ def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bo
 def _run_method(prob: Problem, method: str, on_step, on_checkpoint=None, resume: dict | None = None) -> SearchResult:
     cfg = prob.cfg
     con = prob.constraints()
-    if method == "cosearch":
-        measurer = prob.backend.measurer(prob.cost_model, calibration=cfg.calibration, timing=cfg.search.measure_timing)
-        try:
+    # every method's kept design is checked on the target's truth the same way (and repaired if it breaks a limit there)
+    measurer = prob.backend.measurer(prob.cost_model, calibration=cfg.calibration, timing=cfg.search.measure_timing)
+    try:
+        if method == "cosearch":
             search = CoSearch(prob.space, prob.hw, prob.cost_model, prob.data, cfg.search, con, prob.target.name,
                               cfg.seed, on_step=on_step, measurer=measurer, on_checkpoint=on_checkpoint)
             if resume is None:
                 return search.run()
             return search.run(resume=resume["search"], history=resume["history"])
-        finally:
-            if measurer is not None:
-                measurer.close()
-    from .search.baselines import random_search, sequential_search
+        from .search.baselines import random_search, sequential_search
 
-    if method == "sequential":
-        return sequential_search(prob.space, prob.hw, prob.cost_model, prob.data, cfg, con, prob.target.name, on_step)
-    return random_search(prob.space, prob.hw, prob.cost_model, prob.data, cfg, con, prob.target.name, on_sample=on_step)
+        if method == "sequential":
+            return sequential_search(prob.space, prob.hw, prob.cost_model, prob.data, cfg, con, prob.target.name, on_step,
+                                     measurer=measurer)
+        return random_search(prob.space, prob.hw, prob.cost_model, prob.data, cfg, con, prob.target.name,
+                             on_sample=on_step, measurer=measurer)
+    finally:
+        if measurer is not None:
+            measurer.close()
 
 
 class _Progress:

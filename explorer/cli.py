@@ -431,8 +431,11 @@ def _print_summary(summary: dict) -> None:
     print("hardware    " + " ".join(f"{k}={v}" for k, v in summary["hardware"].items()))
     shown = [f"{name} {fig[k]:.4g} {unit}" for k, name, unit in
              (("latency_ms", "latency", "ms"), ("energy_mJ", "energy", "mJ"), ("area_mm2", "area", "mm2")) if k in fig]
-    print("figures     " + "   ".join(shown)
-          + ("" if not summary["limits"] else f"   limits {'met' if summary['limits_met'] else 'NOT met'}"))
+    v = summary.get("verdict") or {"limits_met": summary["limits_met"], "on": "model", "model": summary["limits_met"]}
+    yes = {True: "met", False: "NOT met"}
+    verdict = f"   limits {yes[v['limits_met']]} " + ("(measured on the target; the cost model: " + yes[v["model"]] + ")"
+                                                    if v["on"] == "measurement" else "(on the cost model; not measured)")
+    print("figures     " + "   ".join(shown) + ("" if not summary["limits"] else verdict))
     if "test_accuracy" in summary:
         print(f"accuracy    {summary['test_accuracy'] * 100:.2f}% on the test split after retraining "
               f"({summary['retrain']['epochs']} epochs)")
@@ -520,6 +523,10 @@ def cmd_rpc(a) -> int:
 
 
 def main(argv=None) -> int:
+    import warnings
+
+    # a warning meant for the user (a near-chance design, say) as one line, not a source location
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"explorer: warning: {msg}\n"
     a = _parser().parse_args(argv)
     try:
         return {"search": cmd_search, "list": cmd_list, "export": cmd_export, "compile": cmd_compile,

@@ -39,8 +39,19 @@ class SearchConfig:
     theta_lr: float = 0.02
     dual_lr: float = 0.1
     margin: float = 0.05
+    # The stop rule, checked once every stage has been reached, on the scale-free combined loss (the
+    # task losses over chance level's cross-entropy, plus the derived design's relative excess over
+    # its limits; smoothed): stop when it is <= threshold (None: never), or when it has not improved
+    # by min_improvement (relative) for `patience` architecture steps (0: never).
     threshold: float | None = None
     patience: int = 0
+    min_improvement: float = 0.01
+    # How the returned design is chosen: "loss" (the derived design with the lowest smoothed search
+    # loss among those within the limits) or "accuracy" (candidates around the final distribution
+    # scored by BatchNorm-recalibrated one-shot accuracy within the limits, the best few trained
+    # select_proxy_steps steps from scratch; see explorer.search.select)
+    selection: str = "loss"
+    select_proxy_steps: int = 150
     eval_every: int = 25
     measure_every: int = 25
     measure_drain_s: float = 60.0
@@ -152,6 +163,9 @@ def validate(cfg: RunConfig) -> RunConfig:
         (s.dual_lr >= 0, "search.dual_lr must be >= 0"),
         (0 <= s.margin < 1, "search.margin must be in [0, 1)"),
         (s.patience >= 0, "search.patience must be >= 0"),
+        (0 <= s.min_improvement < 1, "search.min_improvement must be in [0, 1)"),
+        (s.selection in ("loss", "accuracy"), f"search.selection must be 'loss' or 'accuracy', got {s.selection!r}"),
+        (s.select_proxy_steps >= 0, "search.select_proxy_steps must be >= 0"),
         (s.eval_every >= 1, "search.eval_every must be >= 1"),
         (s.measure_every >= 1, "search.measure_every must be >= 1"),
         (s.measure_drain_s >= 0, "search.measure_drain_s must be >= 0"),

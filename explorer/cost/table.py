@@ -9,6 +9,9 @@ fixed, so only latency is priced.
 
 from __future__ import annotations
 
+import json
+import shlex
+
 import torch
 
 from .base import COST_MODELS, CostModel
@@ -31,9 +34,17 @@ class TableCostModel(CostModel):
 
         if (model.space, dict(model.space_options), tuple(model.input_shape)) != (
                 space.name, dict(space.options()), tuple(space.input_shape)):
-            raise ConfigError(f"the latency table's model is for space {model.space!r} {model.space_options} at input "
-                              f"{'x'.join(map(str, model.input_shape))}; this search is {space.name!r} {space.options()} at "
-                              f"{'x'.join(map(str, space.input_shape))}")
+            shape = "x".join(map(str, space.input_shape))
+            opts = " ".join(f"--option {shlex.quote(k + '=' + json.dumps(v, separators=(',', ':')))}"
+                            for k, v in space.options().items())
+            toml = ", ".join(f"{k} = {json.dumps(v)}" for k, v in dict(model.space_options).items())
+            raise ConfigError(
+                f"the latency table's model is for space {model.space!r} {dict(model.space_options)} at input "
+                f"{'x'.join(map(str, model.input_shape))}; this search is {space.name!r} {space.options()} at {shape}. "
+                f"Fit the table for this search's skeleton: `explorer costmodel fit --space {space.name} --input-shape "
+                f"{shape} --classes {space.num_classes} {opts} --records TABLE.csv --out MODEL.json`"
+                + (f"; or search with the model's skeleton: [space_options] {toml} in the search's --config, on data "
+                   f"of {'x'.join(map(str, model.input_shape))}" if model.space == space.name else ""))
         self.model = model.bind(space)
         self.combos = ComboTable(space.cost_slots(), space.choices())
         self.net_choices = self.combos.choices

@@ -14,21 +14,22 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import RunConfig
 from ..space.design import DesignPoint
 from ..space.quant import QuantState
 from .constraints import Constraints
 from .cosearch import CoSearch, SearchResult
-from .train import Batches, accuracy
+from .train import proxy_train
 
 __all__ = ["random_search", "sequential_search"]
 
 
 def random_search(space, hw, cost_model, data, cfg: RunConfig, constraints: Constraints, target: str,
-                  proxy_steps: int = 60, on_sample=None) -> SearchResult:
-    """Random search within ``cfg.search.budget_min`` of wall-clock time."""
+                  proxy_steps: int = 60, on_sample=None, measurer=None) -> SearchResult:
+    """Random search within ``cfg.search.budget_min`` of wall-clock time. The kept design is checked
+    on the target's truth (``measurer``) and repaired there as the co-search's is; ``feasible`` is
+    its figures' verdict, not assumed."""
     rng = np.random.default_rng(cfg.seed)
     t0 = time.monotonic()
     budget_s = cfg.search.budget_min * 60
@@ -44,19 +45,7 @@ def random_search(space, hw, cost_model, data, cfg: RunConfig, constraints: Cons
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed + n)
             net = space.build_network(g, QuantState.fixed(*c.bits()))
-        opt = torch.optim.SGD(net.parameters(), lr=cfg.search.w_lr, momentum=0.9)
-        batches = Batches(data.x_train, data.y_train, cfg.search.batch_size, np.random.default_rng(cfg.seed + n))
-        net.train()
-        for _ in range(proxy_steps):
-            xb, yb = next(batches)
-            loss = F.cross_entropy(net(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            net.eval()
-            val_loss = float(F.cross_entropy(net(torch.from_numpy(data.x_val)), torch.from_numpy(data.y_val)))
-        val_acc = accuracy(net, data.x_val, data.y_val)
+        val_loss, val_acc = proxy_train(net, data, proxy_steps, cfg.search.batch_size, cfg.search.w_lr, cfg.seed + n)
         score = val_loss + constraints.objective_value(fig)
         rec = {"sample": n, "feasible": True, "figures": fig, "val_accuracy": val_acc, "score": score,
                "time_s": round(time.monotonic() - t0, 3)}
@@ -70,13 +59,24 @@ def random_search(space, hw, cost_model, data, cfg: RunConfig, constraints: Cons
 
         raise InfeasibleLimitsError("random search found no design within the limits in its budget")
     _, bn, g, c, fig, val_acc = best
-    return SearchResult(DesignPoint.make(space, g, target, c), g, c, fig, True, bn, n,
-                        time.monotonic() - t0, "budget", [], val_acc, history)
+    stop = "budget" if n < cfg.search.steps else "steps"
+    detail = f"{n} samples drawn" + (f" in the {cfg.search.budget_min:g}-minute budget" if stop == "budget" else "")
+    measured, moves = None, []
+    if measurer is not None and hasattr(measurer, "verify"):
+        checker = CoSearch(space, hw, cost_model, data, cfg.search, constraints, target, cfg.seed, measurer=measurer)
+        g2, c2, measured, moves = checker.verify_on_truth(g, c, n, history, rounds=3 if cfg.search.refine else 1)
+        if (g2, c2) != (g, c):  # repaired on the truth: its proxy accuracy is no longer known
+            g, c, val_acc = g2, c2, float("nan")
+        fig = cost_model.evaluate(g, c)
+    return SearchResult(DesignPoint.make(space, g, target, c), g, c, fig, constraints.violation(fig) == 0, bn, n,
+                        time.monotonic() - t0, stop, moves, val_acc, history, stop_detail=detail, measured=measured)
 
 
 def sequential_search(space, hw, cost_model, data, cfg: RunConfig, constraints: Constraints, target: str,
-                      on_step=None) -> SearchResult:
-    """Network first (hardware-blind), then hardware for that network; half the budget each."""
+                      on_step=None, measurer=None) -> SearchResult:
+    """Network first (hardware-blind), then hardware for that network; half the budget each. The
+    second half has the target's truth (``measurer``) in its loop and checks its kept design on it,
+    as the co-search does."""
     half = dataclasses.replace(cfg.search, budget_min=cfg.search.budget_min / 2, steps=max(1, cfg.search.steps // 2))
     hw.freeze(hw.default_config())
     blind = Constraints({}, {}, 0.0, constraints.margin)
@@ -90,7 +90,7 @@ def sequential_search(space, hw, cost_model, data, cfg: RunConfig, constraints: 
     first.net.freeze(r1.genotype)
     second_cfg = dataclasses.replace(half, warmup_steps=0, stages=[])
     second = CoSearch(space, hw, cost_model, data, second_cfg, constraints, target, cfg.seed + 1,
-                      update_alpha=False, supernet=first.net, on_step=on_step)
+                      update_alpha=False, supernet=first.net, on_step=on_step, measurer=measurer)
     r2 = second.run()
     r2.history = r1.history + r2.history
     r2.wall_s += r1.wall_s

@@ -17,14 +17,18 @@ class Constraints:
     """Lagrange multipliers ``lambda_k >= 0`` for each limited resource.
 
     The penalty added to a loss is ``sum_k lambda_k * E[c_k] / limit_k`` (multipliers held constant
-    in the gradient) plus ``sum_k w_k * log(E[c_k] / ref_k)``, the always-on objective weights.
+    in the gradient: the Lagrangian of ``E[c_k] <= limit_k``) plus ``sum_k w_k * log(E[c_k] / ref_k)``
+    for the resources that have an objective weight and no limit. A limit is a constraint, not a
+    cost to push below: once the derived design fits, its multiplier falls to 0 and accuracy alone
+    moves the design, spending the slack.
     After each step :meth:`ascend` raises ``lambda_k`` while the derived design's ``c_k`` exceeds
     ``limit_k * (1 - margin)`` and lowers it (not below 0) otherwise.
     """
 
     def __init__(self, limits: dict[str, float], objective: dict[str, float], dual_lr: float, margin: float):
         self.limits = dict(limits)
-        self.objective = {k: float(v) for k, v in objective.items() if v > 0}
+        # a limited resource is a constraint only: below its limit, cost is not worth accuracy
+        self.objective = {k: float(v) for k, v in objective.items() if v > 0 and k not in self.limits}
         self.dual_lr, self.margin = dual_lr, margin
         self.lam = {k: 0.0 for k in self.limits}
         self.ref: dict[str, float] = {}

@@ -53,8 +53,12 @@ class SearchResult:
     repaired: list = field(default_factory=list)
     one_shot_val_accuracy: float = float("nan")
     history: list = field(default_factory=list)
+    #: how the kept design was chosen among candidates (``search.selection = "accuracy"``), or None
+    selection: dict | None = None
     #: the kept design checked on the target's truth (see :meth:`CoSearch.verify_on_truth`), or None
     measured: dict | None = None
+    #: why the loop ended, in words (stop_reason: "steps", "threshold", "patience" or "budget")
+    stop_detail: str = ""
 
 
 class CoSearch:
@@ -247,6 +251,14 @@ class CoSearch:
             correct += int((logits.argmax(1) == yb).sum())
         return {"figures": figures, "val_loss": ce / len(y), "val_accuracy": correct / len(y)}
 
+    def one_shot_accuracy(self, genotype, config) -> float:
+        """Validation accuracy of a design in the trained supernet, BatchNorm recalibrated for it."""
+        from .select import calibration_batches, recalibrated_accuracy
+
+        self._set_bits(self.hw.onehot(config))
+        calib = calibration_batches(self.data, self.seed)
+        return recalibrated_accuracy(self.net, self.net.onehot(genotype), calib, self.data.x_val, self.data.y_val)[0]
+
     def _prefs(self) -> dict:
         out = self._net_prefs()
         for k in self.hw.knobs:
@@ -379,6 +391,10 @@ class CoSearch:
         stages = sorted((float(f), int(k)) for f, k in cfg.stages)
         stage_i, stop_reason, evals_since_best = 0, "steps", 0
         L_ema = None
+        # the stop rule's loss: scale-free (task loss over chance level's, plus the derived design's
+        # relative excess over its limits), smoothed; its best value and the steps since it improved
+        S_ema, S_best, S_since, stop_detail = None, None, 0, ""
+        chance_ce = math.log(max(2, self.space.num_classes))
         step = 0
         warm_frac = self._warm_fraction()
         warmup = int(round(warm_frac * cfg.steps))
@@ -387,6 +403,8 @@ class CoSearch:
             loop = self.load_state_dict(resume)
             step, stage_i, stop_reason = loop["step"], loop["stage_i"], loop["stop_reason"]
             evals_since_best, L_ema, warm_done = loop["evals_since_best"], loop["L_ema"], loop["warm_done"]
+            S_ema, S_best, S_since = loop.get("S_ema"), loop.get("S_best"), loop.get("S_since", 0)
+            stop_detail = loop.get("stop_detail", "")
             loop_done, elapsed_s, best = loop["done"], loop["elapsed_s"], loop["best"]
         t0 = time.monotonic() - elapsed_s  # time_s and the time budget continue where they stopped
         checkpoints = self.on_checkpoint is not None and (cfg.checkpoint_every > 0 or cfg.checkpoint_s > 0)
@@ -397,7 +415,8 @@ class CoSearch:
             b = None if best is None else {"key": list(best[0]), "step": best[1], "genotype": dict(best[2]),
                                            "config": best[3].as_dict(), "eval": best[4]}
             loop = {"step": step, "stage_i": stage_i, "stop_reason": stop_reason, "evals_since_best": evals_since_best,
-                    "L_ema": L_ema, "warm_done": warm_done, "done": done, "elapsed_s": time.monotonic() - t0, "best": b}
+                    "L_ema": L_ema, "warm_done": warm_done, "done": done, "elapsed_s": time.monotonic() - t0, "best": b,
+                    "S_ema": S_ema, "S_best": S_best, "S_since": S_since, "stop_detail": stop_detail}
             self.on_checkpoint(self.state_dict(loop))
             saved_at = time.monotonic()
 
@@ -436,6 +455,15 @@ class CoSearch:
                 con.ascend(derived_now)
                 rec["derived_now"] = {k: derived_now[k] for k in con.limits}
                 L_ema = L if L_ema is None else 0.9 * L_ema + 0.1 * L
+                tasks = [t for t in (task1, task2) if not math.isnan(t)]
+                if tasks:
+                    S = float(np.mean(tasks)) / chance_ce + (con.violation(derived_now) if con.limits else 0.0)
+                    S_ema = S if S_ema is None else 0.9 * S_ema + 0.1 * S
+                    rec["L_scaled"] = S_ema
+                    if S_best is None or S_ema < S_best * (1 - cfg.min_improvement):
+                        S_best, S_since = S_ema, 0
+                    else:
+                        S_since += 1
             net_p, hw_p = self.net.probs(), self.hw.probs()
             rec.update(
                 {
@@ -486,15 +514,20 @@ class CoSearch:
             history.append(rec)
             if self.on_step:
                 self.on_step(rec)
-            if search_arch:
-                if cfg.threshold is not None and L_ema <= cfg.threshold:
+            # the stop rule: only once every stage has been reached (the search has its final options)
+            if arch_now and S_ema is not None and stage_i == len(stages) and step < cfg.steps:
+                if cfg.threshold is not None and S_ema <= cfg.threshold:
                     stop_reason = "threshold"
+                    stop_detail = f"scale-free loss {S_ema:.4f} <= threshold {cfg.threshold:g} at step {step}"
                     break
-                if cfg.patience and evals_since_best >= cfg.patience:
+                if cfg.patience and S_since >= cfg.patience:
                     stop_reason = "patience"
+                    stop_detail = (f"scale-free loss no better than {S_best:.4f} (by {cfg.min_improvement:.0%}) for "
+                                   f"{S_since} architecture steps, at step {step}")
                     break
             if last and step < cfg.steps:
                 stop_reason = "budget"
+                stop_detail = f"the {cfg.budget_min:g}-minute clock ran out at step {step} of {cfg.steps}"
                 break
             if checkpoints and step < cfg.steps and (
                     (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
@@ -511,6 +544,15 @@ class CoSearch:
             ev = self.evaluate_derived(g, c)
             best = ((True, 0.0, 0.0), step, g, c, ev)
         _, best_step, g, c, ev = best
+        selection = None
+        if cfg.selection == "accuracy" and self.update_alpha:
+            from .select import select
+
+            seen = [(self.space.parse_genotype(h["derived"]["genotype"]), HWConfig.from_dict(h["derived"]["hardware"], self.hw))
+                    for h in history if "derived" in h]
+            kept, _, selection = select(self, seen, proxy_steps=cfg.select_proxy_steps, seed=self.seed)
+            g, c, ev = kept.genotype, kept.config, self.evaluate_derived(kept.genotype, kept.config)
+            self._event(history, {"step": step, "event": "select", **selection})
         moves = []
         if con.violation(ev["figures"]) > 0:
             g, c, moves = repair(self.cm, g, c, self.hw, con, self._prefs(), valid=self.space.connected)
@@ -522,6 +564,9 @@ class CoSearch:
             moves += more
             ev = self.evaluate_derived(g, c)
         figures = ev["figures"]
+        one_shot = ev["val_accuracy"]
+        if selection is not None:  # the figure selection ranks by: BatchNorm recalibrated for the design
+            one_shot = self.one_shot_accuracy(g, c)
         return SearchResult(
             design=DesignPoint.make(self.space, g, self.target, c),
             genotype=g,
@@ -532,8 +577,10 @@ class CoSearch:
             steps=step,
             wall_s=time.monotonic() - t0,
             stop_reason=stop_reason,
+            stop_detail=stop_detail or (f"all {cfg.steps} steps run" if stop_reason == "steps" else ""),
             repaired=moves,
-            one_shot_val_accuracy=ev["val_accuracy"],
+            one_shot_val_accuracy=one_shot,
+            selection=selection,
             history=history,
             measured=measured,
         )

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..config import RetrainConfig
 from ..data import DataSplits
 
-__all__ = ["Batches", "retrain", "accuracy", "translate", "rng_state", "set_rng_state"]
+__all__ = ["Batches", "proxy_train", "retrain", "accuracy", "translate", "rng_state", "set_rng_state"]
 
 
 def rng_state(rng: np.random.Generator) -> dict:
@@ -80,6 +80,28 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 5
         correct += int((model(xb, **fwd).argmax(1) == torch.from_numpy(y[i : i + batch_size])).sum())
     model.train(was)
     return correct / max(1, len(y))
+
+
+def proxy_train(net: nn.Module, data: DataSplits, steps: int, batch_size: int, lr: float, seed: int) -> tuple[float, float]:
+    """Train ``net`` briefly from scratch on the train split (SGD with momentum, ``steps`` batches)
+    and return its (validation loss, validation accuracy): a cheap, comparable proxy of how well a
+    design learns, used to choose between candidates."""
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    batches = Batches(data.x_train, data.y_train, batch_size, np.random.default_rng(seed))
+    net.train()
+    for _ in range(steps):
+        xb, yb = next(batches)
+        loss = F.cross_entropy(net(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    with torch.no_grad():
+        val_loss = 0.0
+        for i in range(0, len(data.y_val), 500):
+            yb = torch.from_numpy(data.y_val[i:i + 500])
+            val_loss += float(F.cross_entropy(net(torch.from_numpy(data.x_val[i:i + 500])), yb, reduction="sum"))
+    return val_loss / max(1, len(data.y_val)), accuracy(net, data.x_val, data.y_val)
 
 
 def retrain(model: nn.Module, data: DataSplits, cfg: RetrainConfig, seed: int, progress=None) -> dict:

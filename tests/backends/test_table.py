@@ -41,5 +41,18 @@ def test_search_for_a_device_known_by_its_table(tmp_path):
     from explorer.errors import ConfigError
 
     model, _ = load_latency_model(tmp_path / "phone.json")
-    with pytest.raises(ConfigError, match="the latency table's model is for space 'chain'"):
-        TableCostModel(create_space("chain", (1, 28, 28), 10), model)
+    space28 = create_space("chain", (1, 28, 28), 10)
+    with pytest.raises(ConfigError, match="the latency table's model is for space 'chain'") as e:
+        TableCostModel(space28, model)
+    # the refusal names the command that fits the table for this search; run as given, it is accepted
+    import re
+    import shlex
+
+    from explorer.cli import main
+
+    cmd = shlex.split(re.search(r"`explorer (costmodel fit [^`]+)`", str(e.value)).group(1))
+    assert "--input-shape" in cmd and cmd[cmd.index("--input-shape") + 1] == "1x28x28"
+    cmd = [str(tmp_path / "phone.csv") if a == "TABLE.csv" else str(tmp_path / "phone28.json") if a == "MODEL.json" else a
+           for a in cmd]
+    assert main(cmd) == 0
+    TableCostModel(space28, load_latency_model(tmp_path / "phone28.json")[0])

@@ -168,3 +168,23 @@ def test_a_dead_cell_is_never_kept_where_none_is_cheapest(relax):
         if "derived" in h:
             assert live_edges(prob.space.parse_genotype(h["derived"]["genotype"]))
     assert r.feasible == (prob.constraints().violation(r.figures) == 0)
+
+
+def test_threshold_stop_fires_after_the_last_stage_and_is_recorded(tmp_path):
+    cfg = tiny_config(steps=60, stages=[[0.3, 3], [0.5, 2]])
+    cfg.search.threshold = 10.0  # any scale-free loss is below it: the stop fires at its first chance
+    summary = run_search(cfg, tmp_path / "run", progress=False, do_retrain=False)
+    assert summary["stop_reason"] == "threshold" and "<= threshold 10" in summary["stop_detail"]
+    assert summary["steps"] < 60
+    hist = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    prunes = [h for h in hist if h.get("event") == "prune"]
+    assert len(prunes) == 2 and summary["steps"] >= prunes[-1]["step"]  # every stage reached first
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["stop_reason"] == "threshold"
+    # an unreachable threshold never fires; patience does, on a loss that stops improving
+    cfg = tiny_config(steps=60, stages=[[0.3, 3]])
+    cfg.search.threshold, cfg.search.patience, cfg.search.min_improvement = -1.0, 3, 0.9
+    _, r = _search(cfg)
+    assert r.stop_reason == "patience" and "architecture steps" in r.stop_detail and r.steps < 60
+    cfg.search.patience = 0
+    _, r = _search(cfg)
+    assert r.stop_reason == "steps" and r.steps == 60

@@ -1,0 +1,204 @@
+"""Choosing the design a search returns: the most accurate candidate within the limits.
+
+The argmax of the architecture weights is one candidate among many: near the end of a search the
+option probabilities are often close, and the argmax is then decided by the cost gradient, not by
+accuracy. :func:`select` scores a pool of candidates (the derived design, the designs the loop
+derived along the way, the derived design's one-change neighbours, samples of the final
+distribution) by their one-shot accuracy in the trained supernet after BatchNorm recalibration,
+keeps those within the limits, climbs to better neighbours while the limits hold (so that slack is
+spent on accuracy), and trains the best few briefly from scratch to decide between them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..space.quant import QuantState
+from .train import Batches, proxy_train
+
+__all__ = ["Candidate", "calibration_batches", "recalibrated_accuracy", "select", "near_chance"]
+
+
+@dataclass
+class Candidate:
+    """One design in the selection pool, with what was learned of it."""
+
+    genotype: dict
+    config: object  # HWConfig
+    source: str  # "derived", "seen", "neighbour", "sample", "climb"
+    figures: dict = field(default_factory=dict)
+    feasible: bool = False
+    one_shot: float = float("nan")
+    one_shot_loss: float = float("nan")
+    proxy: float | None = None  # val accuracy after a brief training from scratch
+
+    def key(self) -> tuple:
+        return tuple(sorted(self.genotype.items())), self.config.values
+
+    def record(self, space) -> dict:
+        return {"genotype": space.format_genotype(self.genotype), "hardware": self.config.as_dict(), "source": self.source,
+                "figures": self.figures, "feasible": self.feasible, "one_shot": self.one_shot, "proxy": self.proxy}
+
+
+def calibration_batches(data, seed: int, batches: int = 8, batch_size: int = 128) -> list:
+    """The training images every candidate's BatchNorm statistics are re-estimated on: the same for
+    every candidate, so that their scores differ by the design, not by the draw."""
+    b = Batches(data.x_train, data.y_train, batch_size, np.random.default_rng(seed + 7))
+    return [next(b)[0] for _ in range(batches)]
+
+
+@torch.no_grad()
+def recalibrated_accuracy(net, probs: dict, calib: list, x_val: np.ndarray, y_val: np.ndarray,
+                          batch_size: int = 250) -> tuple[float, float]:
+    """One-shot (accuracy, loss) of the sub-network ``probs`` selects, with BatchNorm statistics
+    re-estimated for it on the ``calib`` batches (the supernet's running statistics mix every path
+    it trained; batch statistics of a small validation batch are noisy)."""
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
+    was = net.training
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the calibration batches
+    net.train()
+    for xb in calib:
+        net(xb, probs)
+    net.eval()
+    ce, correct = 0.0, 0
+    for i in range(0, len(y_val), batch_size):
+        logits = net(torch.from_numpy(x_val[i:i + batch_size]), probs)
+        yb = torch.from_numpy(y_val[i:i + batch_size])
+        ce += float(F.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(1) == yb).sum())
+    net.train(was)
+    for m, (mom, mean, var, n) in zip(bns, saved):
+        m.momentum = mom
+        m.running_mean.copy_(mean)
+        m.running_var.copy_(var)
+        m.num_batches_tracked.copy_(n)
+    return correct / max(1, len(y_val)), ce / max(1, len(y_val))
+
+
+def near_chance(accuracy: float, num_classes: int) -> bool:
+    """Within a tenth of the way from chance to perfect: the network has learned next to nothing."""
+    chance = 1.0 / max(2, num_classes)
+    return accuracy < chance + 0.1 * (1 - chance)
+
+
+def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rounds: int = 2, retrain_top: int = 3,
+           within: float = 0.02, proxy_steps: int = 150, seed: int = 0) -> tuple[Candidate, list[Candidate], dict]:
+    """The most accurate candidate within the limits (see the module docstring).
+
+    Args:
+        search: the :class:`~explorer.search.cosearch.CoSearch` whose supernet, spaces, cost model,
+            constraints and data are used.
+        seen: (genotype, config) pairs the loop derived along the way.
+        samples: designs drawn from the final option distribution.
+        climb_rounds: rounds of moving to the best feasible one-change neighbour of the leader.
+        retrain_top: at most this many candidates, each within ``within`` of the best one-shot
+            accuracy, are trained ``proxy_steps`` steps from scratch; the best validation accuracy wins.
+
+    Returns (kept candidate, every candidate scored, a summary for the run's records). When no
+    candidate meets the limits on the model, the kept one is the derived design (for repair).
+    """
+    space, hw, cm, con = search.space, search.hw, search.cm, search.con
+    gen = torch.Generator().manual_seed(seed + 7)
+    calib = calibration_batches(search.data, seed)
+    pool: dict = {}
+    scored: list[Candidate] = []
+
+    def add(g, c, source) -> Candidate | None:
+        if not space.connected(g):
+            g = space.connect(g, search._net_prefs())
+            if not space.connected(g):
+                return None
+        cand = Candidate(dict(g), c, source)
+        if cand.key() in pool:
+            return None
+        pool[cand.key()] = cand
+        cand.figures = cm.evaluate(cand.genotype, c)
+        cand.feasible = con.violation(cand.figures) == 0
+        return cand
+
+    def score(cands):
+        for cand in cands:
+            if cand is None or not cand.feasible:
+                continue
+            search._set_bits(hw.onehot(cand.config))
+            cand.one_shot, cand.one_shot_loss = recalibrated_accuracy(
+                search.net, search.net.onehot(cand.genotype), calib, search.data.x_val, search.data.y_val)
+            scored.append(cand)
+
+    g0, c0 = search._derive_net(), hw.derive()
+    first = [add(g0, c0, "derived")]
+    for g, c in seen:
+        first.append(add(g, c, "seen"))
+    first += neighbours(search, g0, c0, add, "neighbour")
+    net_p, hw_p = search.net.probs(), hw.probs()
+    for _ in range(samples):
+        g = {k: search.net.choice_options[k][int(torch.multinomial(p.detach(), 1, generator=gen))] for k, p in net_p.items()}
+        c = hw.config_from_indices({k.name: int(torch.multinomial(hw_p[k.name].detach(), 1, generator=gen)) for k in hw.knobs})
+        first.append(add(g, c, "sample"))
+    score(first)
+    for _ in range(climb_rounds):
+        if not scored:
+            break
+        lead = max(scored, key=_rank)
+        more = neighbours(search, lead.genotype, lead.config, add, "climb")
+        score(more)
+        if not scored or max(scored, key=_rank) is lead:
+            break
+    derived = pool[Candidate(g0, c0, "").key()] if Candidate(g0, c0, "").key() in pool else None
+    info = {"candidates": len(pool), "feasible": len(scored)}
+    if not scored:
+        kept = derived or Candidate(g0, c0, "derived", cm.evaluate(g0, c0))
+        info.update(kept="derived (no candidate meets the limits on the model)")
+        return kept, list(pool.values()), info
+    scored.sort(key=_rank, reverse=True)
+    best_one_shot = scored[0].one_shot
+    finalists = [c for c in scored if c.one_shot >= best_one_shot - within][:retrain_top]
+    if len(finalists) > 1 and proxy_steps > 0:
+        for i, cand in enumerate(finalists):
+            with torch.random.fork_rng():
+                torch.manual_seed(seed + 100 + i)
+                net = space.build_network(cand.genotype, QuantState.fixed(*cand.config.bits()))
+            _, cand.proxy = proxy_train(net, search.data, proxy_steps, search.cfg.batch_size, search.cfg.w_lr, seed + 100)
+        kept = max(finalists, key=lambda c: (c.proxy, c.one_shot))
+    else:
+        kept = finalists[0]
+    info.update(best_one_shot=best_one_shot, kept_one_shot=kept.one_shot, kept_source=kept.source,
+                derived_one_shot=None if derived is None or math.isnan(derived.one_shot) else derived.one_shot,
+                finalists=[c.record(space) for c in finalists])
+    return kept, scored, info
+
+
+def _rank(c: Candidate) -> tuple:
+    return (c.one_shot, -c.one_shot_loss)
+
+
+def neighbours(search, g, c, add, source) -> list:
+    """Every design one change away from (g, c): another unpruned option of one network choice, or
+    another width of one bit-width knob (the knobs that change what the network computes)."""
+    from ..space.hardware import BIT_KNOBS
+
+    out = []
+    net_p = search.net.probs()
+    for name, opts in search.net.choice_options.items():
+        p = net_p[name]
+        for o, po in zip(opts, p.tolist()):
+            if o != g[name] and po > 0:
+                out.append(add({**g, name: o}, c, source))
+    hw_p = search.hw.probs()
+    for k in search.hw.knobs:
+        if k.name not in BIT_KNOBS:
+            continue
+        for v, pv in zip(k.values, hw_p[k.name].tolist()):
+            if v != c[k.name] and pv > 0:
+                c2 = type(c)(tuple((n, v if n == k.name else x) for n, x in c.values), c.fixed)
+                out.append(add(g, c2, source))
+    return out

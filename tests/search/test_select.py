@@ -1,0 +1,70 @@
+"""Selection of the returned design: the most accurate candidate within the limits."""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from explorer.api import build_problem
+from explorer.search.cosearch import CoSearch
+from explorer.search.select import near_chance, select
+from explorer.search.train import Batches
+from tests.conftest import tiny_config
+
+OPTS = {"stem_channels": 8, "stages": [[8, 2, 2], [16, 1, 1]], "ops": ["conv3x3", "avgpool"], "activations": ["relu"]}
+
+
+def _trained_on(genotype_op: str, limits=None):
+    """A search whose supernet trained only the all-``genotype_op`` path, while its architecture
+    weights prefer the other op everywhere."""
+    cfg = tiny_config(steps=10, space_options=OPTS, limits=limits or {})
+    prob = build_problem(cfg)
+    s = CoSearch(prob.space, prob.hw, prob.cost_model, prob.data, cfg.search, prob.constraints(), "vta", 0)
+    g_a = {k: (genotype_op if k.startswith("op_") else v[-1] if k.startswith("width") else v[0])
+           for k, v in prob.space.choices().items()}
+    other = "avgpool" if genotype_op == "conv3x3" else "conv3x3"
+    g_b = {k: (other if k.startswith("op_") else v) for k, v in g_a.items()}
+    opt = torch.optim.SGD(s.net.weight_parameters(), lr=0.05, momentum=0.9)
+    b = Batches(prob.data.x_train, prob.data.y_train, 64, np.random.default_rng(0))
+    probs = s.net.onehot(g_a)
+    s._set_bits(s.hw.onehot(s.hw.derive()))
+    for _ in range(150):
+        x, y = next(b)
+        loss = F.cross_entropy(s.net(x, probs), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        for k, opts in s.net.choice_options.items():
+            if k.startswith("op_"):
+                s.net.alpha[k].copy_(torch.tensor([3.0 if o == other else 0.0 for o in opts]))
+    return prob, s, g_a, g_b
+
+
+def test_selection_prefers_the_more_accurate_of_two_feasible_candidates():
+    prob, s, g_a, g_b = _trained_on("conv3x3")
+    assert s._derive_net()["op_L0"] == "avgpool"  # the argmax is the untrained path
+    c = s.hw.derive()
+    kept, scored, info = select(s, [(g_a, c), (g_b, c)], samples=0, climb_rounds=0, proxy_steps=0)
+    by = {tuple(sorted(x.genotype.items())): x for x in scored}
+    a, b = by[tuple(sorted(g_a.items()))], by[tuple(sorted(g_b.items()))]
+    assert a.one_shot > b.one_shot + 0.2, (a.one_shot, b.one_shot)
+    assert kept.one_shot == max(x.one_shot for x in scored) >= a.one_shot
+    assert kept.genotype != g_b and info["derived_one_shot"] < a.one_shot - 0.2  # the argmax was passed over
+
+
+def test_selection_keeps_only_candidates_within_the_limits():
+    prob, s, g_a, g_b = _trained_on("conv3x3")
+    c = s.hw.derive()
+    lat_a = prob.cost_model.evaluate(g_a, c)["latency_s"]
+    lat_b = prob.cost_model.evaluate(g_b, c)["latency_s"]
+    assert lat_b < lat_a
+    s.con.limits = {"latency_s": (lat_a + lat_b) / 2}  # the trained, accurate path breaks the limit
+    s.con.lam = {"latency_s": 0.0}
+    kept, scored, _ = select(s, [(g_a, c), (g_b, c)], samples=4, climb_rounds=1, proxy_steps=20)
+    assert scored and all(x.feasible for x in scored)
+    assert kept.feasible and prob.cost_model.evaluate(kept.genotype, kept.config)["latency_s"] <= s.con.limits["latency_s"]
+    assert all(tuple(sorted(x.genotype.items())) != tuple(sorted(g_a.items())) for x in scored)
+
+
+def test_near_chance():
+    assert near_chance(0.11, 10) and not near_chance(0.5, 10) and near_chance(0.54, 2) and not near_chance(0.7, 2)
