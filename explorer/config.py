@@ -51,6 +51,9 @@ class SearchConfig:
     # scored by BatchNorm-recalibrated one-shot accuracy within the limits, the best few trained
     # select_proxy_steps steps from scratch; see explorer.search.select)
     selection: str = "loss"
+    # weight of the mean entropy of the op choices in the architecture loss, ramped from 0 at the end of
+    # warm-up to this at the last step (0: off): the final distribution decides instead of near-tying
+    entropy_weight: float = 0.0
     select_proxy_steps: int = 150
     eval_every: int = 25
     measure_every: int = 25
@@ -166,6 +169,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         (0 <= s.min_improvement < 1, "search.min_improvement must be in [0, 1)"),
         (s.selection in ("loss", "accuracy"), f"search.selection must be 'loss' or 'accuracy', got {s.selection!r}"),
         (s.select_proxy_steps >= 0, "search.select_proxy_steps must be >= 0"),
+        (s.entropy_weight >= 0, "search.entropy_weight must be >= 0"),
         (s.eval_every >= 1, "search.eval_every must be >= 1"),
         (s.measure_every >= 1, "search.measure_every must be >= 1"),
         (s.measure_drain_s >= 0, "search.measure_drain_s must be >= 0"),

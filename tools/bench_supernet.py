@@ -24,6 +24,30 @@ import numpy as np
 OPS = ["conv3x3", "dwsep3x3", "skip", "conv5x5", "dwsep5x5", "maxpool", "dil3x3", "avgpool", "zero"]
 
 
+def learning(relax: str, steps: int, seed: int) -> list[float]:
+    """Mean training loss per fifth of a warm-up of ``steps`` weight steps (9 ops): how fast the shared
+    weights learn when every option is computed (softmax) or one uniformly drawn path is (sample)."""
+    import torch
+
+    from explorer.api import build_problem
+    from explorer.config import load_config
+    from explorer.search.cosearch import CoSearch
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
+    cfg = load_config(None, {"steps": steps + 1, "seed": seed, "budget_min": 60})
+    s = cfg.search
+    s.relax, s.warmup_steps, s.warmup_fraction, s.stages = relax, steps, 0.99, []
+    s.checkpoint_every = s.checkpoint_s = 0
+    prob = build_problem(cfg)
+    search = CoSearch(prob.space, prob.hw, prob.cost_model, prob.data, s, prob.constraints(), "vta", seed)
+    losses = []
+    for _ in range(steps):
+        xt, yt = next(search.train_b)
+        losses.append(search._network_step(xt, yt, None, None, 1.0, False, warm=True)[2])
+    k = max(1, steps // 5)
+    return [float(np.mean(losses[i:i + k])) for i in range(0, steps, k)]
+
+
 def one(n_ops: int, relax: str, steps: int, skip: int, seed: int) -> dict:
     import torch
 
@@ -60,6 +84,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--learn", type=int, default=0, metavar="STEPS",
+                    help="also: training loss over a warm-up of STEPS weight steps, per relaxation (9 ops)")
     ap.add_argument("--one", nargs=2, metavar=("OPS", "RELAX"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
@@ -92,6 +118,12 @@ def main():
         for r in sub:
             print(f"| {relax} | {r['ops']} | {r['ms_per_step']:.1f} | {r['peak_mb_added']:.1f} | "
                   f"{r['ms_per_step'] / base['ms_per_step']:.2f}x | {r['peak_mb_added'] / max(base['peak_mb_added'], 1e-9):.2f}x |")
+    if a.learn:
+        print(f"\nTraining loss over a warm-up of {a.learn} weight steps (9 ops, mnist5k, mean per fifth):")
+        for relax in a.relax:
+            curve = learning(relax, a.learn, a.seed)
+            rows.append({"relax": relax, "learn_steps": a.learn, "loss_per_fifth": curve})
+            print(f"| {relax} | " + " | ".join(f"{v:.2f}" for v in curve) + " |", flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -126,6 +126,7 @@ class CoSearch:
         self._pending: set[str] = set()  # ... of which no result has come back yet
         self._learned: list[dict] = []  # measurements the cost model was updated with (plain data)
         self.on_checkpoint = on_checkpoint
+        self._entropy_ramp = 0.0  # 0 -> 1 from the end of warm-up to the last step (the entropy regulariser)
         names = {k.name for k in hw.knobs}
         inp_k, wgt_k = BIT_KNOBS
         self.has_bits = set(BIT_KNOBS) <= names
@@ -231,6 +232,11 @@ class CoSearch:
         task = F.cross_entropy(self.net(xv, net_p), yv)
         cost = self.cm.predict(net_c, hw_c)
         loss = task + (self.con.penalty(cost) if self.cost_on_alpha else 0.0)
+        if self.cfg.entropy_weight > 0 and self._entropy_ramp > 0:
+            # push every choice towards one option (which one is left to the task and cost gradients), so
+            # that the final argmax is a decision, not a near-tie broken by noise
+            loss = loss + self.cfg.entropy_weight * self._entropy_ramp * torch.stack(
+                [-(p * torch.log(p.clamp_min(1e-12))).sum() for p in net_c.values()]).mean()
         self.opt_a.zero_grad(set_to_none=True)
         loss.backward(inputs=self.net.arch_parameters())
         self.opt_a.step()
@@ -424,6 +430,8 @@ class CoSearch:
             elapsed = time.monotonic() - t0
             progress = step / cfg.steps if cfg.progress == "steps" else max(step / cfg.steps, elapsed / budget_s)
             tau = self._tau(progress)
+            w = self._warm_fraction()
+            self._entropy_ramp = min(1.0, max(0.0, (progress - w) / max(1e-9, 1.0 - w)))
             if not warm_done and (step > warmup or (cfg.progress == "time" and elapsed > warm_frac * budget_s)):
                 warm_done = True
             while warm_done and stage_i < len(stages) and progress >= stages[stage_i][0]:

@@ -149,7 +149,7 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
         if not scored:
             break
         lead = max(scored, key=_rank)
-        more = neighbours(search, lead.genotype, lead.config, add, "climb")
+        more = neighbours(search, lead.genotype, lead.config, add, "climb", pruned=True)
         score(more)
         if not scored or max(scored, key=_rank) is lead:
             break
@@ -181,9 +181,11 @@ def _rank(c: Candidate) -> tuple:
     return (c.one_shot, -c.one_shot_loss)
 
 
-def neighbours(search, g, c, add, source) -> list:
-    """Every design one change away from (g, c): another unpruned option of one network choice, or
-    another width of one bit-width knob (the knobs that change what the network computes)."""
+def neighbours(search, g, c, add, source, pruned: bool = False) -> list:
+    """Every design one change away from (g, c): another option of one network choice (unpruned
+    ones only unless ``pruned``: the climb may bring back an op pruned under cost pressure that the
+    slack now affords), or another width of one bit-width knob (the knobs that change what the
+    network computes)."""
     from ..space.hardware import BIT_KNOBS
 
     out = []
@@ -191,7 +193,7 @@ def neighbours(search, g, c, add, source) -> list:
     for name, opts in search.net.choice_options.items():
         p = net_p[name]
         for o, po in zip(opts, p.tolist()):
-            if o != g[name] and po > 0:
+            if o != g[name] and (po > 0 or pruned):
                 out.append(add({**g, name: o}, c, source))
     hw_p = search.hw.probs()
     for k in search.hw.knobs:

@@ -188,3 +188,14 @@ def test_threshold_stop_fires_after_the_last_stage_and_is_recorded(tmp_path):
     cfg.search.patience = 0
     _, r = _search(cfg)
     assert r.stop_reason == "steps" and r.steps == 60
+
+
+def test_entropy_regulariser_makes_the_final_distribution_decisive():
+    def final_entropy(w):
+        cfg = tiny_config(steps=40, stages=[], alpha_lr=0.05)
+        cfg.search.entropy_weight = w
+        r = _search(cfg)[1]
+        return [h for h in r.history if "entropy_ops" in h][-1]["entropy_ops"]
+
+    free, pushed = final_entropy(0.0), final_entropy(5.0)
+    assert pushed < free - 0.2, (free, pushed)
