@@ -22,38 +22,39 @@ class SearchConfig:
     """The alternating loop. ``stages``: ``[[progress fraction, keep k], ...]`` prune points."""
 
     steps: int = 500
-    budget_min: float = 6.0
+    # a safety net: the planned steps end a run, not the clock (see progress)
+    budget_min: float = 20.0
     batch_size: int = 64
-    warmup_steps: int = 80
+    warmup_steps: int = 200
     # warm-up never takes more than this share of the steps
-    warmup_fraction: float = 0.2
+    warmup_fraction: float = 0.33
     # the architecture and hardware are updated every this many weight steps
-    arch_every: int = 1
+    arch_every: int = 2
     relax: str = "softmax"
     tau_start: float = 1.0
-    tau_end: float = 1.0
+    tau_end: float = 0.3
     w_lr: float = 0.05
     w_momentum: float = 0.9
     w_weight_decay: float = 3e-4
-    alpha_lr: float = 0.02
+    alpha_lr: float = 0.05
     theta_lr: float = 0.02
     dual_lr: float = 0.1
     margin: float = 0.05
     # The stop rule, checked once every stage has been reached, on the scale-free combined loss (the
     # task losses over chance level's cross-entropy, plus the derived design's relative excess over
-    # its limits; smoothed): stop when it is <= threshold (None: never), or when it has not improved
+    # its limits; smoothed): stop when it is <= threshold (0 or less: never), or when it has not improved
     # by min_improvement (relative) for `patience` architecture steps (0: never).
-    threshold: float | None = None
-    patience: int = 0
+    threshold: float | None = 0.02
+    patience: int = 100
     min_improvement: float = 0.01
     # How the returned design is chosen: "loss" (the derived design with the lowest smoothed search
     # loss among those within the limits) or "accuracy" (candidates around the final distribution
     # scored by BatchNorm-recalibrated one-shot accuracy within the limits, the best few trained
     # select_proxy_steps steps from scratch; see explorer.search.select)
-    selection: str = "loss"
+    selection: str = "accuracy"
     # weight of the mean entropy of the op choices in the architecture loss, ramped from 0 at the end of
     # warm-up to this at the last step (0: off): the final distribution decides instead of near-tying
-    entropy_weight: float = 0.0
+    entropy_weight: float = 0.3
     select_proxy_steps: int = 150
     eval_every: int = 25
     measure_every: int = 25
@@ -68,7 +69,7 @@ class SearchConfig:
     # (MetaSchedule, into the user's schedule database), the search waiting: an equal slice at each
     # stage boundary and one for the kept design before its final measurement. 0: no tuning.
     tune_minutes: float = 2.0
-    stages: list = field(default_factory=lambda: [[0.45, 4], [0.75, 2]])
+    stages: list = field(default_factory=lambda: [[0.55, 4], [0.8, 2]])
     # What stage boundaries and the temperature schedule follow: "steps" (the same seed gives the
     # same result on any machine, however loaded) or "time" (fractions of budget_min: for runs
     # compared at equal wall-clock budgets).
@@ -183,6 +184,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    if s.threshold is None:  # "never", written as a number so that TOML and config.json carry it
+        s.threshold = 0.0
     for sec, obj in (("search", s), ("retrain", r)):
         for f in dataclasses.fields(obj):
             v = getattr(obj, f.name)

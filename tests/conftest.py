@@ -29,7 +29,7 @@ def tiny_config(**kw) -> RunConfig:
                           warmup_steps=8, eval_every=10, stages=kw.pop("stages", [[0.5, 3]]),
                           relax=kw.pop("relax", "softmax"), tau_start=kw.pop("tau_start", 1.0),
                           tau_end=kw.pop("tau_end", 1.0), alpha_lr=kw.pop("alpha_lr", 3e-3),
-                          theta_lr=kw.pop("theta_lr", 3e-3))
+                          theta_lr=kw.pop("theta_lr", 3e-3), select_proxy_steps=kw.pop("select_proxy_steps", 20))
     cfg = RunConfig(dataset="digits", space=kw.pop("space", "chain"), target="vta", seed=kw.pop("seed", 0),
                     space_options=kw.pop("space_options", {"stem_channels": 8, "stages": [[8, 2, 2], [16, 1, 1]]}),
                     limits=kw.pop("limits", {}), search=search,

@@ -200,7 +200,7 @@ def valid_config(draw) -> RunConfig:
         warmup_steps=draw(st.integers(0, 1000)), relax=draw(st.sampled_from(["softmax", "gumbel"])),
         tau_start=draw(_pos), tau_end=draw(_pos), w_lr=draw(_pos), w_momentum=draw(_nonneg),
         w_weight_decay=draw(_nonneg), alpha_lr=draw(_pos), theta_lr=draw(_pos), dual_lr=draw(_nonneg),
-        margin=draw(st.floats(0, 0.99)), threshold=draw(st.none() | st.floats(-10, 10)),
+        margin=draw(st.floats(0, 0.99)), threshold=draw(st.floats(-10, 10)),
         patience=draw(st.integers(0, 100)), eval_every=draw(st.integers(1, 100)),
         measure_every=draw(st.integers(1, 100)), measure_drain_s=draw(_nonneg), refine=draw(st.booleans()),
         measure_timing=draw(st.sampled_from(["between-steps", "concurrent"])), tune_minutes=draw(_nonneg),

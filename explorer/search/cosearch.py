@@ -524,7 +524,7 @@ class CoSearch:
                 self.on_step(rec)
             # the stop rule: only once every stage has been reached (the search has its final options)
             if arch_now and S_ema is not None and stage_i == len(stages) and step < cfg.steps:
-                if cfg.threshold is not None and S_ema <= cfg.threshold:
+                if cfg.threshold is not None and cfg.threshold > 0 and S_ema <= cfg.threshold:
                     stop_reason = "threshold"
                     stop_detail = f"scale-free loss {S_ema:.4f} <= threshold {cfg.threshold:g} at step {step}"
                     break

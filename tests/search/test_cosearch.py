@@ -180,9 +180,9 @@ def test_threshold_stop_fires_after_the_last_stage_and_is_recorded(tmp_path):
     prunes = [h for h in hist if h.get("event") == "prune"]
     assert len(prunes) == 2 and summary["steps"] >= prunes[-1]["step"]  # every stage reached first
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["stop_reason"] == "threshold"
-    # an unreachable threshold never fires; patience does, on a loss that stops improving
+    # threshold 0 is off; patience fires, on a loss that stops improving
     cfg = tiny_config(steps=60, stages=[[0.3, 3]])
-    cfg.search.threshold, cfg.search.patience, cfg.search.min_improvement = -1.0, 3, 0.9
+    cfg.search.threshold, cfg.search.patience, cfg.search.min_improvement = 0.0, 3, 0.9
     _, r = _search(cfg)
     assert r.stop_reason == "patience" and "architecture steps" in r.stop_detail and r.steps < 60
     cfg.search.patience = 0
@@ -193,7 +193,7 @@ def test_threshold_stop_fires_after_the_last_stage_and_is_recorded(tmp_path):
 def test_entropy_regulariser_makes_the_final_distribution_decisive():
     def final_entropy(w):
         cfg = tiny_config(steps=40, stages=[], alpha_lr=0.05)
-        cfg.search.entropy_weight = w
+        cfg.search.entropy_weight, cfg.search.arch_every, cfg.search.threshold = w, 1, None
         r = _search(cfg)[1]
         return [h for h in r.history if "entropy_ops" in h][-1]["entropy_ops"]
 
