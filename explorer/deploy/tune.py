@@ -3,7 +3,8 @@
 The loop is ours; the parts are MetaSchedule's (task extraction, design spaces, evolutionary search,
 XGBoost cost model, local or RPC builder/runner, JSON database):
 
-* **Budget by share of latency.** Every task first gets one batch (its latency is unknown before);
+* **Budget by share of latency.** Every task first gets one small batch (:data:`FIRST_BATCH`
+  candidates: its latency is unknown before, and an untuned kernel is the slowest);
   after that the next batch goes to the task with the largest ``share / (trials + 1)``, where
   ``share`` is the task's ``weight x best latency`` over the model's total, so trials follow where
   the time goes instead of being poured into the first task.
@@ -38,6 +39,10 @@ __all__ = ["TaskState", "TuneResult", "tune_module", "tune_onnx", "extract", "pa
 
 #: a budget left to the tuner (``trials=None``): this many trials per kernel, at most AUTO_MAX_TRIALS
 AUTO_TRIALS_PER_KERNEL, AUTO_MAX_TRIALS = 64, 1536
+#: candidates measured for a kernel never measured before: every kernel gets a schedule (untuned
+#: kernels run 10-30x slower than tuned ones) after a few trials each, before the budget goes by
+#: share of latency (MobileNetV2, 32 kernels: 128 trials instead of 512 before each has one)
+FIRST_BATCH = 4
 MAX_CONTEXTS = 64  # search states kept alive at once (a rebuilt one is seeded from the database)
 FAILED_S = 1e10  # run time recorded for a candidate that failed to build or run (MetaSchedule's convention)
 
@@ -366,7 +371,8 @@ def tune_module(mod, target, db_dir: str | os.PathLike, trials: int | None = 256
             if not cands:
                 t.exhausted = True
                 continue
-            cands = list(cands)[: trials - res.new_trials]
+            first = _unmeasured(t, per_iter)  # no latency yet: a small batch
+            cands = list(cands)[: min(trials - res.new_trials, FIRST_BATCH if first else len(cands))]
             _run_batch(t, cands, target, builder, runner, db, cost_model, res, bar, tasks, trials, per_iter)
     finally:
         builder.close()
@@ -461,8 +467,14 @@ def _targets(tasks: list[TaskState], trials: int, floor: int = 0) -> dict[int, f
 
 
 def _deficit(tasks: list[TaskState], trials: int, per_iter: int) -> dict[int, float]:
-    tg = _targets(tasks, trials, per_iter)
+    tg = _targets(tasks, trials, min(per_iter, FIRST_BATCH))  # each kernel keeps its first batch
     return {id(t): tg[id(t)] - t.trials for t in tasks}
+
+
+def _unmeasured(t: TaskState, per_iter: int) -> bool:
+    """No latency yet, and fewer than a batch of its own trials spent on finding one (a kernel whose
+    first small batches all failed is tried again, up to a batch)."""
+    return t.best_s is None and t.trials - t.warm_trials < per_iter
 
 
 def _pick(tasks: list[TaskState], trials: int, per_iter: int = 8) -> TaskState | None:
@@ -470,7 +482,7 @@ def _pick(tasks: list[TaskState], trials: int, per_iter: int = 8) -> TaskState |
     part of the budget, if that is at least half a batch. None when every kernel has its part
     (e.g. it was tuned before, for another model that shares it)."""
     live = [t for t in tasks if not t.exhausted]
-    untried = [t for t in live if t.best_s is None and t.trials == t.warm_trials]
+    untried = [t for t in live if _unmeasured(t, per_iter)]
     if untried:
         return untried[0]
     d = _deficit(tasks, trials, per_iter)

@@ -290,3 +290,17 @@ def test_another_cpus_schedules_seed_tuning_and_are_not_applied(tiny_onnx, tmp_p
     assert rep2["trials_this_run"] == 0 and rep2["trials_total"] == 16 == _records(tmp_path / "copy")
     c2 = cli("compile", str(tiny_onnx), "--schedules", str(tmp_path / "copy"), "--num-cores", "1", "--out", str(tmp_path / "c.so"))
     assert c2.returncode == 0 and json.loads((tmp_path / "c.so.json").read_text())["tuned"], c2.stderr
+
+
+def test_unmeasured_kernels_get_small_first_batches():
+    """Every kernel is measured after a few trials (FIRST_BATCH) before any gets a full batch; a
+    kernel whose first candidates all failed is tried again, up to a batch."""
+    from explorer.deploy.tune import FIRST_BATCH, _unmeasured
+
+    assert FIRST_BATCH < 16
+    assert _unmeasured(TaskState("new", 1, None, trials=0), 16)
+    assert _unmeasured(TaskState("failed", 1, None, trials=FIRST_BATCH), 16)  # its first batch all failed
+    assert not _unmeasured(TaskState("gave up", 1, None, trials=16), 16)
+    assert not _unmeasured(TaskState("known", 1, None, trials=FIRST_BATCH, best_s=1e-5), 16)
+    ts = [TaskState("big", 1, None, trials=FIRST_BATCH, best_s=1e-3), TaskState("retry", 1, None, trials=FIRST_BATCH)]
+    assert _pick(ts, 256, 16).name == "retry"
