@@ -27,10 +27,20 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["deploy", "DEPLOY_MINUTES"]
+__all__ = ["deploy", "DEPLOY_MINUTES", "DEFAULT_LAYOUT", "DEFAULT_PREPACK"]
 
 #: the default time budget of deploy's tuning, minutes (the trial budget is the tuner's default)
 DEPLOY_MINUTES = 12.0
+
+#: the default convolution layout and weight prepacking of deploy, and why (stated on the card)
+DEFAULT_LAYOUT, DEFAULT_PREPACK = "NCHW", False
+DEFAULT_LAYOUT_WHY = (
+    "default NCHW without prepacking: measured with tools/layout_bench.py (BENCHMARKS.md, 2026-12-05, AMD EPYC "
+    "Zen 4, 2 cores, 4 minutes of tuning per setting, one run each on a shared machine) no layout or prepacking "
+    "setting won clearly: on the demo-size network five of six settings came within 0.82-1.03x of onnxruntime; on "
+    "MobileNetV2 NCHW reached 1.06x and NHWC with prepacking 0.86x, differences of the size of the run-to-run "
+    "noise; NCHW keeps the kernels (and the schedules) the search tunes and measures, which other layouts and "
+    "prepacking change. Other layouts (NHWC, NCHWc) and prepack are there to measure on other machines")
 
 EXAMPLE = '''"""Run the deployed model on one input: python run_example.py [input.npy]"""
 import sys
@@ -50,7 +60,7 @@ print("class", int(logits.argmax()), "logits", np.round(logits, 3).tolist())
 
 def deploy(backend, run_dir: str | os.PathLike, out: str | os.PathLike, repeat: int = 30,
            schedules: str | os.PathLike | None = None, trials: int | None = None, minutes: float | None = DEPLOY_MINUTES,
-           progress: bool = True, layout: str = "NCHW", prepack: bool = False) -> dict:
+           progress: bool = True, layout: str = DEFAULT_LAYOUT, prepack: bool = DEFAULT_PREPACK) -> dict:
     """Export, tune (``trials``/``minutes``, see above), build (with the target's schedule databases,
     or ``schedules``), measure and test a run's design on a TVM ``backend``'s device; write the
     folder ``out``."""
@@ -107,6 +117,9 @@ def deploy(backend, run_dir: str | os.PathLike, out: str | os.PathLike, repeat: 
         "export_max_abs_diff": exp.max_abs_diff,
         "build": {k: card[k] for k in ("target", "layout", "prepack", "toolchain", "schedule_database", "schedule_database_id", "scheduled_kernels",
                                         "tuned", "build_s")},
+        "layout_choice": {"layout": layout, "prepack": bool(prepack),
+                          "why": DEFAULT_LAYOUT_WHY if (layout, bool(prepack)) == (DEFAULT_LAYOUT, DEFAULT_PREPACK)
+                          else "as asked (layout/prepack given to deploy)"},
         "kernels": len(card["workloads"]),
         "tuning": tuning,
         "deploy_s": round(time.monotonic() - t_start, 1),

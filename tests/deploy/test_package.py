@@ -19,6 +19,9 @@ def test_deploy_a_run(tmp_path):
     assert card["latency_ms"]["tvm_median"] > 0 and card["latency_ms"]["onnxruntime_median"] > 0
     assert card["accuracy"]["dataset"] == "digits" and 0 <= card["accuracy"]["test_accuracy"] <= 1
     assert card["export_max_abs_diff"] <= 1e-4
+    # the layout and prepacking it was built with, and why (the defaults, stated with their reason)
+    assert card["build"]["layout"] == card["layout_choice"]["layout"] == "NCHW" and card["build"]["prepack"] is False
+    assert card["layout_choice"]["why"].startswith("default NCHW without prepacking: measured")
     ex = subprocess.run([sys.executable, str(tmp_path / "dep" / "run_example.py")], capture_output=True, text=True,
                         timeout=120)
     assert ex.returncode == 0 and ex.stdout.startswith("class "), ex.stderr
