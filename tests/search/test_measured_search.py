@@ -83,4 +83,6 @@ def test_cpu_search_tunes_the_leading_candidate(tmp_path):
     assert r.measured is not None and r.measured["tuning"] != "untuned", r.measured
     from explorer.deploy.schedules import manifest
 
-    assert list(manifest(tmp_path / "db")) == [tunes[-1]["key"]]
+    # the kept design's kernels are in the database (selection may keep another thread count than the
+    # stage boundaries' designs had, so their keys may be there too)
+    assert tunes[-1]["key"] in list(manifest(tmp_path / "db"))
