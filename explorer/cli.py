@@ -32,6 +32,17 @@ def _nonneg(kind):
     return _positive(kind, allow_zero=True)
 
 
+def _layout_args(p):
+    """--layout and --prepack, the same for compile, tune and deploy (a database tuned with one setting
+    holds other workloads than the other's)."""
+    p.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC", "NCHWc"],
+                   help="data layout of the convolutions, the same when tuning and building: NCHW (as in ONNX), "
+                        "NHWC, or blocked NCHWc (NCHW8c)")
+    p.add_argument("--prepack", action=argparse.BooleanOptionalAction, default=False,
+                   help="lay constant weights out for the tuned kernels once at build time (tune with the same "
+                        "setting you build with)")
+
+
 class _Parser(argparse.ArgumentParser):
     """Argument errors as every other input error: one line, ``explorer: error: ...``, exit code 2
     (``explorer CMD --help`` still shows the usage)."""
@@ -126,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--num-cores", type=_positive(int), dest="num_cores", help="threads (default: all cores)")
     c.add_argument("--arch", help="CUDA arch, e.g. sm_80")
     c.add_argument("--schedules", help="MetaSchedule database folder to apply (default: the user's and the shipped ones for the target; 'none': untuned)")
-    c.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"], help="data layout of the convolutions, the same when tuning and building: NCHW (as in ONNX) or NHWC")
+    _layout_args(c)
     c.add_argument("--store", help="measurement store (default $EXPLORER_STORE, else $EXPLORER_HOME/store.sqlite; EXPLORER_HOME defaults to runs)")
 
     m = sub.add_parser("measure", help="measure a model's latency with TVM (and onnxruntime side by side)")
@@ -166,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--per-iter", type=_positive(int), default=16, dest="per_iter",
                    help="candidates measured per batch (a killed run loses at most one batch)")
     t.add_argument("--shape", action="append", metavar="NAME=1x1x28x28")
-    t.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"], help="data layout of the convolutions, the same when tuning and building: NCHW (as in ONNX) or NHWC")
+    _layout_args(t)
     t.add_argument("--report", help="write the per-kernel breakdown as JSON here")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-progress", action="store_true")
@@ -182,7 +193,7 @@ def _parser() -> argparse.ArgumentParser:
                          "(default: 64 per kernel, at most 1536; 0: no tuning)")
     dp.add_argument("--tune-minutes", type=_positive(float), dest="tune_minutes", default=None,
                     help="tuning budget in minutes, whichever budget is spent first (default 12)")
-    dp.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"], help="data layout of the convolutions, the same when tuning and building: NCHW (as in ONNX) or NHWC")
+    _layout_args(dp)
     dp.add_argument("--no-progress", action="store_true")
 
     cal = sub.add_parser("calibrate", help="fit the VTA cost model to the simulator on sampled (layer, config) pairs")
@@ -308,7 +319,7 @@ def cmd_tune(a) -> int:
             design, weights = load_design(path)
             path = export_onnx(build_module(design, weights), design.input_shape, Path(tmp) / "model.onnx").path
         m = load_onnx(path, parse_shapes(a.shape))
-        mod = import_relax(m, a.layout)
+        mod = import_relax(m, a.layout, a.prepack)
     kw = dict(trials=a.trials, db=a.db, num_cores=a.num_cores, per_iter=a.per_iter, rpc=rpc,
               progress=not a.no_progress, seed=a.seed, label=f"tune {Path(a.model).name}",
               max_seconds=None if a.minutes is None else 60 * a.minutes,
@@ -341,7 +352,7 @@ def cmd_deploy(a) -> int:
     try:
         c = load_target(a.target).backend().deploy(a.run, a.out, schedules=a.schedules, trials=a.trials,
                                                    minutes=a.tune_minutes or DEPLOY_MINUTES, progress=not a.no_progress,
-                                                   layout=a.layout)
+                                                   layout=a.layout, prepack=a.prepack)
     except KeyboardInterrupt:
         print("explorer: interrupted; every finished tuning batch is in the schedule database, run the same command "
               "to go on", file=sys.stderr)
@@ -494,7 +505,7 @@ def cmd_compile(a) -> int:
 
     _, lines = load_target(a.target).backend().compile(
         a.model, out=a.out, shapes=parse_shapes(a.shape), num_cores=a.num_cores, arch=a.arch, schedules=a.schedules,
-        store=a.store, hw=a.hw, calib=a.calib, data=a.data, check=a.check, layout=a.layout)
+        store=a.store, hw=a.hw, calib=a.calib, data=a.data, check=a.check, layout=a.layout, prepack=a.prepack)
     print("\n".join(lines))
     return 0
 

@@ -190,7 +190,9 @@ class TVMBackend(TargetBackend):
                 raise
             st.add(MeasureRecord(m.sha256, "build", self.name, knobs, card["toolchain"], tuned=card["tuned"], payload=card))
         sched = f", {card['scheduled_kernels']} with tuned schedules" if card["schedule_database"] else ", untuned"
-        return card, [f"wrote {out} and {out}.json ({len(card['workloads'])} kernels{sched}, built in {card['build_s']:.1f} s)"]
+        how = f"{layout} layout{', weights prepacked' if prepack else ''}, "
+        return card, [f"wrote {out} and {out}.json ({how}{len(card['workloads'])} kernels{sched}, built in "
+                      f"{card['build_s']:.1f} s)"]
 
     def measure(self, model, shapes=None, repeat=30, number=10, num_cores=None, vs=None, schedules=None, store=None,
                 rpc=None, **_):

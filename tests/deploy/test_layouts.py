@@ -111,3 +111,16 @@ def test_prepacked_build_matches_onnxruntime(small_cnn, tmp_path, layout):
     # the same database does not serve a build without prepacking: other kernels
     plain = build(load_onnx(small_cnn), host_target(2), tmp_path / "p.so", database=tmp_path / "db", layout=layout)
     assert plain["prepacked_kernels"] == 0 and plain["scheduled_kernels"] == 0
+
+
+def test_cli_compile_nchwc(small_cnn, tmp_path, capsys):
+    """`explorer compile --layout NCHWc --no-prepack`: the CLI reaches the blocked build; the library it
+    writes computes what onnxruntime computes."""
+    from explorer.cli import main
+
+    out = tmp_path / "m.so"
+    assert main(["compile", str(small_cnn), "--layout", "NCHWc", "--no-prepack", "--schedules", "none",
+                 "--out", str(out), "--store", str(tmp_path / "s.sqlite")]) == 0
+    printed = capsys.readouterr().out
+    assert "NCHWc" in printed, printed
+    assert _max_diff_vs_onnxruntime(small_cnn, out) < TOL
