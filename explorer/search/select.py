@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..space.quant import QuantState
 from .train import Batches, proxy_train
 
-__all__ = ["Candidate", "calibration_batches", "recalibrated_accuracy", "select", "near_chance"]
+__all__ = ["Candidate", "calibration_batches", "capacity", "recalibrated_accuracy", "select", "near_chance"]
 
 
 @dataclass
@@ -91,7 +91,8 @@ def near_chance(accuracy: float, num_classes: int) -> bool:
 
 
 def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rounds: int = 2, retrain_top: int = 3,
-           within: float = 0.02, proxy_steps: int = 150, seed: int = 0) -> tuple[Candidate, list[Candidate], dict]:
+           within: float = 0.02, proxy_steps: int = 150, seed: int = 0, spend_rounds: int = 8,
+           spend_within: float = 0.03) -> tuple[Candidate, list[Candidate], dict]:
     """The most accurate candidate within the limits (see the module docstring).
 
     Args:
@@ -102,6 +103,13 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
         climb_rounds: rounds of moving to the best feasible one-change neighbour of the leader.
         retrain_top: at most this many candidates, each within ``within`` of the best one-shot
             accuracy, are trained ``proxy_steps`` steps from scratch; the best validation accuracy wins.
+        spend_rounds: rounds of the slack-spending climb from the leader: each takes the upgrade (a
+            one-change neighbour with more multiply-accumulates or wider bit-widths, see
+            :func:`capacity`) that stays within the limits and scores best one-shot, as long as it
+            scores within ``spend_within`` of the leader. The one-shot accuracy of a supernet is biased
+            towards parameter-free ops (they train fastest in the shared weights), so it alone would
+            leave the limits' slack unspent; the design the climb ends on joins the finalists, and the
+            brief training from scratch decides.
 
     Returns (kept candidate, every candidate scored, a summary for the run's records). When no
     candidate meets the limits on the model, the kept one is the derived design (for repair).
@@ -112,14 +120,15 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
     pool: dict = {}
     scored: list[Candidate] = []
 
-    def add(g, c, source) -> Candidate | None:
+    def add(g, c, source, again: bool = False) -> Candidate | None:
+        """The candidate (g, c), new to the pool; None if already there (``again``: the pool's one)."""
         if not space.connected(g):
             g = space.connect(g, search._net_prefs())
             if not space.connected(g):
                 return None
         cand = Candidate(dict(g), c, source)
         if cand.key() in pool:
-            return None
+            return pool[cand.key()] if again else None
         pool[cand.key()] = cand
         cand.figures = cm.evaluate(cand.genotype, c)
         cand.feasible = con.violation(cand.figures) == 0
@@ -127,7 +136,7 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
 
     def score(cands):
         for cand in cands:
-            if cand is None or not cand.feasible:
+            if cand is None or not cand.feasible or not math.isnan(cand.one_shot):
                 continue
             search._set_bits(hw.onehot(cand.config))
             cand.one_shot, cand.one_shot_loss = recalibrated_accuracy(
@@ -162,6 +171,12 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
     scored.sort(key=_rank, reverse=True)
     best_one_shot = scored[0].one_shot
     finalists = [c for c in scored if c.one_shot >= best_one_shot - within][:retrain_top]
+    spent = spend(search, finalists[0], add, score, spend_rounds, spend_within)
+    if spent is not finalists[0]:
+        scored.sort(key=_rank, reverse=True)
+        if spent not in finalists:
+            finalists = finalists[:max(1, retrain_top - 1)] + [spent]
+        info.update(spent=spent.record(space))
     if len(finalists) > 1 and proxy_steps > 0:
         for i, cand in enumerate(finalists):
             with torch.random.fork_rng():
@@ -175,6 +190,34 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
                 derived_one_shot=None if derived is None or math.isnan(derived.one_shot) else derived.one_shot,
                 finalists=[c.record(space) for c in finalists])
     return kept, scored, info
+
+
+def capacity(space, c: Candidate) -> tuple:
+    """How much a candidate computes: multiply-accumulates of its convolution and dense layers, then
+    the product of its bit-widths (wider operands lose less to quantisation)."""
+    macs = sum(w.n * w.cout * (w.cin // max(1, w.groups)) * w.kh * w.kw * w.hout * w.wout
+               for w in space.workloads(c.genotype) if w.kind == "conv")
+    bits = 1
+    for b in c.config.bits():
+        bits *= 32 if b is None else int(b)
+    return macs, bits
+
+
+def spend(search, lead: Candidate, add, score, rounds: int, within: float) -> Candidate:
+    """The slack-spending climb (see :func:`select`): from ``lead``, move to the best-scoring feasible
+    upgrade while one is within ``within`` of ``lead``'s one-shot accuracy."""
+    space, cur = search.space, lead
+    for _ in range(rounds):
+        here = capacity(space, cur)
+        ups = [n for n in neighbours(search, cur.genotype, cur.config, lambda g, c, s: add(g, c, s, again=True),
+                                     "spend", pruned=True) if n is not None and n.feasible]
+        ups = [n for n in ups if capacity(space, n) > here]
+        score(ups)
+        ups = [n for n in ups if n.one_shot >= lead.one_shot - within]
+        if not ups:
+            break
+        cur = max(ups, key=_rank)
+    return cur
 
 
 def _rank(c: Candidate) -> tuple:

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 
 from explorer.api import build_problem
 from explorer.search.cosearch import CoSearch
-from explorer.search.select import near_chance, select
+from explorer.space.hardware import HWConfig
+from explorer.search.select import Candidate, capacity, near_chance, select
 from explorer.search.train import Batches
 from tests.conftest import tiny_config
 
@@ -63,7 +64,29 @@ def test_selection_keeps_only_candidates_within_the_limits():
     kept, scored, _ = select(s, [(g_a, c), (g_b, c)], samples=4, climb_rounds=1, proxy_steps=20)
     assert scored and all(x.feasible for x in scored)
     assert kept.feasible and prob.cost_model.evaluate(kept.genotype, kept.config)["latency_s"] <= s.con.limits["latency_s"]
-    assert all(tuple(sorted(x.genotype.items())) != tuple(sorted(g_a.items())) for x in scored)
+    # the accurate path on this hardware breaks the limit, so it is never scored (on faster hardware it may fit)
+    assert all((tuple(sorted(x.genotype.items())), x.config) != (tuple(sorted(g_a.items())), c) for x in scored)
+
+
+def test_selection_spends_slack_the_one_shot_score_leaves():
+    """The supernet trained only the pooling path, so one-shot accuracy ranks pooling first; the limit
+    leaves room for convolutions. The slack-spending climb ends on a design that computes more, still
+    within the limit, and it joins the finalists; without it (0 rounds) nothing is spent."""
+    prob, s, g_pool, g_conv = _trained_on("avgpool")
+    c = s.hw.derive()
+    lat = lambda g: prob.cost_model.evaluate(g, c)["latency_s"]  # noqa: E731
+    assert lat(g_pool) < lat(g_conv)
+    s.con.limits = {"latency_s": (lat(g_pool) + lat(g_conv)) / 2}
+    s.con.lam = {"latency_s": 0.0}
+    _, _, info0 = select(s, [(g_pool, c)], samples=0, climb_rounds=0, proxy_steps=0, spend_rounds=0)
+    assert "spent" not in info0
+    kept, scored, info = select(s, [(g_pool, c)], samples=0, climb_rounds=0, proxy_steps=0, spend_within=1.0)
+    lead = max(scored, key=lambda x: x.one_shot)
+    spent = Candidate(s.space.parse_genotype(info["spent"]["genotype"]), HWConfig.from_dict(info["spent"]["hardware"], s.hw), "")
+    assert capacity(s.space, spent) > capacity(s.space, lead)
+    assert prob.cost_model.evaluate(spent.genotype, spent.config)["latency_s"] <= s.con.limits["latency_s"]
+    assert info["spent"]["feasible"]
+    assert info["spent"]["genotype"] in [f["genotype"] for f in info["finalists"]]
 
 
 def test_near_chance():
