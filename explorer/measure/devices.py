@@ -28,6 +28,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from ..errors import ModelError
+from ..rpc import parse_endpoint, tracker_keys
 
 __all__ = ["DevicePool", "DeviceError", "request_server", "request_session", "time_remote", "parse_rpc_option"]
 
@@ -48,12 +49,10 @@ def parse_rpc_option(spec, where: str = "target") -> tuple[str, int, str] | None
         return None
     if not isinstance(spec, dict) or not isinstance(spec.get("tracker"), str) or not isinstance(spec.get("key"), str):
         raise ConfigError(f"{where}: [options.rpc] needs tracker = \"HOST:PORT\" and key = \"DEVICE-KEY\"")
-    host, sep, port = spec["tracker"].rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{where}: [options.rpc] tracker {spec['tracker']!r}: expected HOST:PORT")
+    host, port = parse_endpoint(spec["tracker"], f"{where}: [options.rpc] tracker")
     if not spec["key"] or ":" in spec["key"] or " " in spec["key"]:
         raise ConfigError(f"{where}: [options.rpc] key {spec['key']!r}: a device key is a word without ':' or spaces")
-    return host, int(port), spec["key"]
+    return host, port, spec["key"]
 
 
 def request_server(host: str, port: int, key: str, wait_s: float = 60.0) -> tuple[str, int, str]:
@@ -158,8 +157,6 @@ class DevicePool:
                  wait_s: float = 60.0, attempts: int = 3, env: dict | None = None):
         self.rpc = (str(rpc[0]), int(rpc[1]), str(rpc[2]))
         if workers is None:
-            from ..deploy.tune import tracker_keys
-
             try:
                 workers = tracker_keys(self.rpc[0], self.rpc[1]).get(self.rpc[2], 0)
             except Exception:  # noqa: BLE001 - unreachable now: the jobs will say so

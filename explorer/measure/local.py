@@ -76,7 +76,7 @@ def measure_tvm(lib: str | os.PathLike, inputs: dict, repeat: int = 30, number: 
 
 def check_rpc(rpc: tuple[str, int, str], timeout_s: float = 10.0) -> None:
     """Raise :class:`~explorer.errors.ConfigError` unless the tracker answers and has a free server of the key."""
-    from ..deploy.tune import tracker_keys
+    from ..rpc import tracker_keys
     from ..errors import ConfigError, ExplorerError
 
     host, port, key = rpc
