@@ -19,6 +19,7 @@ from .backends.target import Target
 from .cost import UNITS, CostModel
 from .data import DataSplits, load_dataset
 from .errors import ConfigError
+from .fsutil import atomic_open, atomic_write_json
 from .space import create_space
 from .space.base import SearchSpace
 from .space.hardware import HardwareSpace
@@ -83,14 +84,9 @@ def _units(figures: dict) -> dict:
     return out
 
 
-def _atomic_json(path: Path, obj) -> None:
-    """Write JSON atomically: a temporary file beside ``path``, flushed to disk, renamed over it."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(obj, indent=2, default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _write_json(path: Path, obj) -> None:
+    """A run folder's JSON file, written atomically and synced to disk."""
+    atomic_write_json(path, obj, default=str, fsync=True)
 
 
 def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force: bool = False,
@@ -118,7 +114,7 @@ def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     # what resume_search needs besides the config: how the run was started
-    _atomic_json(work / "config.json", {**cfg.as_dict(), "method": method, "space_options_resolved": prob.space.options(),
+    _write_json(work / "config.json", {**cfg.as_dict(), "method": method, "space_options_resolved": prob.space.options(),
                                         "data": prob.data.summary(), "lower_bounds": _units(prob.lower_bounds),
                                         "out": str(out.resolve()), "force": force, "do_retrain": do_retrain,
                                         "exploration": None if exploration is None else str(Path(exploration).resolve())})
@@ -164,8 +160,8 @@ def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bo
             bar.close()
     search_s = time.monotonic() - t0
     d = result.design
-    _atomic_json(work / "design.json", {**d.as_json(), "genotype_str": prob.space.format_genotype(result.genotype), "key": d.key()})
-    _atomic_json(work / "hw_config.json", prob.backend.hw_config_json(result.hw_config))
+    _write_json(work / "design.json", {**d.as_json(), "genotype_str": prob.space.format_genotype(result.genotype), "key": d.key()})
+    _write_json(work / "hw_config.json", prob.backend.hw_config_json(result.hw_config))
     summary = {
         "method": method,
         "design_key": d.key(),
@@ -223,7 +219,7 @@ def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bo
         pass
     except Exception as e:  # a plot must never cost the results
         summary["plot_error"] = f"{type(e).__name__}: {e}"
-    _atomic_json(work / "summary.json", summary)
+    _write_json(work / "summary.json", summary)
     for f in (CHECKPOINT, CHECKPOINT + ".tmp"):  # the finished folder needs no way back into the search
         (work / f).unlink(missing_ok=True)
     if out.exists():
@@ -386,20 +382,8 @@ def _normal(d: dict) -> dict:
 def _save_checkpoint(path: Path, state: dict) -> None:
     """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over
     ``path``; a write killed halfway leaves the previous checkpoint (and a stray ``.tmp``) behind."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb", fsync=True) as f:
         torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:  # the rename itself on disk
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # a file system that cannot sync a folder
-        pass
 
 
 def _load_checkpoint(path: Path) -> dict:

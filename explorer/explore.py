@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, ExplorerError
+from .fsutil import atomic_write_json
 
 __all__ = ["Job", "make_grid", "explore", "explore_from_args", "compute_fronts"]
 
@@ -244,12 +245,6 @@ def plot_fronts(runs: list[dict], fronts: dict, out_png: Path) -> Path | None:
     return out_png
 
 
-def _write_json(path: Path, obj) -> None:
-    from .api import _atomic_json
-
-    _atomic_json(path, obj)
-
-
 def explore(targets: list[str], limit_values: dict, seeds: list[int], methods: list[str], out: str | Path,
             config_path: str | None = None, overrides: dict | None = None, ray: str | None = None,
             workers: int | None = None, progress: bool = True, log=print) -> dict:
@@ -296,7 +291,7 @@ def explore(targets: list[str], limit_values: dict, seeds: list[int], methods: l
                       "seeds": sorted({r["seed"] for r in runs.values()}),
                       "methods": sorted({r["method"] for r in runs.values()})},
              "config": base_json, "config_toml": config_toml, "notes": notes, "runs": list(runs.values())}
-    _write_json(state_path, state)
+    atomic_write_json(state_path, state, default=str, fsync=True)
     for n in notes:
         log(f"note: {n}")
     todo = [j for j in jobs if runs[j.id]["status"] != "done"]
@@ -333,7 +328,7 @@ def explore(targets: list[str], limit_values: dict, seeds: list[int], methods: l
                 r.update(status="failed", error=err, user_error=bool(ok and value.get("user_error")))
             state["runs"] = list(runs.values())
             state["fronts"], state["hypervolume"] = compute_fronts(state["runs"])
-            _write_json(state_path, state)
+            atomic_write_json(state_path, state, default=str, fsync=True)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix_str(f"{j.id}: {r['status']}", refresh=False)
@@ -349,7 +344,7 @@ def explore(targets: list[str], limit_values: dict, seeds: list[int], methods: l
         state["pareto_png"] = png.name if png else None
     except Exception as e:  # a plot never costs the results
         state["plot_error"] = f"{type(e).__name__}: {e}"
-    _write_json(state_path, state)
+    atomic_write_json(state_path, state, default=str, fsync=True)
     return state
 
 

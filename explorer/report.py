@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError, DataError
+from .fsutil import atomic_path
 
 __all__ = ["plot_history", "NothingToPlot", "write_report", "load_run", "load_exploration", "RunData", "ExplorationData"]
 
@@ -230,10 +231,6 @@ def write_report(paths: list[str], out: str | None = None) -> Path:
             raise ConfigError(f"--out {out} is a folder; give a file name")
     out_p.parent.mkdir(parents=True, exist_ok=True)
     html = render(items)
-    tmp = out_p.with_name(f".{out_p.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out_p, suffix=f".{os.getpid()}.tmp") as tmp:  # two reports into one file: each its own
         tmp.write_text(html, encoding="utf-8")
-        os.replace(tmp, out_p)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out_p

@@ -17,12 +17,25 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, ExplorerError
 
-__all__ = ["RPCCluster", "free_port", "DEFAULT_KEY", "DEFAULT_PORT"]
+__all__ = ["RPCCluster", "free_port", "parse_endpoint", "tracker_keys", "DEFAULT_KEY", "DEFAULT_PORT"]
 
 DEFAULT_KEY = "explorer-cpu"
 DEFAULT_PORT = 9190
+
+
+def parse_endpoint(spec: str, what: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[IPv6]:PORT`` too) -> (host, port); anything else is a :class:`ConfigError`
+    whose message starts with ``what`` (the option or TOML key that gave ``spec``)."""
+    host, sep, port = spec.strip().rpartition(":") if isinstance(spec, str) else ("", "", "")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if (not sep or not host or any(c.isspace() or c in "/[]" for c in host)
+            or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536):
+        raise ConfigError(f"{what} {spec!r}: expected HOST:PORT, a host name or address and a port from 1 to 65535 "
+                          f"(e.g. 127.0.0.1:{DEFAULT_PORT})")
+    return host, int(port)
 
 
 def free_port(host: str = "127.0.0.1", start: int = DEFAULT_PORT, tries: int = 200) -> int:
@@ -65,11 +78,23 @@ def _child_setup(cpus: list[int] | None) -> None:
         os.sched_setaffinity(0, cpus)
 
 
+def tracker_keys(host: str, port: int, timeout_s: float = 5.0) -> dict:
+    """``{key: free servers}`` registered with the TVM RPC tracker at host:port."""
+    from tvm import rpc as tvm_rpc
+
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as e:
+        raise ExplorerError(f"--rpc {host}:{port}: cannot reach a TVM RPC tracker ({e.strerror or e})") from None
+    summary = tvm_rpc.connect_tracker(host, port).summary()
+    out = {k: int(v.get("free", 0)) for k, v in summary.get("queue_info", {}).items()}
+    for srv in summary.get("server_info", []):  # {"key": "server:KEY", "addr": [...]}
+        out.setdefault(str(srv.get("key", "")).split(":", 1)[-1], 0)
+    return out
+
+
 def free_servers(host: str, port: int, key: str) -> int:
     """Free servers of ``key`` that the tracker at host:port reports (0 while it is not up)."""
-    from .deploy.tune import tracker_keys
-    from .errors import ExplorerError
-
     try:
         return tracker_keys(host, port, timeout_s=1.0).get(key, 0)
     except (ExplorerError, OSError, RuntimeError):

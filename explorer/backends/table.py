@@ -2,26 +2,15 @@
 latencies (``explorer costmodel fit`` turns the table into a model file).
 
 ``explorer search --latency-table lat.json`` (or ``--target lat.json``) searches for that device: the
-target is made from the model file (one fixed device; latency is what it prices).
+target is made from the model file by :func:`explorer.backends.target.table_target` (one fixed
+device; latency is what it prices).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from .base import BACKENDS, TargetBackend
 
-__all__ = ["LatencyTableBackend", "table_target"]
-
-
-def table_target(path: str | Path):
-    """A target for the device a latency model file describes."""
-    from ..space.hardware import Knob
-    from .target import Target
-
-    p = Path(path)
-    return Target(name=p.stem, backend_name="latency-table", description=f"a device known by its latency table ({p.name})",
-                  knobs=(Knob("DEVICE", (p.stem,), p.stem),), fixed=(), options={"latency_model": str(p)}, path=str(p))
+__all__ = ["LatencyTableBackend"]
 
 
 @BACKENDS.register("latency-table")

@@ -27,7 +27,7 @@ from pathlib import Path
 from ..errors import ConfigError, UnknownNameError
 from ..space.hardware import HardwareSpace, Knob
 
-__all__ = ["Target", "load_target", "target_names"]
+__all__ = ["Target", "load_target", "target_names", "table_target"]
 
 _KEYS = {"name", "backend", "description", "knobs", "fixed", "power", "options"}
 
@@ -57,6 +57,13 @@ class Target:
         return create_backend(self)
 
 
+def table_target(path: str | Path) -> Target:
+    """A target for the device a latency model file describes (the ``latency-table`` backend's)."""
+    p = Path(path)
+    return Target(name=p.stem, backend_name="latency-table", description=f"a device known by its latency table ({p.name})",
+                  knobs=(Knob("DEVICE", (p.stem,), p.stem),), fixed=(), options={"latency_model": str(p)}, path=str(p))
+
+
 def _dirs() -> list[Path]:
     from ..paths import shipped_targets_dir, user_targets_dir
 
@@ -73,8 +80,6 @@ def load_target(name_or_path: str | Path) -> Target:
     by path to a latency model file (``.json``, from ``explorer costmodel fit``)."""
     p = Path(name_or_path)
     if p.suffix == ".json":  # a latency model file: the device its table was measured on
-        from .table import table_target
-
         if not p.is_file():
             raise ConfigError(f"{p}: no such latency model file (explorer costmodel fit writes one)")
         return table_target(p)

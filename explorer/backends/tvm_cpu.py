@@ -101,8 +101,7 @@ class TVMBackend(TargetBackend):
     def device_pool(self, rpc=None):
         """A :class:`~explorer.measure.devices.DevicePool` on ``rpc`` (default: the target's), with
         the settings of ``[options.rpc]``."""
-        from ..measure.devices import DevicePool
-        from ..measure.local import check_rpc
+        from ..measure.devices import DevicePool, check_rpc
 
         rpc = rpc or self.rpc
         check_rpc(rpc)  # the tracker answers and the key has a server: else one clear error now
@@ -200,15 +199,14 @@ class TVMBackend(TargetBackend):
         server of that TVM RPC tracker; the record's knobs carry ``rpc_key`` then."""
         from ..deploy.tvm_build import build, load_onnx, toolchain_versions
         from ..errors import ExplorerError, ModelError
-        from ..measure.local import measure_onnxruntime, measure_tvm, measure_tvm_rpc
+        from ..measure.devices import check_rpc, measure_tvm_rpc
+        from ..measure.local import measure_onnxruntime, measure_tvm
         from ..measure.store import MeasureRecord, Store, default_store_path
 
         path = Path(model)
         threads = num_cores or os.cpu_count() or 1
         rpc = rpc or self.rpc
         if rpc is not None:
-            from ..measure.local import check_rpc
-
             check_rpc(rpc)  # before the build: a wrong address costs no build time
         if path.suffix == ".so":
             card_path = path.with_suffix(".so.json")

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
+from ..fsutil import atomic_path
 from ..space import create_space
 from ..space.design import DesignPoint
 from ..space.hardware import BIT_KNOBS
@@ -100,19 +101,17 @@ def export_onnx(net: nn.Module, input_shape: tuple, out: str | os.PathLike, opse
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     x = torch.from_numpy(np.random.default_rng(seed).random((batch, *input_shape), dtype=np.float32))
-    tmp = out.with_name(out.name + ".tmp")
-    torch.onnx.export(net, (x,), str(tmp), dynamo=False, opset_version=opset, input_names=["input"],
-                      output_names=["logits"])
-    model = onnx.load(str(tmp))
-    if not any(i.name == "input" for i in model.graph.input):
-        tmp.unlink(missing_ok=True)
-        raise ConfigError("the network's output does not depend on its input (every path through a cell is "
-                          "'none' or 'zero'); there is nothing to export")
-    onnx.checker.check_model(model, full_check=True)
-    sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"input": x.numpy()})[0]
-    with torch.no_grad():
-        want = net(x).numpy()
-    diff = float(np.abs(got - want).max())
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        torch.onnx.export(net, (x,), str(tmp), dynamo=False, opset_version=opset, input_names=["input"],
+                          output_names=["logits"])
+        model = onnx.load(str(tmp))
+        if not any(i.name == "input" for i in model.graph.input):
+            raise ConfigError("the network's output does not depend on its input (every path through a cell is "
+                              "'none' or 'zero'); there is nothing to export")
+        onnx.checker.check_model(model, full_check=True)
+        sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {"input": x.numpy()})[0]
+        with torch.no_grad():
+            want = net(x).numpy()
+        diff = float(np.abs(got - want).max())
     return ExportResult(out, opset, diff, "input", tuple(x.shape))

@@ -31,6 +31,7 @@ import os
 from pathlib import Path
 
 from ..errors import ExplorerError, ModelError
+from ..fsutil import atomic_write_json
 
 __all__ = ["WORKLOADS", "RECORDS", "MANIFEST", "is_database", "default_databases", "user_database", "resolve",
            "check_lines", "open_database", "open_writable", "subset", "merge", "database_id", "check_target", "target_key",
@@ -270,9 +271,7 @@ def note_tuning(d: str | os.PathLike, key: str, input_shapes: list, model: str, 
         e["models"].append(model)
     e["trials"] = int(e.get("trials") or 0) + int(trials)
     e["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    tmp = d / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps({"keys": keys}, indent=1) + "\n")
-    os.replace(tmp, d / MANIFEST)
+    atomic_write_json(d / MANIFEST, {"keys": keys}, indent=1)
 
 
 def check_target(keys, target, shown) -> None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ExplorerError
+from ..rpc import parse_endpoint, tracker_keys
 from .schedules import note_tuning, open_writable, replay, subset, target_key
 from .tvm_build import _lower_for_schedules, as_target
 
@@ -101,12 +102,10 @@ def parse_rpc(spec: str | None, key: str | None):
         if key:
             raise ExplorerError("--key needs --rpc HOST:PORT (the RPC tracker)")
         return None
-    host, sep, port = spec.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ExplorerError(f"--rpc {spec!r}: expected HOST:PORT of a TVM RPC tracker")
+    host, port = parse_endpoint(spec, "--rpc")
     if not key:
         raise ExplorerError("--rpc needs --key (the device key the RPC servers registered with)")
-    return host, int(port), key
+    return host, port, key
 
 
 def extract(mods, target) -> list[TaskState]:
@@ -247,23 +246,6 @@ def _replay(t: TaskState) -> list:
         if sch is not None:
             out.append(ms.MeasureCandidate(sch, r.args_info))
     t.warm = []
-    return out
-
-
-def tracker_keys(host: str, port: int, timeout_s: float = 5.0) -> dict:
-    """``{key: free servers}`` registered with the TVM RPC tracker at host:port."""
-    import socket
-
-    from tvm import rpc as tvm_rpc
-
-    try:
-        socket.create_connection((host, port), timeout=timeout_s).close()
-    except OSError as e:
-        raise ExplorerError(f"--rpc {host}:{port}: cannot reach a TVM RPC tracker ({e.strerror or e})") from None
-    summary = tvm_rpc.connect_tracker(host, port).summary()
-    out = {k: int(v.get("free", 0)) for k, v in summary.get("queue_info", {}).items()}
-    for srv in summary.get("server_info", []):  # {"key": "server:KEY", "addr": [...]}
-        out.setdefault(str(srv.get("key", "")).split(":", 1)[-1], 0)
     return out
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelError
+from ..fsutil import atomic_path
 from .schedules import database_id, resolve, subset
 
 __all__ = ["ModelError", "OnnxModel", "load_onnx", "parse_shapes", "host_target", "cuda_target", "as_target", "target_json",
@@ -510,9 +511,8 @@ def build(m: OnnxModel, target, out_lib: str | os.PathLike, database=None, targe
     build_s = time.monotonic() - t0
     out_lib = Path(out_lib)
     out_lib.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_lib.with_name(out_lib.name + ".tmp.so")
-    export_library(ex, tmp, cc)
-    os.replace(tmp, out_lib)
+    with atomic_path(out_lib, suffix=".tmp.so") as tmp:  # the linker reads the extension
+        export_library(ex, tmp, cc)
     card = {
         "model": str(m.path.resolve()),
         "model_sha256": m.sha256,

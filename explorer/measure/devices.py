@@ -18,6 +18,7 @@ TVM's socket code, out of reach of Python; a child is killed at its deadline.
 
 from __future__ import annotations
 
+import os
 import queue
 import shutil
 import struct
@@ -27,9 +28,12 @@ import time
 from concurrent.futures import Future
 from pathlib import Path
 
-from ..errors import ModelError
+from ..errors import ConfigError, ExplorerError, ModelError
+from ..rpc import parse_endpoint, tracker_keys
+from .local import random_inputs, summarize
 
-__all__ = ["DevicePool", "DeviceError", "request_server", "request_session", "time_remote", "parse_rpc_option"]
+__all__ = ["DevicePool", "DeviceError", "request_server", "request_session", "time_remote", "parse_rpc_option", "check_rpc",
+           "measure_tvm_rpc"]
 
 
 class DeviceError(ModelError):
@@ -42,18 +46,53 @@ class DeviceError(ModelError):
 
 def parse_rpc_option(spec, where: str = "target") -> tuple[str, int, str] | None:
     """A target's ``[options.rpc]`` table (``tracker = "HOST:PORT"``, ``key = "..."``) -> (host, port, key)."""
-    from ..errors import ConfigError
-
     if spec is None:
         return None
     if not isinstance(spec, dict) or not isinstance(spec.get("tracker"), str) or not isinstance(spec.get("key"), str):
         raise ConfigError(f"{where}: [options.rpc] needs tracker = \"HOST:PORT\" and key = \"DEVICE-KEY\"")
-    host, sep, port = spec["tracker"].rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{where}: [options.rpc] tracker {spec['tracker']!r}: expected HOST:PORT")
+    host, port = parse_endpoint(spec["tracker"], f"{where}: [options.rpc] tracker")
     if not spec["key"] or ":" in spec["key"] or " " in spec["key"]:
         raise ConfigError(f"{where}: [options.rpc] key {spec['key']!r}: a device key is a word without ':' or spaces")
-    return host, int(port), spec["key"]
+    return host, port, spec["key"]
+
+
+def check_rpc(rpc: tuple[str, int, str], timeout_s: float = 10.0) -> None:
+    """Raise :class:`~explorer.errors.ConfigError` unless the tracker answers and has a free server of the key."""
+    host, port, key = rpc
+    try:
+        keys = tracker_keys(host, port, timeout_s=timeout_s)
+    except ExplorerError as e:
+        raise ConfigError(str(e)) from None
+    if keys.get(key, 0) < 1:
+        why = "all busy" if key in keys else f"keys there: {', '.join(sorted(keys)) or 'none'}"
+        raise ConfigError(f"--key {key!r}: no free RPC server of that key at the tracker {host}:{port} ({why})")
+
+
+def measure_tvm_rpc(lib: str | os.PathLike, inputs: dict, rpc: tuple[str, int, str], repeat: int = 30, number: int = 10,
+                    seed: int = 0, device: str = "cpu", timeout_s: float = 10.0) -> dict:
+    """:func:`~explorer.measure.local.measure_tvm` on a server of a TVM RPC tracker: ``rpc`` is (host,
+    port, key) as :func:`explorer.deploy.tune.parse_rpc` gives it. The library is uploaded and timed
+    there with TVM's time evaluator (:func:`time_remote`, here in this process). An unreachable
+    tracker, or a key without a free server, raises :class:`~explorer.errors.ConfigError` within
+    about ``timeout_s``."""
+    host, port, key = rpc
+    lib = Path(lib)
+    if not lib.is_file():
+        raise ModelError(f"{lib}: no such library")
+    check_rpc(rpc, timeout_s)
+    req = {"lib": str(lib), "rpc": [host, port, key], "device_type": device, "repeat": repeat, "number": number,
+           "seed": seed, "wait_s": timeout_s, "calls": [{"fn": "main", "inputs": {k: [list(s), d] for k, (s, d) in inputs.items()}}]}
+    try:
+        got = time_remote(req)
+    except ModelError as e:  # no server free in time, or the tracker went away
+        raise ConfigError(f"--rpc {host}:{port} --key {key}: no RPC session ({e})") from None
+    except Exception as e:  # noqa: BLE001 - a failure on the server is one line to the user
+        raise ModelError(f"{lib.name} on the RPC server ({key} at {host}:{port}): {type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}") from None
+    out = got["results"][0]
+    out.update({"runner": "tvm-rpc", "repeat": repeat, "number": number, "rpc_key": key, "rpc_tracker": f"{host}:{port}",
+                "server": got["server"]})
+    return out
 
 
 def request_server(host: str, port: int, key: str, wait_s: float = 60.0) -> tuple[str, int, str]:
@@ -105,8 +144,6 @@ def time_remote(req: dict) -> dict:
     import tvm
     from tvm import relax
 
-    from .local import _inputs, summarize
-
     from tvm.rpc import client
 
     host, port, key = req["rpc"]
@@ -130,7 +167,7 @@ def time_remote(req: dict) -> dict:
     out = []
     for call in req["calls"]:
         inputs = {k: (tuple(s), d) for k, (s, d) in call["inputs"].items()}
-        args = [tvm.runtime.tensor(v, dev) for v in _inputs(inputs, int(req.get("seed", 0))).values()]
+        args = [tvm.runtime.tensor(v, dev) for v in random_inputs(inputs, int(req.get("seed", 0))).values()]
         vm[call["fn"]](*args)  # warm-up
         res = vm.time_evaluator(call["fn"], dev, number=int(req.get("number", 10)), repeat=int(req.get("repeat", 15)),
                                 min_repeat_ms=0)(*args)
@@ -158,8 +195,6 @@ class DevicePool:
                  wait_s: float = 60.0, attempts: int = 3, env: dict | None = None):
         self.rpc = (str(rpc[0]), int(rpc[1]), str(rpc[2]))
         if workers is None:
-            from ..deploy.tune import tracker_keys
-
             try:
                 workers = tracker_keys(self.rpc[0], self.rpc[1]).get(self.rpc[2], 0)
             except Exception:  # noqa: BLE001 - unreachable now: the jobs will say so

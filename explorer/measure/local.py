@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import ModelError
 
-__all__ = ["measure_tvm", "measure_tvm_rpc", "check_rpc", "measure_onnxruntime", "summarize", "cpu_model"]
+__all__ = ["measure_tvm", "measure_onnxruntime", "summarize", "random_inputs", "cpu_model"]
 
 
 def cpu_model() -> str:
@@ -29,13 +29,15 @@ def cpu_model() -> str:
 
 
 def summarize(samples_s: list[float]) -> dict:
+    """Timing samples (seconds) -> median, 10th and 90th percentile and spread in milliseconds."""
     ms = sorted(s * 1e3 for s in samples_s)
     q = lambda f: ms[min(len(ms) - 1, int(round(f * (len(ms) - 1))))]  # noqa: E731
     return {"median_ms": statistics.median(ms), "p10_ms": q(0.1), "p90_ms": q(0.9),
             "std_ms": statistics.pstdev(ms), "n": len(ms)}
 
 
-def _inputs(inputs: dict, seed: int) -> dict:
+def random_inputs(inputs: dict, seed: int) -> dict:
+    """``{name: (shape, dtype)}`` -> ``{name: array}``, uniform in [0, 1), the same for the same ``seed``."""
     rng = np.random.default_rng(seed)
     return {k: rng.random(shape, dtype=np.float32).astype(dtype) for k, (shape, dtype) in inputs.items()}
 
@@ -60,7 +62,7 @@ def measure_tvm(lib: str | os.PathLike, inputs: dict, repeat: int = 30, number: 
     except Exception as e:
         raise ModelError(f"{lib}: not a TVM library for this machine ({type(e).__name__})") from None
     vm = relax.VirtualMachine(rt, dev)
-    args = [tvm.runtime.tensor(v, dev) for v in _inputs(inputs, seed).values()]
+    args = [tvm.runtime.tensor(v, dev) for v in random_inputs(inputs, seed).values()]
     vm["main"](*args)  # warm-up
     f = vm.time_evaluator("main", dev, number=number, repeat=repeat, min_repeat_ms=0)
     res = f(*args)
@@ -74,51 +76,6 @@ def measure_tvm(lib: str | os.PathLike, inputs: dict, repeat: int = 30, number: 
     return out
 
 
-def check_rpc(rpc: tuple[str, int, str], timeout_s: float = 10.0) -> None:
-    """Raise :class:`~explorer.errors.ConfigError` unless the tracker answers and has a free server of the key."""
-    from ..deploy.tune import tracker_keys
-    from ..errors import ConfigError, ExplorerError
-
-    host, port, key = rpc
-    try:
-        keys = tracker_keys(host, port, timeout_s=timeout_s)
-    except ExplorerError as e:
-        raise ConfigError(str(e)) from None
-    if keys.get(key, 0) < 1:
-        why = "all busy" if key in keys else f"keys there: {', '.join(sorted(keys)) or 'none'}"
-        raise ConfigError(f"--key {key!r}: no free RPC server of that key at the tracker {host}:{port} ({why})")
-
-
-def measure_tvm_rpc(lib: str | os.PathLike, inputs: dict, rpc: tuple[str, int, str], repeat: int = 30, number: int = 10,
-                    seed: int = 0, device: str = "cpu", timeout_s: float = 10.0) -> dict:
-    """:func:`measure_tvm` on a server of a TVM RPC tracker: ``rpc`` is (host, port, key) as
-    :func:`explorer.deploy.tune.parse_rpc` gives it. The library is uploaded and timed there with
-    TVM's time evaluator (:func:`explorer.measure.devices.time_remote`, here in this process). An
-    unreachable tracker, or a key without a free server, raises :class:`~explorer.errors.ConfigError`
-    within about ``timeout_s``."""
-    from ..errors import ConfigError
-    from .devices import time_remote
-
-    host, port, key = rpc
-    lib = Path(lib)
-    if not lib.is_file():
-        raise ModelError(f"{lib}: no such library")
-    check_rpc(rpc, timeout_s)
-    req = {"lib": str(lib), "rpc": [host, port, key], "device_type": device, "repeat": repeat, "number": number,
-           "seed": seed, "wait_s": timeout_s, "calls": [{"fn": "main", "inputs": {k: [list(s), d] for k, (s, d) in inputs.items()}}]}
-    try:
-        got = time_remote(req)
-    except ModelError as e:  # no server free in time, or the tracker went away
-        raise ConfigError(f"--rpc {host}:{port} --key {key}: no RPC session ({e})") from None
-    except Exception as e:  # noqa: BLE001 - a failure on the server is one line to the user
-        raise ModelError(f"{lib.name} on the RPC server ({key} at {host}:{port}): {type(e).__name__}: "
-                         f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}") from None
-    out = got["results"][0]
-    out.update({"runner": "tvm-rpc", "repeat": repeat, "number": number, "rpc_key": key, "rpc_tracker": f"{host}:{port}",
-                "server": got["server"]})
-    return out
-
-
 def measure_onnxruntime(onnx_path: str | os.PathLike, inputs: dict, threads: int, repeat: int = 30,
                         number: int = 10, seed: int = 0) -> dict:
     """Time an onnxruntime session with ``threads`` intra-op threads, on the same inputs."""
@@ -128,7 +85,7 @@ def measure_onnxruntime(onnx_path: str | os.PathLike, inputs: dict, threads: int
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-    feed = _inputs(inputs, seed)
+    feed = random_inputs(inputs, seed)
     for _ in range(max(3, number)):
         sess.run(None, feed)
     samples = []

@@ -35,7 +35,7 @@ def _measured(space):
 
 def _table(space):
     """The table model fitted to a synthetic device whose latency follows the MACs."""
-    from explorer.backends.table import table_target
+    from explorer.backends.target import table_target
     from explorer.cost.additive import AdditiveLatencyModel
 
     rng = np.random.default_rng(0)

@@ -11,7 +11,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from explorer.cli import main
-from explorer.rpc import free_port
+from explorer.errors import ConfigError
+from explorer.rpc import free_port, parse_endpoint
 from tests.conftest import run_cli as cli, start_rpc_up, stop_rpc_up
 
 
@@ -128,3 +129,31 @@ def test_sigint_stops_tracker_and_servers(rpc_up):
     assert code == 0, open(p.err_path).read()[-3000:]
     gone, alive = psutil.wait_procs([psutil.Process(x) for x in pids if psutil.pid_exists(x)], timeout=5)
     assert not [a for a in alive if a.status() != psutil.STATUS_ZOMBIE], alive
+
+
+@pytest.mark.parametrize("spec, want", [
+    ("127.0.0.1:9190", ("127.0.0.1", 9190)),
+    ("board.lan:1", ("board.lan", 1)),
+    (" tracker:65535\n", ("tracker", 65535)),
+    ("[::1]:9190", ("::1", 9190)),
+    ("fe80::1:9190", ("fe80::1", 9190)),  # the last colon splits off the port
+])
+def test_endpoint_parses(spec, want):
+    assert parse_endpoint(spec, "--rpc") == want
+
+
+@pytest.mark.parametrize("spec", ["board", "board:", ":9190", "board:0", "board:65536", "board:-1", "board:port",
+                                  "board:+90", "board:\u0669\u0660", "http://board:9190", "my board:9190",
+                                  "[]:9190", "", 9190, None])
+def test_a_bad_endpoint_is_one_message_naming_where_it_came_from(spec):
+    with pytest.raises(ConfigError) as e:
+        parse_endpoint(spec, "somewhere.toml: [options.rpc] tracker")
+    assert str(e.value).startswith(f"somewhere.toml: [options.rpc] tracker {spec!r}: expected HOST:PORT")
+
+
+@pytest.mark.parametrize("args", [["tune", "m.onnx", "--key", "k"], ["measure", "m.onnx", "--key", "k"]])
+def test_every_command_with_rpc_uses_the_endpoint_parser(args, capsys):
+    """``--rpc`` of tune and measure: the same message for the same bad address (before any model is read)."""
+    assert main([*args, "--rpc", "board:99999"]) == 2
+    err = capsys.readouterr().err
+    assert "--rpc 'board:99999': expected HOST:PORT" in err and "65535" in err and "Traceback" not in err, err

@@ -143,8 +143,8 @@ def test_bad_resume_from_a_fresh_process(tmp_path):
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
-    """A write killed halfway leaves the previous checkpoint whole (and a stray temporary file, which
-    the next write replaces)."""
+    """A write that fails halfway leaves the previous checkpoint whole and removes its temporary file;
+    a stray one left by a process killed outright is replaced by the next write."""
     path = tmp_path / "checkpoint.pt"
     first = {"format": 1, "method": "cosearch", "config": {}, "history_bytes": 0, "history_records": 0,
              "search": {"loop": {"step": 5}}, "w": torch.arange(10.0)}
@@ -158,9 +158,10 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         _save_checkpoint(path, {**first, "search": {"loop": {"step": 10}}})
     monkeypatch.undo()
-    assert (tmp_path / "checkpoint.pt.tmp").exists()
+    assert not (tmp_path / "checkpoint.pt.tmp").exists()
     ck = _load_checkpoint(path)
     assert ck["search"]["loop"]["step"] == 5 and torch.equal(ck["w"], first["w"])
+    (tmp_path / "checkpoint.pt.tmp").write_bytes(b"PK\x03\x04 what a SIGKILL left")
     _save_checkpoint(path, {**first, "search": {"loop": {"step": 15}}})
     assert _load_checkpoint(path)["search"]["loop"]["step"] == 15 and not (tmp_path / "checkpoint.pt.tmp").exists()
 
