@@ -439,6 +439,7 @@ class CoSearch:
                     removed = self.net.prune(stages[stage_i][1])
                     self._event(history, {"step": step, "event": "prune", "keep": stages[stage_i][1], "removed": removed})
                 stage_i += 1
+                S_best, S_since = None, 0  # a pruned supernet is a new problem: patience counts within a stage
                 self._tune(self._derive_net(), self.hw.derive(), step, history, len(stages) + 1)
             # architecture and hardware move every arch_every weight steps (the weights catch up between)
             search_arch = warm_done

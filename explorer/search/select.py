@@ -194,9 +194,16 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
 
 def capacity(space, c: Candidate) -> tuple:
     """How much a candidate computes: multiply-accumulates of its convolution and dense layers, then
-    the product of its bit-widths (wider operands lose less to quantisation)."""
+    the product of its bit-widths (wider operands lose less to quantisation). Ops whose result does
+    not depend on the input or never reaches the output (a space's ``live_choices``) count as
+    ``none``: a convolution on a dead edge of a cell adds cost, not capacity."""
+    g = c.genotype
+    live_fn = getattr(space, "live_choices", None)
+    if live_fn is not None:
+        live, ch = live_fn(g), space.choices()
+        g = {k: (v if k in live or "none" not in ch.get(k, ()) else "none") for k, v in g.items()}
     macs = sum(w.n * w.cout * (w.cin // max(1, w.groups)) * w.kh * w.kw * w.hout * w.wout
-               for w in space.workloads(c.genotype) if w.kind == "conv")
+               for w in space.workloads(g) if w.kind == "conv")
     bits = 1
     for b in c.config.bits():
         bits *= 32 if b is None else int(b)

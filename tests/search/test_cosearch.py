@@ -185,6 +185,9 @@ def test_threshold_stop_fires_after_the_last_stage_and_is_recorded(tmp_path):
     cfg.search.threshold, cfg.search.patience, cfg.search.min_improvement = 0.0, 3, 0.9
     _, r = _search(cfg)
     assert r.stop_reason == "patience" and "architecture steps" in r.stop_detail and r.steps < 60
+    # counted within the last stage: the pruned supernet gets its patience's worth of steps
+    prune = [h["step"] for h in r.history if h.get("event") == "prune"][-1]
+    assert r.steps >= prune + cfg.search.patience * cfg.search.arch_every, (prune, r.steps)
     cfg.search.patience = 0
     _, r = _search(cfg)
     assert r.stop_reason == "steps" and r.steps == 60

@@ -89,5 +89,19 @@ def test_selection_spends_slack_the_one_shot_score_leaves():
     assert info["spent"]["genotype"] in [f["genotype"] for f in info["finalists"]]
 
 
+def test_capacity_counts_live_ops_only():
+    """nb201: a convolution fed only through ``none`` computes a constant; it adds no capacity, and
+    opening its input does."""
+    from explorer.space import create_space
+
+    space = create_space("nb201", (1, 16, 16), 10)
+    c = HWConfig((), ())
+    dead = space.parse_genotype("|none~0|+|avg_pool_3x3~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|")
+    cut = space.parse_genotype("|none~0|+|avg_pool_3x3~0|none~1|+|skip_connect~0|none~1|skip_connect~2|")
+    opened = space.parse_genotype("|skip_connect~0|+|avg_pool_3x3~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|")
+    cap = lambda g: capacity(space, Candidate(g, c, ""))[0]  # noqa: E731
+    assert cap(dead) == cap(cut) < cap(opened)
+
+
 def test_near_chance():
     assert near_chance(0.11, 10) and not near_chance(0.5, 10) and near_chance(0.54, 2) and not near_chance(0.7, 2)
