@@ -225,7 +225,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         from .backends import load_target
 
         b = load_target(cfg.target).backend()
-        if not getattr(b, "reads_calibration", False):
+        if not b.reads_calibration:
             raise ConfigError(f"calibration: target {cfg.target!r} does not read a calibration file (a vta target does); "
                               "leave out --calibration")
     return cfg

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cost.vta import CYCLE_FEATURES, DEFAULT_CYCLE_WEIGHTS, VTACostModel
+from ..measure.base import Measurer
 from ..slots import Workload, conv
 from ..space.hardware import HWConfig
 from .params import VTAParams, vta_json
@@ -147,7 +148,7 @@ def whole_network(design_json: dict, config: HWConfig, cm: VTACostModel, genotyp
             "offloaded_layers": stats["offloaded_layers"], "host_ops": stats["host_ops"], "points": points}
 
 
-class SimRefiner:
+class SimRefiner(Measurer):
     """In-search refinement for the VTA target: the same ``submit``/``poll``/``drain``/``close`` surface
     as :class:`~explorer.measure.background.BackgroundMeasurer`; a submitted design goes through
     :func:`whole_network` at once (about a second) and the model is refit before ``poll`` returns it."""
@@ -159,6 +160,8 @@ class SimRefiner:
         self.done: list = []
         self.seen: set = set()
         self.refit = True  # False: report the truth, leave the model as it is (search.refine = false)
+
+    refits_model = True
 
     def _truth(self, job) -> None:
         g, c = job.info["genotype"], job.info["config"]

@@ -73,6 +73,13 @@ class TargetBackend(ABC):
     times_on_host: bool = False
     #: knobs the hardware space must have
     required_knobs: tuple[str, ...] = ()
+    #: True when the backend reads ``explorer calibrate`` files (``--calibration``); others refuse one
+    reads_calibration: bool = False
+    #: True when ``deploy`` tunes the design's kernels for the target before building
+    tunes_on_deploy: bool = False
+    #: the C++ compiler that links libraries for the device (None: the host's; TVM backends read
+    #: ``options.cc``)
+    cc: str | None = None
 
     def __init__(self, target):
         self.target = target

@@ -89,7 +89,7 @@ def deploy(backend, run_dir: str | os.PathLike, out: str | os.PathLike, repeat: 
     if tuning.get("database") and Path(tuning["database"]) not in dbs:
         dbs = [Path(tuning["database"]), *dbs]  # what was just tuned is applied, whatever the defaults
     card = build(m, backend.tvm_target(), work / "model.so", database=dbs, target_name=backend.name, layout=layout,
-                 cc=getattr(backend, "cc", None), prepack=prepack)
+                 cc=backend.cc, prepack=prepack)
     lat = measure_tvm(work / "model.so", m.inputs, repeat=repeat, number=10, device=backend.device_type)
     threads = card["target"].get("num-cores", os.cpu_count()) if isinstance(card["target"], dict) else os.cpu_count()
     ort = measure_onnxruntime(work / "model.onnx", m.inputs, int(threads or 1), repeat=repeat)
@@ -140,7 +140,7 @@ def _tune(backend, m, schedules, trials, minutes, progress, layout, prepack=Fals
     from ..deploy.schedules import tuning_database
 
     none = tuning_database(backend.name, schedules) is None
-    if trials == 0 or none or not getattr(backend, "tunes_on_deploy", False):
+    if trials == 0 or none or not backend.tunes_on_deploy:
         why = "skipped (--trials 0)" if trials == 0 else \
             "skipped (untuned on purpose: --schedules none or EXPLORER_SCHEDULES=none)" if none else \
             f"not available for {backend.name}"

@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .base import Job
+from .base import Job, Measurer
 from .store import MeasureRecord, Store
 
 __all__ = ["Job", "BackgroundMeasurer", "TIMING_MODES"]  # Job re-exported from .base
@@ -41,10 +41,12 @@ __all__ = ["Job", "BackgroundMeasurer", "TIMING_MODES"]  # Job re-exported from 
 TIMING_MODES = ("between-steps", "concurrent")
 
 
-class BackgroundMeasurer:
+class BackgroundMeasurer(Measurer):
     """A :class:`~explorer.measure.base.Measurer` for TVM targets: end-to-end latency of derived
     designs on this machine. A job's knobs are the configuration's DEVICE, THREADS and BATCH.
     ``close`` also closes the store if ``owns_store``."""
+
+    tunes = True  # into tune_db, when one is given
 
     def __init__(self, store: Store, toolchain: dict, repeat: int = 15, target: dict | None = None,
                  device_type: str = "cpu", databases: list | None = None, timeout_s: float = 900.0,

@@ -62,7 +62,7 @@ def random_search(space, hw, cost_model, data, cfg: RunConfig, constraints: Cons
     stop = "budget" if n < cfg.search.steps else "steps"
     detail = f"{n} samples drawn" + (f" in the {cfg.search.budget_min:g}-minute budget" if stop == "budget" else "")
     measured, moves = None, []
-    if measurer is not None and hasattr(measurer, "verify"):
+    if measurer is not None:
         checker = CoSearch(space, hw, cost_model, data, cfg.search, constraints, target, cfg.seed, measurer=measurer)
         g2, c2, measured, moves = checker.verify_on_truth(g, c, n, history, rounds=3 if cfg.search.refine else 1)
         if (g2, c2) != (g, c):  # repaired on the truth: its proxy accuracy is no longer known

@@ -120,7 +120,7 @@ class CoSearch:
         self.update_hw, self.update_alpha, self.cost_on_alpha = update_hw, update_alpha, cost_on_alpha
         self.on_step = on_step
         self.measurer = measurer  # real latencies (or simulated cycles) refine the cost model
-        if measurer is not None and hasattr(measurer, "refit"):
+        if measurer is not None:
             measurer.refit = cfg.refine
         self._submitted: set[str] = set()  # design keys sent to the measurer
         self._pending: set[str] = set()  # ... of which no result has come back yet
@@ -277,8 +277,7 @@ class CoSearch:
         if final_wait_s is not None:  # the loop has ended: collect the measurement in flight
             done = self.measurer.drain(final_wait_s)
         else:
-            idle = getattr(self.measurer, "idle", None)
-            if search_arch and step % self.cfg.measure_every == 0 and (idle is None or idle()):
+            if search_arch and step % self.cfg.measure_every == 0 and self.measurer.idle():
                 pick = self._pick_candidate()
                 if pick is not None:
                     g, c, why = pick
@@ -327,11 +326,7 @@ class CoSearch:
     def state_dict(self, loop: dict) -> dict:
         """Everything the search has changed, with ``loop`` (the loop's variables, given by
         :meth:`run`), as tensors and plain data; see the class docstring."""
-        m = self.measurer
-        if m is not None and hasattr(m, "state_dict"):
-            measurer = m.state_dict()
-        else:  # a measurer that keeps no state but its tuning clock
-            measurer = {"tuned_s": float(m.tuned_s)} if hasattr(m, "tuned_s") else {}
+        measurer = {} if self.measurer is None else self.measurer.state_dict()
         return {
             "supernet": self.net.state_dict(),
             "hardware": self.hw.state_dict(),
@@ -370,11 +365,8 @@ class CoSearch:
         if self._learned:  # the model refits from all its measurements, as it did one by one
             self.cm.update([Measurement(d["genotype"], HWConfig.from_dict(d["config"], self.hw), d["latency_s"],
                                         tuple((tuple(sl), sec) for sl, sec in d["parts"])) for d in self._learned])
-        m = self.measurer
-        if m is not None and hasattr(m, "load_state_dict"):
-            m.load_state_dict(state["measurer"])
-        elif m is not None and "tuned_s" in state["measurer"]:
-            m.tuned_s = state["measurer"]["tuned_s"]
+        if self.measurer is not None:
+            self.measurer.load_state_dict(state["measurer"])
         loop = dict(state["loop"])
         b = loop["best"]
         loop["best"] = None if b is None else (tuple(b["key"]), int(b["step"]), dict(b["genotype"]),
@@ -568,7 +560,7 @@ class CoSearch:
             ev = self.evaluate_derived(g, c)
         measured = None
         self._tune(g, c, step, history, 1)
-        if self.measurer is not None and hasattr(self.measurer, "verify"):
+        if self.measurer is not None:
             g, c, measured, more = self.verify_on_truth(g, c, step, history, rounds=3 if cfg.refine else 1)
             moves += more
             ev = self.evaluate_derived(g, c)
@@ -646,14 +638,16 @@ class CoSearch:
         """Tune the leading candidate's kernels on the target for an equal share of what is left of
         ``search.tune_minutes`` (``slices`` tuning points left, this one included), the search waiting
         (see :meth:`explorer.measure.background.BackgroundMeasurer.tune`)."""
-        tune = getattr(self.measurer, "tune", None)
-        left = 60.0 * self.cfg.tune_minutes - getattr(self.measurer, "tuned_s", 0.0)
-        if tune is None or not self.cfg.refine or left <= 1.0 or not getattr(self.measurer, "tune_db", None):
+        m = self.measurer
+        if m is None or not m.tunes or not m.tune_db or not self.cfg.refine:
+            return
+        left = 60.0 * self.cfg.tune_minutes - m.tuned_s
+        if left <= 1.0:
             return
         d = DesignPoint.make(self.space, g, self.target, c)
         cd = c.as_dict()
         knobs = {k.lower(): cd[k] for k in ("DEVICE", "THREADS", "BATCH") if k in cd}
-        out = tune(d.as_json(), knobs, left / max(1, slices))
+        out = m.tune(d.as_json(), knobs, left / max(1, slices))
         if out is not None:
             self._event(history, {"step": step, "event": "tune", "design": d.key(), **out})
 

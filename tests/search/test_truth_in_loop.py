@@ -11,7 +11,7 @@ import pytest
 
 from explorer.api import build_problem
 from explorer.cost.measured import MeasuredCostModel, distinct_items
-from explorer.measure.base import Job
+from explorer.measure.base import Job, Measurer
 from explorer.search.constraints import Constraints
 from explorer.search.cosearch import CoSearch
 from explorer.targets import load_target
@@ -29,14 +29,11 @@ def table(space, factors=None):
     return out
 
 
-class TruthMeasurer:
+class TruthMeasurer(Measurer):
     """A Measurer whose truth is another cost model; everything it measured is kept."""
 
     def __init__(self, truth):
         self.truth, self.done, self.log = truth, [], []
-
-    def idle(self):
-        return True
 
     def _measure(self, job):
         job.latency_s = self.truth.evaluate(job.info["genotype"], job.info["config"])["latency_s"]
