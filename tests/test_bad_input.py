@@ -100,7 +100,7 @@ def _rpc_target(t, rpc):
 
 
 def _free_port():
-    from explorer.rpc import free_port
+    from explorer.workers.rpc import free_port
 
     return free_port(start=9560)
 

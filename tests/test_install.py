@@ -23,8 +23,12 @@ def installed(tmp_path_factory):
     """``pip install --no-deps --target`` of a copy of the source (the build writes beside the source)."""
     base = tmp_path_factory.mktemp("install")
     src = base / "src"
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "bench-out", "build", "*.egg-info",
-                                                             "__pycache__", ".pytest_cache"))
+    anywhere = shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache")
+
+    def ignore(folder, names):  # runs/ and bench-out/ are outputs at the top; explorer/runs/ is a package
+        return anywhere(folder, names) | ({"runs", "bench-out"} & set(names) if Path(folder) == REPO else set())
+
+    shutil.copytree(REPO, src, ignore=ignore)
     target = base / "site"
     r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                         "--target", str(target), str(src)], capture_output=True, text=True, timeout=600)

@@ -55,7 +55,7 @@ def network_modules(space, n: int, seed: int, tmp: Path, extra_designs=()):
 
 def random_design(space, rng):
     from explorer.space.design import DesignPoint
-    from explorer.targets import load_target
+    from explorer.backends import load_target
 
     hw = load_target("vta").hardware_space()  # the export only reads the weight width from it
     return DesignPoint.make(space, space.random_genotype(rng), "vta", hw.config_from_indices({k.name: 0 for k in hw.knobs}))
@@ -129,7 +129,7 @@ def main():
     from explorer.deploy.export import load_design
     from explorer.deploy.tune import tune_module
     from explorer.space import SPACES, create_space
-    from explorer.targets import load_target
+    from explorer.backends import load_target
 
     d = load_dataset(a.dataset, seed=0)
     shape, classes = tuple(d.x_train.shape[1:]), int(d.num_classes)

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from explorer.measure.devices import DeviceError, DevicePool
-from explorer.rpc import free_port
+from explorer.workers.rpc import free_port
 from tests.conftest import start_rpc_up, stop_rpc_up
 from tests.measure.test_rpc import _tiny_onnx
 

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from explorer.cli import main
 from explorer.errors import ConfigError
-from explorer.rpc import free_port, parse_endpoint
+from explorer.workers.rpc import free_port, parse_endpoint
 from tests.conftest import run_cli as cli, start_rpc_up, stop_rpc_up
 
 
