@@ -30,7 +30,6 @@ class ExplorationData:
     kind = "exploration"
 
 
-
 def load_exploration(path: str | Path) -> ExplorationData:
     """Read an exploration folder and the folder of every run it lists that has one; a run folder
     that cannot be read is kept as the reason (the report notes it) rather than failing the report."""
