@@ -211,7 +211,7 @@ def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bo
         finished = prob.backend.finish(prob.space, result, prob.cost_model, work)
         if finished:
             summary[prob.backend.finish_key] = finished
-    from .report import NothingToPlot, plot_history
+    from .runs.plot import NothingToPlot, plot_history
 
     try:
         plot_history(work / "history.jsonl", work / "search.png", cfg.limits_si())
@@ -226,7 +226,7 @@ def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bo
         shutil.rmtree(out)
     os.replace(work, out)
     summary["run_dir"] = str(out)
-    from .runs import register_run
+    from .runs.store import register_run
 
     register_run(out, summary, {**cfg.as_dict(), "method": method}, exploration=exploration)
     return summary

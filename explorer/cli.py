@@ -454,13 +454,13 @@ def _print_summary(summary: dict) -> None:
 
 
 def cmd_explore(a) -> int:
-    from .explore import explore_from_args
+    from .explore.grid import explore_from_args
 
     return explore_from_args(a)
 
 
 def cmd_report(a) -> int:
-    from .report import write_report
+    from .report.write import write_report
 
     out = write_report(a.paths, a.out)
     print(f"wrote {out}")
@@ -468,7 +468,7 @@ def cmd_report(a) -> int:
 
 
 def cmd_runs(a) -> int:
-    from .runs import runs_command
+    from .runs.store import runs_command
 
     return runs_command(a)
 
@@ -528,7 +528,7 @@ def cmd_measure(a) -> int:
 
 
 def cmd_rpc(a) -> int:
-    from .rpc import up
+    from .workers.rpc import up
 
     return up(a.devices, key=a.key, port=a.port, host=a.host, timeout_s=a.timeout, threads=a.threads)
 

@@ -1,8 +1,10 @@
-"""Where things live: data shipped inside the package, and what users write.
+"""Where things live: data shipped with the package, and what users write.
 
-Shipped (read only, found through :mod:`importlib.resources`, so they work from an installed wheel):
-``explorer/resources/targets/*.toml`` and the built-in schedule databases
-``explorer/resources/schedules/<target>/``.
+Shipped (read only): the target TOMLs ``targets/*.toml`` and the built-in schedule databases
+``schedules/<target>/``, folders at the top of the repository. In a source checkout, and in an
+editable install (which imports the package from one), they are read there; a wheel carries them as
+package data under ``explorer/resources/`` (``pyproject.toml`` maps them there), found through
+:mod:`importlib.resources`, so an installed copy works from any folder.
 
 Written by users (never into the installed package): the folder ``$EXPLORER_HOME``, by default
 ``runs/`` under the working folder. It holds the measurement store (``store.sqlite``, or
@@ -12,7 +14,9 @@ writes unless ``--db`` says otherwise) and the user's own target TOMLs (``target
 
 from __future__ import annotations
 
+import functools
 import os
+import tomllib
 from importlib import resources
 from pathlib import Path
 
@@ -31,8 +35,24 @@ def store_path() -> Path:
 
 
 def shipped(*parts: str) -> Path:
-    """A file or folder of the package's data (``explorer/resources/...``) as a filesystem path."""
+    """A file or folder of the shipped data (``targets/...``, ``schedules/...``) as a filesystem path:
+    in the source checkout the package was imported from, else inside the installed package."""
+    root = _checkout()
+    if root is not None:
+        return root.joinpath(*parts)
     return Path(str(resources.files("explorer").joinpath("resources", *parts)))
+
+
+@functools.cache
+def _checkout() -> Path | None:
+    """The repository the package is imported from (its ``pyproject.toml`` names this project and it
+    has ``targets/``), or None for an installed copy."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        project = tomllib.loads((root / "pyproject.toml").read_text()).get("project", {}).get("name")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    return root if project == "codesign-explorer" and (root / "targets").is_dir() else None
 
 
 def shipped_targets_dir() -> Path:

@@ -85,7 +85,7 @@ def start_rpc_up(devices: int = 2, threads: int | None = None, start_port: int =
     import tempfile
     import time
 
-    from explorer.rpc import free_port
+    from explorer.workers.rpc import free_port
 
     port = free_port(start=start_port)
     err = tempfile.NamedTemporaryFile(prefix="rpc-up-", suffix=".err", delete=False)

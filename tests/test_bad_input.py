@@ -92,7 +92,7 @@ def _hw(t, d):
 
 
 _GOOD_TARGET = 'backend = "vta"\n[knobs.LOG_BATCH]\nvalues = [0]\n'
-_CPU_TARGET = (Path(__file__).parents[1] / "explorer/resources/targets/cpu.toml").read_text() + "\n"
+_CPU_TARGET = (Path(__file__).parents[1] / "targets/cpu.toml").read_text() + "\n"
 
 
 def _rpc_target(t, rpc):
@@ -100,7 +100,7 @@ def _rpc_target(t, rpc):
 
 
 def _free_port():
-    from explorer.rpc import free_port
+    from explorer.workers.rpc import free_port
 
     return free_port(start=9560)
 

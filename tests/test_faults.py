@@ -87,7 +87,7 @@ def test_a_failing_compiler_is_one_line_and_a_failed_build_on_record(tmp_path):
     cc = tmp_path / "broken-g++"
     cc.write_text("#!/bin/sh\necho 'broken-g++: fatal error: cannot execute as: No such file' >&2\nexit 1\n")
     cc.chmod(0o755)
-    base = (__import__("pathlib").Path(__file__).parents[1] / "explorer/resources/targets/cpu.toml").read_text()
+    base = (__import__("pathlib").Path(__file__).parents[1] / "targets/cpu.toml").read_text()
     toml = tmp_path / "board.toml"
     toml.write_text(base + f'\n[options]\ncc = "{cc}"\n')
     store, model = tmp_path / "s.sqlite", _tiny_onnx(tmp_path / "m.onnx")

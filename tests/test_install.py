@@ -23,14 +23,42 @@ def installed(tmp_path_factory):
     """``pip install --no-deps --target`` of a copy of the source (the build writes beside the source)."""
     base = tmp_path_factory.mktemp("install")
     src = base / "src"
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "bench-out", "build", "*.egg-info",
-                                                             "__pycache__", ".pytest_cache"))
+    anywhere = shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache")
+
+    def ignore(folder, names):  # runs/ and bench-out/ are outputs at the top; explorer/runs/ is a package
+        return anywhere(folder, names) | ({"runs", "bench-out"} & set(names) if Path(folder) == REPO else set())
+
+    shutil.copytree(REPO, src, ignore=ignore)
     target = base / "site"
     r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                         "--target", str(target), str(src)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert (target / "explorer" / "resources" / "targets" / "vta.toml").is_file()
+    # the top-level targets/ and schedules/, mapped into the package
+    shipped = {str(p.relative_to(target / "explorer" / "resources")) for p in (target / "explorer" / "resources").rglob("*.*")
+               if "__pycache__" not in p.parts}
+    want = {f"targets/{p.name}" for p in (REPO / "targets").glob("*.toml")} | {
+        str(p.relative_to(REPO)) for p in (REPO / "schedules").glob("*/*.json")}
+    assert shipped == want and "targets/vta.toml" in want and "schedules/cpu/database_workload.json" in want, shipped
     return target
+
+
+def test_every_package_is_listed_for_the_wheel():
+    """pyproject.toml lists the packages by name (the data packages are mapped from the top level): a
+    new sub-package of explorer/ that is not listed would be missing from an installed copy."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "explorer").rglob("__init__.py")}
+    assert listed - found == {"explorer.resources.targets", "explorer.resources.schedules"}
+    assert found <= listed, f"not listed in pyproject.toml: {sorted(found - listed)}"
+
+
+def test_a_checkout_reads_the_top_level_data():
+    """From the source tree (and an editable install) the shipped data is the repository's own."""
+    from explorer.paths import shipped_schedules, shipped_targets_dir
+
+    assert shipped_targets_dir() == REPO / "targets" and (REPO / "targets" / "vta.toml").is_file()
+    assert shipped_schedules("cpu") == REPO / "schedules" / "cpu"
 
 
 def _elsewhere(installed, tmp_path):
@@ -55,6 +83,10 @@ def test_installed_package_lists_targets_and_searches_from_another_folder(instal
     probe = subprocess.run([sys.executable, "-c", "import explorer; print(explorer.__file__)"], capture_output=True,
                            text=True, env=env, cwd=work)
     assert probe.stdout.strip().startswith(str(installed)), probe.stdout  # the installed copy, not the checkout
+    code = "from explorer.paths import shipped_schedules as s, shipped_targets_dir as t; print(t()); print(s('cpu'))"
+    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=work)
+    assert probe.stdout.split() == [str(installed / "explorer" / "resources" / "targets"),
+                                    str(installed / "explorer" / "resources" / "schedules" / "cpu")], probe
     r = cli("list")
     assert r.returncode == 0, r.stderr
     import json

@@ -70,7 +70,7 @@ def main() -> int:
     a = ap.parse_args()
 
     from explorer.measure.local import cpu_model
-    from explorer.rpc import RPCCluster
+    from explorer.workers.rpc import RPCCluster
 
     with tempfile.TemporaryDirectory() as tmp:
         libs = build_designs(a.designs, a.threads, Path(tmp))

@@ -1,6 +1,7 @@
 """Rebuild (or extend) the repository's schedule database for the built-in search spaces.
 
-What is tuned, each distinct kernel once (MetaSchedule's structural hash), into the shipped ``explorer/resources/schedules/cpu/``:
+What is tuned, each distinct kernel once (MetaSchedule's structural hash), into the shipped ``schedules/cpu/``
+(at the top of the repository, see :mod:`explorer.paths`):
 
 * every standalone workload the measured cost model times for the CPU target (``targets/cpu.toml``:
   all BATCH values), for each built-in space at the default data set's input shape, so a
@@ -55,7 +56,7 @@ def network_modules(space, n: int, seed: int, tmp: Path, extra_designs=()):
 
 def random_design(space, rng):
     from explorer.space.design import DesignPoint
-    from explorer.targets import load_target
+    from explorer.backends import load_target
 
     hw = load_target("vta").hardware_space()  # the export only reads the weight width from it
     return DesignPoint.make(space, space.random_genotype(rng), "vta", hw.config_from_indices({k.name: 0 for k in hw.knobs}))
@@ -117,7 +118,7 @@ def main():
     ap.add_argument("--merge", metavar="DIR", help="only add the records of another schedule database, then stop")
     ap.add_argument("--networks", type=int, default=12, help="random derived networks per space")
     ap.add_argument("--dataset", default="mnist5k", help="sets the input shape of the spaces' layers")
-    ap.add_argument("--db", default=None, help="default: the shipped database, explorer/resources/schedules/cpu")
+    ap.add_argument("--db", default=None, help="default: the shipped database, schedules/cpu")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
 
@@ -129,7 +130,7 @@ def main():
     from explorer.deploy.export import load_design
     from explorer.deploy.tune import tune_module
     from explorer.space import SPACES, create_space
-    from explorer.targets import load_target
+    from explorer.backends import load_target
 
     d = load_dataset(a.dataset, seed=0)
     shape, classes = tuple(d.x_train.shape[1:]), int(d.num_classes)

@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 
 from explorer.explore import explore
-from explorer.pareto import front, hypervolume, point_of
+from explorer.explore.pareto import front, hypervolume, point_of
 
 METHODS = ("cosearch", "sequential", "random")
 # (dataset, search minutes, retraining epochs, latency limits in ms, note)

@@ -72,7 +72,7 @@ def table(out: Path) -> None:
     from explorer.measure.store import Store
     from explorer.measure.workloads import measure_workloads
     from explorer.space import create_space
-    from explorer.targets import load_target
+    from explorer.backends import load_target
 
     items = distinct_items(create_space("chain", (1, 28, 28), 10).cost_slots(), load_target("cpu").hardware_space())
     db = shipped_schedules("cpu")

@@ -30,7 +30,7 @@ HEAD = ("GEMM ops", "input B", "weight B", "acc B", "uop B", "store B", "cycles"
 
 def config(hw_path: str | None, sets: list[str]) -> dict:
     from explorer.accel.params import from_vta_json, vta_json
-    from explorer.targets import load_target
+    from explorer.backends import load_target
 
     space = load_target("vta").hardware_space()
     d = json.loads(Path(hw_path).read_text()) if hw_path else {}

@@ -2,7 +2,7 @@
 
 Where targets are found: a path to a ``.toml`` file; else ``<name>.toml`` in the user's folder
 (``$EXPLORER_HOME/targets``, see :mod:`explorer.paths`), then among the targets shipped with the
-package (``explorer/resources/targets``).
+package (``targets/`` at the top of the repository, package data in a wheel).
 
 A target TOML::
 

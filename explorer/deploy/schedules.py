@@ -1,10 +1,10 @@
 """Schedule databases: MetaSchedule JSON databases on disk, in one place.
 
 A database is a folder with ``database_workload.json`` and ``database_tuning_record.json`` (JSON
-lines). Where they come from: the package ships built-in databases (``explorer/resources/
-schedules/<target>/``, read only); ``explorer tune`` writes the user's (``<home>/schedules/
-<target>/``, see :mod:`explorer.paths`, or ``--db``). Applying the defaults uses both, the user's
-first; a record is used where it was measured fastest.
+lines). Where they come from: the package ships built-in databases (``schedules/<target>/`` at the
+top of the repository, package data in a wheel; read only); ``explorer tune`` writes the user's
+(``<home>/schedules/<target>/``, see :mod:`explorer.paths`, or ``--db``). Applying the defaults uses
+both, the user's first; a record is used where it was measured fastest.
 
 **Keyed by what a schedule was tuned for.** Every record carries the TVM target it was measured on;
 :func:`target_key` reduces it to what decides which schedule is fastest (``llvm/x86_64/rocketlake/2c``:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ExplorerError
-from ..rpc import parse_endpoint, tracker_keys
+from ..workers.rpc import parse_endpoint, tracker_keys
 from .schedules import note_tuning, open_writable, replay, subset, target_key
 from .tvm_build import _lower_for_schedules, as_target
 
@@ -493,7 +493,7 @@ class _Builder:
     def build(self, cands, target) -> list[str | None]:
         from tvm.s_tir.meta_schedule.builder.local_builder import _worker_func
 
-        from ..workers import WorkerPool
+        from ..workers.pool import WorkerPool
 
         if self.pool is None or self.used >= self.renew:
             self.close()

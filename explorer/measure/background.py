@@ -106,7 +106,7 @@ class BackgroundMeasurer(Measurer):
         return {"TVM_NUM_THREADS": job.knobs["threads"], "PYTHONWARNINGS": "ignore"}
 
     def _start_build(self, job: Job) -> None:
-        from ..workers import WorkerPool
+        from ..workers.pool import WorkerPool
         from .e2e import build_design
 
         pool = WorkerPool(self._env(job), timeout_s=self.timeout_s)
@@ -115,7 +115,7 @@ class BackgroundMeasurer(Measurer):
             self._timer(job)  # its process starts (imports TVM) while the build runs, not while the search waits
 
     def _timer(self, job: Job):
-        from ..workers import WorkerPool
+        from ..workers.pool import WorkerPool
 
         from .e2e import warm_up
 
@@ -127,7 +127,7 @@ class BackgroundMeasurer(Measurer):
 
     def _time_now(self, job: Job, built: dict) -> None:
         """Time a built library, blocking (the search waits, so nothing else runs on its cores)."""
-        from ..workers import WorkerError
+        from ..workers.pool import WorkerError
         from .e2e import time_library
 
         pool = self._timer(job)
@@ -194,7 +194,7 @@ class BackgroundMeasurer(Measurer):
         shutil.rmtree(self.tmp / f"{job.key[:16]}-{job.step}", ignore_errors=True)
 
     def _collect_build(self, done: list, block: bool = False) -> None:
-        from ..workers import WorkerError
+        from ..workers.pool import WorkerError
 
         job, pool, fut = self.building
         if not (block or fut.done()):
@@ -222,7 +222,7 @@ class BackgroundMeasurer(Measurer):
             self.timing_job = (job, built, pool.submit(time_library, {**self._request(job), **built}))
 
     def _collect_timing(self, done: list) -> None:
-        from ..workers import WorkerError
+        from ..workers.pool import WorkerError
 
         job, built, fut = self.timing_job
         if not fut.done():
@@ -284,7 +284,7 @@ class BackgroundMeasurer(Measurer):
         """Tune one design's kernels for ``seconds`` (blocking; the search waits), into
         :attr:`tune_db`; later builds apply it. The tuner's summary, or None without a database."""
         from ..deploy.schedules import database_id
-        from ..workers import WorkerError, WorkerPool
+        from ..workers.pool import WorkerError, WorkerPool
         from .e2e import tune_design
 
         if not self.tune_db or seconds <= 0:

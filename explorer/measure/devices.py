@@ -4,7 +4,7 @@ A timing job is a library built here (for the device's TVM target, cross-compile
 names a toolchain) and the functions to time in it. :class:`DevicePool` runs ``workers`` threads; each
 takes the next job, asks the TVM RPC tracker for a free server of the device key, uploads the library
 and times it with TVM's time evaluator, all in a child process of its own
-(:class:`explorer.workers.WorkerPool`), so that a device that hangs costs one killed child, not the
+(:class:`explorer.workers.pool.WorkerPool`), so that a device that hangs costs one killed child, not the
 caller. A job that fails on a device (the server died, the session broke, the device did not answer
 within ``timeout_s``, or no server was free within ``wait_s``) goes back to the queue and is taken
 again, by whichever worker is free, on whichever server the tracker gives; a dead or hung server does
@@ -29,7 +29,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from ..errors import ConfigError, ExplorerError, ModelError
-from ..rpc import parse_endpoint, tracker_keys
+from ..workers.rpc import parse_endpoint, tracker_keys
 from .local import random_inputs, summarize
 
 __all__ = ["DevicePool", "DeviceError", "request_server", "request_session", "time_remote", "parse_rpc_option", "check_rpc",
@@ -223,7 +223,7 @@ class DevicePool:
         return fut
 
     def _pool(self, i: int):
-        from ..workers import WorkerPool
+        from ..workers.pool import WorkerPool
 
         if self._pools[i] is None:
             self._pools[i] = WorkerPool(self.env, timeout_s=self.wait_s + self.timeout_s)
@@ -235,7 +235,7 @@ class DevicePool:
             pool.close()
 
     def _work(self, i: int) -> None:
-        from ..workers import WorkerError, WorkerTimeout
+        from ..workers.pool import WorkerError, WorkerTimeout
 
         while True:
             item = self._q.get()

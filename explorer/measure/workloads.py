@@ -2,7 +2,7 @@
 
 All workloads of one (device, threads) setting are built as functions of ONE Relax module (one
 compiler invocation), then each function is timed with ``time_evaluator``. The build and timing run
-in a worker process (:class:`explorer.workers.WorkerPool`) so that the thread count
+in a worker process (:class:`explorer.workers.pool.WorkerPool`) so that the thread count
 (``TVM_NUM_THREADS``) is really applied and a hang is killed. Results are
 cached in the store, keyed by the workload, batch, device, threads and toolchain.
 
@@ -141,7 +141,7 @@ def measure_workloads(items: list[tuple[Workload, int]], device: str, threads: i
     library (linked with ``cc``) and its functions are timed on the pool's devices, split into one
     job per worker; ``where`` (e.g. ``{"rpc_key": ...}``) joins the knobs of every record.
     """
-    from ..workers import WorkerError, WorkerPool
+    from ..workers.pool import WorkerError, WorkerPool
 
     if target is None:
         from ..deploy.tvm_build import host_target, target_json
@@ -186,7 +186,7 @@ def _time_on_devices(req: dict, part: list, devices, cc: str | None, env: dict, 
     worker (each job uploads the library once). ``{"seconds", "tuned", "servers"}``."""
     import tempfile
 
-    from ..workers import WorkerPool
+    from ..workers.pool import WorkerPool
     from .devices import DeviceError
 
     with tempfile.TemporaryDirectory(prefix="explorer-wl-") as tmp:

@@ -89,7 +89,7 @@ def test_model_follows_the_searched_tiling():
     from explorer.accel.sim import BufferCapacityError, run_layer
     from explorer.cost.vta import VTACostModel
     from explorer.slots import Slot, conv
-    from explorer.targets import load_target
+    from explorer.backends import load_target
 
     hw = load_target("vta").hardware_space()
     shapes = [(64, 64, 56, 3, 1), (64, 128, 56, 3, 2), (64, 128, 56, 1, 2), (128, 128, 28, 3, 1), (256, 256, 14, 3, 1),

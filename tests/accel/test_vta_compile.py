@@ -13,7 +13,7 @@ from explorer.accel.params import VTAParams
 from explorer.accel.sim import BufferCapacityError, ConvLayer, lower, plan, run_layer, simulate
 from explorer.deploy.export import export_onnx
 from explorer.accel.params import vta_json
-from explorer.targets import load_target
+from explorer.backends import load_target
 from explorer.zoo import MobileNetV2
 
 DEFAULT = vta_json(load_target("vta").hardware_space().default_config())

@@ -14,7 +14,7 @@ from explorer.search.train import retrain
 from explorer.space import create_space
 from explorer.space.quant import QuantState
 from explorer.accel.params import vta_json
-from explorer.targets import load_target
+from explorer.backends import load_target
 from tests.conftest import run_cli
 
 HW = vta_json(load_target("vta").hardware_space().default_config())

@@ -11,7 +11,7 @@ import pytest
 from explorer.accel import sim
 from explorer.accel.params import VTAParams, vta_json
 from explorer.accel.sim import BufferCapacityError, ConvLayer, Tiling, lower, plan, run_layer, simulate, tiling_costs
-from explorer.targets import load_target
+from explorer.backends import load_target
 
 HW = load_target("vta").hardware_space()
 DEFAULT = vta_json(HW.default_config())

@@ -10,7 +10,7 @@ import torch
 from explorer.cost import COST_MODELS, create_cost_model
 from explorer.cost.measured import distinct_items
 from explorer.space import create_space
-from explorer.targets import load_target
+from explorer.backends import load_target
 
 SPACES = {
     "chain": ((1, 12, 12), {"stem_channels": 8, "stages": [[8, 2, 2], [16, 1, 1]]}),

@@ -11,7 +11,7 @@ from explorer.deploy.tvm_build import toolchain_versions
 from explorer.measure.store import Store
 from explorer.measure.workloads import measure_workloads
 from explorer.space import create_space
-from explorer.targets import load_target
+from explorer.backends import load_target
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 from explorer.cost.base import Measurement
 from explorer.cost.measured import MeasuredCostModel, distinct_items
 from explorer.space import create_space
-from explorer.targets import load_target
+from explorer.backends import load_target
 
 SPACE = create_space("chain", (1, 12, 12), 10, stem_channels=8, stages=[[8, 2, 2], [16, 1, 1]])
 HW = load_target("cpu").hardware_space()

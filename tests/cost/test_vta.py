@@ -8,7 +8,7 @@ from explorer.slots import conv
 from explorer.space import create_space
 from explorer.space.base import Slot
 from explorer.space.hardware import HWConfig
-from explorer.targets import load_target
+from explorer.backends import load_target
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from explorer.deploy.export import build_module, export_onnx, load_design
 from explorer.space import create_space
 from explorer.space.design import DesignPoint
 from explorer.space.quant import QuantState
-from explorer.targets import load_target
+from explorer.backends import load_target
 
 from tests.conftest import run_cli as cli
 

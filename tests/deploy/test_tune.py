@@ -16,7 +16,7 @@ from explorer.deploy.export import build_module, export_onnx
 from explorer.deploy.tune import TaskState, _pick, _targets
 from explorer.space import create_space
 from explorer.space.design import DesignPoint
-from explorer.targets import load_target
+from explorer.backends import load_target
 
 from tests.conftest import run_cli as cli
 
@@ -205,7 +205,7 @@ def test_tune_over_rpc_tracker_on_loopback(tiny_onnx, tmp_path):
         server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}",
                                    "--key", "loopback-cpu", "--host", "127.0.0.1", "--port", str(sp),
                                    "--port-end", str(sp + 50)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        from explorer.rpc import tracker_keys
+        from explorer.workers.rpc import tracker_keys
 
         _wait(lambda: "loopback-cpu" in tracker_keys("127.0.0.1", port))
         r = _tune(tiny_onnx, tmp_path / "db", 16, "--rpc", f"127.0.0.1:{port}", "--key", "loopback-cpu",

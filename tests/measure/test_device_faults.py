@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from explorer.measure.devices import DeviceError, DevicePool
-from explorer.rpc import free_port
+from explorer.workers.rpc import free_port
 from tests.conftest import start_rpc_up, stop_rpc_up
 from tests.measure.test_rpc import _tiny_onnx
 
@@ -142,7 +142,7 @@ def test_search_on_an_rpc_target_survives_a_dead_server(tmp_path):
 
     p, rpc, pids = _rpc_up(2)
     try:
-        base = (Path(__file__).parents[2] / "explorer/resources/targets/cpu.toml").read_text()
+        base = (Path(__file__).parents[2] / "targets/cpu.toml").read_text()
         toml = tmp_path / "board.toml"
         toml.write_text(base.replace('name = "cpu"', 'name = "board"') +
                         f'\n[options.rpc]\ntracker = "{rpc[0]}:{rpc[1]}"\nkey = "{rpc[2]}"\ntimeout_s = 60\nwait_s = 20\n')

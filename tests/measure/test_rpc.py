@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from explorer.cli import main
 from explorer.errors import ConfigError
-from explorer.rpc import free_port, parse_endpoint
+from explorer.workers.rpc import free_port, parse_endpoint
 from tests.conftest import run_cli as cli, start_rpc_up, stop_rpc_up
 
 
@@ -98,7 +98,7 @@ def test_measure_on_a_target_that_names_its_tracker(rpc_up, tmp_path, capsys):
     from explorer.measure.store import Store
 
     _, tracker, key, _ = rpc_up
-    base = (Path(__file__).parents[2] / "explorer/resources/targets/cpu.toml").read_text()
+    base = (Path(__file__).parents[2] / "targets/cpu.toml").read_text()
     toml = tmp_path / "board.toml"
     # built for a named triple and linked by a named (cross) compiler: the path a board of another
     # architecture takes (here the triple and compiler are this machine's, so its servers can run it)

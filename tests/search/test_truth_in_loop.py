@@ -14,7 +14,7 @@ from explorer.cost.measured import MeasuredCostModel, distinct_items
 from explorer.measure.base import Job, Measurer
 from explorer.search.constraints import Constraints
 from explorer.search.cosearch import CoSearch
-from explorer.targets import load_target
+from explorer.backends import load_target
 from tests.conftest import tiny_config
 
 HW = load_target("cpu").hardware_space()

@@ -9,7 +9,7 @@ from explorer.errors import ConfigError
 from explorer.space import SPACES, create_space
 from explorer.space.design import DesignPoint
 from explorer.space.quant import QuantState
-from explorer.targets import load_target
+from explorer.backends import load_target
 
 SMALL = {"chain": {"stem_channels": 8, "stages": [[8, 2, 2], [16, 2, 1]]}, "nb201": {"channels": 8}}
 

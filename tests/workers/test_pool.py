@@ -1,11 +1,11 @@
-"""explorer.workers: spawned children with their environment, timeouts that kill, errors carried back."""
+"""explorer.workers.pool: spawned children with their environment, timeouts that kill, errors carried back."""
 
 import os
 import time
 
 import pytest
 
-from explorer.workers import WorkerError, WorkerPool, WorkerTimeout
+from explorer.workers.pool import WorkerError, WorkerPool, WorkerTimeout
 
 
 def _env(name):

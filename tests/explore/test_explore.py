@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from explorer.explore import Job, compute_fronts, make_grid, parse_seeds
+from explorer.explore.grid import Job, compute_fronts, make_grid, parse_seeds
 from explorer.errors import ConfigError
-from explorer.pareto import front, hypervolume
+from explorer.explore.pareto import front, hypervolume
 
-from .conftest import make_table_target, run_cli
+from ..conftest import make_table_target, run_cli
 
 TINY = """
 dataset = "digits"
@@ -189,10 +189,10 @@ def test_local_pool_and_ray_give_the_same_fronts(tmp_path):
     assert set(f1[0]["latency_ms"]) == {"all", "vta", "phone"}
     assert set(f1[0]["area_mm2"]) == {"all", "vta"}  # only the accelerator has an area
     # the report of the exploration renders in headless Chromium: every image loads, no console error
-    from explorer.report import write_report
+    from explorer.report.write import write_report
 
-    from .chromium import CDPError, Chromium, ensure_chromium
-    from .test_report_html import _check_page, _count
+    from ..chromium import CDPError, Chromium, ensure_chromium
+    from ..report.test_report_html import _check_page, _count
 
     html = write_report([str(local)], None)
     try:
@@ -238,9 +238,9 @@ def test_killed_exploration_resumes_keeping_finished_runs(tmp_path):
 
 
 def test_local_pool_survives_a_dead_worker_and_respects_cores():
-    from explorer.executors import LocalExecutor
+    from explorer.explore.executors import LocalExecutor
 
-    from ._pool_jobs import square_or_die
+    from .._pool_jobs import square_or_die
 
     with LocalExecutor(2) as ex:
         got = {i: (ok, v) for i, ok, v in ex.run(square_or_die, [((x,), 1 if x != 2 else 5) for x in range(6)])}
@@ -265,7 +265,7 @@ def test_runs_on_a_file_that_is_not_a_store(tmp_path, capsys):
 def test_a_node_that_does_not_see_the_folder_ships_the_run_back(tmp_path):
     """On a cluster node without the exploration folder the run is made in a temporary folder and
     comes back as a tarball, unpacked and recorded by the driver."""
-    from explorer.explore import _unpack, run_job
+    from explorer.explore.grid import _unpack, run_job
     from explorer.measure.store import Store
 
     spec = {"env": {}, "threads": 1, "exploration": str(tmp_path / "elsewhere"), "run_dir": "/nonexistent/run",

@@ -15,11 +15,11 @@ import torch
 
 from explorer.api import run_search
 from explorer.errors import ConfigError, DataError, InfeasibleLimitsError
-from explorer.explore import compute_fronts
-from explorer.report import write_report
+from explorer.explore.grid import compute_fronts
+from explorer.report.write import write_report
 
-from .chromium import CDPError, Chromium, ensure_chromium
-from .conftest import tiny_config
+from ..chromium import CDPError, Chromium, ensure_chromium
+from ..conftest import tiny_config
 
 # A second accelerator target, as a user would add one: VTA's backend, a smaller design space.
 EDGE_TOML = """name = "vta-edge"

@@ -4,7 +4,7 @@ The page needs nothing but itself to render: CSS inline, no script, no font or i
 favicon too is an empty data URI, so that a browser does not ask for one). Figures are drawn with
 Matplotlib's Agg canvas on figures that pyplot never sees (no global state, nothing shown).
 
-The folders come read by :mod:`explorer.report` (``RunData``, ``ExplorationData``, told apart by their
+The folders come read by :mod:`explorer.report.write` (``RunData``, ``ExplorationData``, told apart by their
 ``kind``); this module does not import it, so that the two stay one layer apart.
 """
 
@@ -18,9 +18,9 @@ import json
 import math
 import re
 
-from .config import LIMIT_KEYS
-from .cost.base import UNITS
-from .pareto import OBJECTIVES, front, point_of
+from ..config import LIMIT_KEYS
+from ..cost.base import UNITS
+from ..explore.pareto import OBJECTIVES, front, point_of
 
 __all__ = ["render"]
 
@@ -689,7 +689,7 @@ def _exploration_section(ex, anchors: _Anchors, anchor: str) -> tuple[str, list]
 
 
 def render(items: list) -> str:
-    """The whole page for a list of ``RunData`` and ``ExplorationData`` (see :mod:`explorer.report`)."""
+    """The whole page for a list of ``RunData`` and ``ExplorationData`` (see :mod:`explorer.report.write`)."""
     anchors = _Anchors()
     body, toc = [], []
     for it in items:

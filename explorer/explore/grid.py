@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, ExplorerError
-from .fsutil import atomic_write_json
+from ..errors import ConfigError, ExplorerError
+from ..fsutil import atomic_write_json
 
 __all__ = ["Job", "make_grid", "explore", "explore_from_args", "compute_fronts"]
 
@@ -85,9 +85,9 @@ def make_grid(targets: list[str], limit_values: dict[str, list[float]], seeds: l
     """Every target x limit combination x seed x method. Limits a target does not price (area on a
     CPU) are left out for that target; notes say so. ``base_limits`` (the config's ``[limits]``)
     apply when no limit flag is given."""
-    from .api import METHODS
-    from .backends import load_target
-    from .config import LIMIT_KEYS
+    from ..api import METHODS
+    from ..backends import load_target
+    from ..config import LIMIT_KEYS
 
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
@@ -118,7 +118,7 @@ def make_grid(targets: list[str], limit_values: dict[str, list[float]], seeds: l
 def _job_cores(target: str, cores: int) -> int:
     """A target that times code on this machine's CPU gets the whole machine (timings beside other
     searches would measure the contention); the others one core each."""
-    from .backends import load_target
+    from ..backends import load_target
 
     return cores if getattr(load_target(target).backend(), "times_on_host", False) else 1
 
@@ -136,8 +136,8 @@ def run_job(spec: dict) -> dict:
         import torch
 
         torch.set_num_threads(spec["threads"])
-        from .api import resume_search, run_search
-        from .config import load_config, validate
+        from ..api import resume_search, run_search
+        from ..config import load_config, validate
 
         expl = Path(spec["exploration"])
         shared = (expl / "exploration.json").is_file()  # False on a cluster node that does not see the folder
@@ -251,9 +251,9 @@ def explore(targets: list[str], limit_values: dict, seeds: list[int], methods: l
     """Run the grid (see :func:`make_grid`) and write the exploration folder; returns its
     ``exploration.json`` contents. Finished runs already in ``out`` are kept, unfinished ones
     resumed or run again; ``out`` must have been made with the same search settings."""
-    from .config import load_config
+    from ..config import load_config
     from .executors import make_executor
-    from .paths import home, store_path
+    from ..paths import home, store_path
 
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     config_toml = ""
@@ -368,7 +368,7 @@ def _unpack(blob: bytes, dest: Path, out: Path) -> None:
     import shutil
     import tarfile
 
-    from .runs import register_run
+    from ..runs.store import register_run
 
     tmp = dest.with_name(dest.name + ".incoming")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -11,13 +11,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["register_run", "runs_command", "find_run"]
 
 
 def _store(path=None):
-    from .measure.store import Store, default_store_path
+    from ..measure.store import Store, default_store_path
 
     p = Path(path) if path else default_store_path()
     return Store(p)
@@ -66,7 +66,7 @@ def runs_command(a) -> int:
     try:
         return _runs_command(a)
     except sqlite3.DatabaseError as e:
-        from .measure.store import default_store_path
+        from ..measure.store import default_store_path
 
         raise ConfigError(f"{a.store or default_store_path()}: not a readable store ({e})") from None
 

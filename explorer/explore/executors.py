@@ -118,7 +118,7 @@ class RayExecutor(Executor):
         try:
             import ray
         except ImportError:
-            from .errors import ConfigError
+            from ..errors import ConfigError
 
             raise ConfigError("--ray needs the ray package (pip install ray)") from None
         self.ray = ray
@@ -130,7 +130,7 @@ class RayExecutor(Executor):
             else:
                 ray.init(address=address, **kw)
         except (ConnectionError, ValueError, RuntimeError) as e:
-            from .errors import ConfigError
+            from ..errors import ConfigError
 
             raise ConfigError(f"--ray {address}: cannot join the cluster ({type(e).__name__}: {e})") from None
 

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import ConfigError, ExplorerError
+from ..errors import ConfigError, ExplorerError
 
 __all__ = ["RPCCluster", "free_port", "parse_endpoint", "tracker_keys", "DEFAULT_KEY", "DEFAULT_PORT"]
 
