@@ -9,7 +9,13 @@ Every step:
   3. ``L = L1 + L2``; multipliers of violated limits rise (dual ascent); stop when ``L`` reaches the
      threshold, on patience, or when the step/time budget is spent. The best derived design seen
      (feasible first, then lowest smoothed L) is kept.
-Between progressive stages the weakest options of every choice are pruned.
+Between progressive stages the weakest options of every choice are pruned. After the loop the kept
+design is selected by recalibrated one-shot accuracy within the limits, repaired, tuned and checked
+on the target's truth.
+
+:meth:`CoSearch.run` reads as these steps (``_schedule``, ``_hardware_step``, ``_network_step``,
+``_combined``, ``_keep_best``, :meth:`LoopState.should_stop`, ``_finish``); the loop's variables are
+a :class:`LoopState`, which a checkpoint holds as plain data.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from ..space.quant import QuantState
 from .constraints import Constraints, repair
 from .train import Batches
 
-__all__ = ["CoSearch", "SearchResult"]
+__all__ = ["CoSearch", "LoopState", "SearchResult"]
 
 
 @dataclass
@@ -59,6 +65,78 @@ class SearchResult:
     measured: dict | None = None
     #: why the loop ended, in words (stop_reason: "steps", "threshold", "patience" or "budget")
     stop_detail: str = ""
+
+
+@dataclass
+class LoopState:
+    """The loop's variables: where it is, the stop rule's losses, and the best derived design so far
+    (``best``: rank key, step, genotype, config, evaluation). A checkpoint holds it as plain data
+    (:meth:`as_dict` / :meth:`from_dict`)."""
+
+    step: int = 0
+    stage_i: int = 0
+    warm_done: bool = False
+    done: bool = False  # the loop has ended (a checkpoint taken after it)
+    elapsed_s: float = 0.0
+    stop_reason: str = "steps"
+    stop_detail: str = ""
+    L_ema: float | None = None  # the combined loss, smoothed (ranks derived designs)
+    # the stop rule's scale-free loss, smoothed; its best value in this stage and the steps since
+    S_ema: float | None = None
+    S_best: float | None = None
+    S_since: int = 0
+    evals_since_best: int = 0
+    best: tuple | None = None
+
+    def track(self, S: float, min_improvement: float) -> float:
+        """Smooth the scale-free loss ``S``; count the architecture steps since it last improved by
+        ``min_improvement`` (relative). Returns the smoothed value."""
+        self.S_ema = S if self.S_ema is None else 0.9 * self.S_ema + 0.1 * S
+        if self.S_best is None or self.S_ema < self.S_best * (1 - min_improvement):
+            self.S_best, self.S_since = self.S_ema, 0
+        else:
+            self.S_since += 1
+        return self.S_ema
+
+    def new_stage(self) -> None:
+        """A pruned supernet is a new problem: patience counts within a stage."""
+        self.S_best, self.S_since = None, 0
+
+    def should_stop(self, cfg: SearchConfig, n_stages: int) -> bool:
+        """The stop rule, once every stage has been reached (the search has its final options): the
+        scale-free loss at or below ``cfg.threshold``, or no better for ``cfg.patience`` architecture
+        steps. Sets ``stop_reason`` and ``stop_detail``."""
+        if self.S_ema is None or self.stage_i < n_stages or self.step >= cfg.steps:
+            return False
+        if cfg.threshold is not None and cfg.threshold > 0 and self.S_ema <= cfg.threshold:
+            self.stop_reason = "threshold"
+            self.stop_detail = f"scale-free loss {self.S_ema:.4f} <= threshold {cfg.threshold:g} at step {self.step}"
+            return True
+        if cfg.patience and self.S_since >= cfg.patience:
+            self.stop_reason = "patience"
+            self.stop_detail = (f"scale-free loss no better than {self.S_best:.4f} (by {cfg.min_improvement:.0%}) for "
+                                f"{self.S_since} architecture steps, at step {self.step}")
+            return True
+        return False
+
+    def as_dict(self, done: bool, elapsed_s: float) -> dict:
+        b = self.best
+        return {"step": self.step, "stage_i": self.stage_i, "stop_reason": self.stop_reason,
+                "evals_since_best": self.evals_since_best, "L_ema": self.L_ema, "warm_done": self.warm_done,
+                "done": done, "elapsed_s": elapsed_s, "S_ema": self.S_ema, "S_best": self.S_best,
+                "S_since": self.S_since, "stop_detail": self.stop_detail,
+                "best": None if b is None else {"key": list(b[0]), "step": b[1], "genotype": dict(b[2]),
+                                                "config": b[3].as_dict(), "eval": b[4]}}
+
+    @classmethod
+    def from_dict(cls, d: dict, hw: HardwareSpace) -> "LoopState":
+        b = d.get("best")
+        best = None if b is None else (tuple(b["key"]), int(b["step"]), dict(b["genotype"]),
+                                       HWConfig.from_dict(b["config"], hw), b["eval"])
+        return cls(step=d["step"], stage_i=d["stage_i"], warm_done=d["warm_done"], done=d["done"],
+                   elapsed_s=d["elapsed_s"], stop_reason=d["stop_reason"], stop_detail=d.get("stop_detail", ""),
+                   L_ema=d["L_ema"], S_ema=d.get("S_ema"), S_best=d.get("S_best"), S_since=d.get("S_since", 0),
+                   evals_since_best=d["evals_since_best"], best=best)
 
 
 class CoSearch:
@@ -367,75 +445,36 @@ class CoSearch:
                                         tuple((tuple(sl), sec) for sl, sec in d["parts"])) for d in self._learned])
         if self.measurer is not None:
             self.measurer.load_state_dict(state["measurer"])
-        loop = dict(state["loop"])
-        b = loop["best"]
-        loop["best"] = None if b is None else (tuple(b["key"]), int(b["step"]), dict(b["genotype"]),
-                                              HWConfig.from_dict(b["config"], self.hw), b["eval"])
-        return loop
+        return dict(state["loop"])
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self, resume: dict | None = None, history: list | None = None) -> SearchResult:
-        """Run the loop, then derive, repair and verify the kept design.
+        """Run the loop, then derive, select, repair and verify the kept design.
+
+        Every step: the schedule (warm-up, temperature, the stages' pruning), the hardware step, the
+        network step, the combined loss (dual ascent, the stop rule's scale-free loss), the derived
+        design's evaluation, and the stop rule; see the module docstring.
 
         Args:
             resume: a state :attr:`on_checkpoint` was given; the loop continues after its step (or,
                 if the loop had ended, goes on to what follows it).
             history: the records written before that checkpoint (the result's history starts with them).
         """
-        cfg, con = self.cfg, self.con
-        budget_s = cfg.budget_min * 60.0
-        best = None  # (rank key, step, genotype, config, eval)
+        cfg = self.cfg
         history = list(history or [])
-        stages = sorted((float(f), int(k)) for f, k in cfg.stages)
-        stage_i, stop_reason, evals_since_best = 0, "steps", 0
-        L_ema = None
-        # the stop rule's loss: scale-free (task loss over chance level's, plus the derived design's
-        # relative excess over its limits), smoothed; its best value and the steps since it improved
-        S_ema, S_best, S_since, stop_detail = None, None, 0, ""
-        chance_ce = math.log(max(2, self.space.num_classes))
-        step = 0
-        warm_frac = self._warm_fraction()
-        warmup = int(round(warm_frac * cfg.steps))
-        warm_done, loop_done, elapsed_s = False, False, 0.0
-        if resume is not None:
-            loop = self.load_state_dict(resume)
-            step, stage_i, stop_reason = loop["step"], loop["stage_i"], loop["stop_reason"]
-            evals_since_best, L_ema, warm_done = loop["evals_since_best"], loop["L_ema"], loop["warm_done"]
-            S_ema, S_best, S_since = loop.get("S_ema"), loop.get("S_best"), loop.get("S_since", 0)
-            stop_detail = loop.get("stop_detail", "")
-            loop_done, elapsed_s, best = loop["done"], loop["elapsed_s"], loop["best"]
-        t0 = time.monotonic() - elapsed_s  # time_s and the time budget continue where they stopped
+        st = LoopState() if resume is None else LoopState.from_dict(self.load_state_dict(resume), self.hw)
+        t0 = time.monotonic() - st.elapsed_s  # time_s and the time budget continue where they stopped
         checkpoints = self.on_checkpoint is not None and (cfg.checkpoint_every > 0 or cfg.checkpoint_s > 0)
         saved_at = time.monotonic()
 
         def checkpoint(done: bool) -> None:
             nonlocal saved_at
-            b = None if best is None else {"key": list(best[0]), "step": best[1], "genotype": dict(best[2]),
-                                           "config": best[3].as_dict(), "eval": best[4]}
-            loop = {"step": step, "stage_i": stage_i, "stop_reason": stop_reason, "evals_since_best": evals_since_best,
-                    "L_ema": L_ema, "warm_done": warm_done, "done": done, "elapsed_s": time.monotonic() - t0, "best": b,
-                    "S_ema": S_ema, "S_best": S_best, "S_since": S_since, "stop_detail": stop_detail}
-            self.on_checkpoint(self.state_dict(loop))
+            self.on_checkpoint(self.state_dict(st.as_dict(done, time.monotonic() - t0)))
             saved_at = time.monotonic()
 
-        for step in range(cfg.steps + 1 if loop_done else step + 1, cfg.steps + 1):
-            elapsed = time.monotonic() - t0
-            progress = step / cfg.steps if cfg.progress == "steps" else max(step / cfg.steps, elapsed / budget_s)
-            tau = self._tau(progress)
-            w = self._warm_fraction()
-            self._entropy_ramp = min(1.0, max(0.0, (progress - w) / max(1e-9, 1.0 - w)))
-            if not warm_done and (step > warmup or (cfg.progress == "time" and elapsed > warm_frac * budget_s)):
-                warm_done = True
-            while warm_done and stage_i < len(stages) and progress >= stages[stage_i][0]:
-                if self.update_alpha:
-                    removed = self.net.prune(stages[stage_i][1])
-                    self._event(history, {"step": step, "event": "prune", "keep": stages[stage_i][1], "removed": removed})
-                stage_i += 1
-                S_best, S_since = None, 0  # a pruned supernet is a new problem: patience counts within a stage
-                self._tune(self._derive_net(), self.hw.derive(), step, history, len(stages) + 1)
-            # architecture and hardware move every arch_every weight steps (the weights catch up between)
-            search_arch = warm_done
-            arch_now = warm_done and (step - warmup) % cfg.arch_every == 0
+        for step in range(cfg.steps + 1 if st.done else st.step + 1, cfg.steps + 1):
+            st.step = step
+            tau, arch_now = self._schedule(st, time.monotonic() - t0, history)
             xt, yt = next(self.train_b)
             xv, yv = next(self.val_b)
             rec = {"step": step, "time_s": round(time.monotonic() - t0, 3), "tau": tau}
@@ -444,107 +483,139 @@ class CoSearch:
             else:
                 L1, task1 = float("nan"), float("nan")
             L2, task2, w_loss, cost = self._network_step(xt, yt, xv, yv, tau, arch_now and self.update_alpha,
-                                                         warm=not warm_done)
+                                                         warm=not st.warm_done)
             if cost is None:
                 with torch.no_grad():
                     cost = self.cm.predict(self.net.probs(), self.hw.probs())
             if self.measurer is not None and cfg.refine:
-                self._measure(step, search_arch, rec)
-            L = (0.0 if math.isnan(L1) else L1) + (0.0 if math.isnan(L2) else L2)
-            if arch_now:
-                derived_now = self.cm.evaluate(self._derive_net(), self.hw.derive()) if con.limits else {}
-                con.ascend(derived_now)
-                rec["derived_now"] = {k: derived_now[k] for k in con.limits}
-                L_ema = L if L_ema is None else 0.9 * L_ema + 0.1 * L
-                tasks = [t for t in (task1, task2) if not math.isnan(t)]
-                if tasks:
-                    S = float(np.mean(tasks)) / chance_ce + (con.violation(derived_now) if con.limits else 0.0)
-                    S_ema = S if S_ema is None else 0.9 * S_ema + 0.1 * S
-                    rec["L_scaled"] = S_ema
-                    if S_best is None or S_ema < S_best * (1 - cfg.min_improvement):
-                        S_best, S_since = S_ema, 0
-                    else:
-                        S_since += 1
-            net_p, hw_p = self.net.probs(), self.hw.probs()
-            rec.update(
-                {
-                    "L1": L1,
-                    "L2": L2,
-                    "L": L if arch_now else float("nan"),
-                    "task_hw": task1,
-                    "task_arch": task2,
-                    "train_loss": w_loss,
-                    "expected": {k: float(v) for k, v in cost.items()},
-                    "limits": dict(con.limits),
-                    "multipliers": dict(con.lam),
-                    "entropy_ops": float(np.mean([entropy(p) for p in net_p.values()])),
-                    "entropy_knobs": float(np.mean([entropy(p) for p in hw_p.values()])),
-                    # option probabilities, labelled so that the report needs no space or target to plot them
-                    "probs": {
-                        "network": {k: {str(o): round(float(x), 4) for o, x in zip(self.net.choice_options[k], p.tolist())}
-                                    for k, p in net_p.items()},
-                        "hardware": {kn.name: {str(v): round(float(x), 4) for v, x in zip(kn.values, hw_p[kn.name].tolist())}
-                                     for kn in self.hw.knobs},
-                    },
-                }
-            )
-            last = step == cfg.steps or (time.monotonic() - t0) >= budget_s
-            if search_arch and (step % cfg.eval_every == 0 or last):
-                g, c = self._derive_net(), self.hw.derive()
-                ev = self.evaluate_derived(g, c)
-                viol = con.violation(ev["figures"])
-                # Rank: designs within the limits first, then the smoothed combined loss L of the
-                # relaxed (alpha, theta) that produced them. The one-shot accuracy of a sub-network
-                # in a weight-sharing supernet is recorded but is too noisy to rank by.
-                score = L_ema if L_ema is not None else L
-                key = (viol > 0, viol, score)
-                rec["derived"] = {
-                    "genotype": self.space.format_genotype(g),
-                    "hardware": c.as_dict(),
-                    "figures": ev["figures"],
-                    "val_accuracy": ev["val_accuracy"],
-                    "val_loss": ev["val_loss"],
-                    "violation": viol,
-                    "L_ema": score,
-                }
-                if best is None or key < best[0]:
-                    best = (key, step, g, c, ev)
-                    evals_since_best = 0
-                else:
-                    evals_since_best += 1
+                self._measure(step, st.warm_done, rec)
+            L = self._combined(st, L1, L2, task1, task2, arch_now, rec)
+            rec.update(self._record(L if arch_now else float("nan"), L1, L2, task1, task2, w_loss, cost))
+            last = step == cfg.steps or (time.monotonic() - t0) >= cfg.budget_min * 60.0
+            if st.warm_done and (step % cfg.eval_every == 0 or last):
+                self._keep_best(st, L, rec)
             history.append(rec)
             if self.on_step:
                 self.on_step(rec)
-            # the stop rule: only once every stage has been reached (the search has its final options)
-            if arch_now and S_ema is not None and stage_i == len(stages) and step < cfg.steps:
-                if cfg.threshold is not None and cfg.threshold > 0 and S_ema <= cfg.threshold:
-                    stop_reason = "threshold"
-                    stop_detail = f"scale-free loss {S_ema:.4f} <= threshold {cfg.threshold:g} at step {step}"
-                    break
-                if cfg.patience and S_since >= cfg.patience:
-                    stop_reason = "patience"
-                    stop_detail = (f"scale-free loss no better than {S_best:.4f} (by {cfg.min_improvement:.0%}) for "
-                                   f"{S_since} architecture steps, at step {step}")
-                    break
+            if arch_now and st.should_stop(cfg, len(self._stages())):
+                break
             if last and step < cfg.steps:
-                stop_reason = "budget"
-                stop_detail = f"the {cfg.budget_min:g}-minute clock ran out at step {step} of {cfg.steps}"
+                st.stop_reason = "budget"
+                st.stop_detail = f"the {cfg.budget_min:g}-minute clock ran out at step {step} of {cfg.steps}"
                 break
             if checkpoints and step < cfg.steps and (
                     (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
                     or (cfg.checkpoint_s and time.monotonic() - saved_at >= cfg.checkpoint_s)):
                 checkpoint(False)
-        if checkpoints and not loop_done:  # what follows the loop can be resumed without its steps
+        if checkpoints and not st.done:  # what follows the loop can be resumed without its steps
             checkpoint(True)
+        return self._finish(st, history, t0)
+
+    def _stages(self) -> list:
+        return sorted((float(f), int(k)) for f, k in self.cfg.stages)
+
+    def _schedule(self, st: "LoopState", elapsed: float, history: list) -> tuple[float, bool]:
+        """Where the run stands at ``st.step``: ends warm-up, prunes at each stage boundary reached
+        (and tunes the derived design there); returns (temperature, whether the architecture and
+        hardware move this step: every ``arch_every`` weight steps after warm-up)."""
+        cfg, step = self.cfg, st.step
+        progress = step / cfg.steps if cfg.progress == "steps" else max(step / cfg.steps, elapsed / (cfg.budget_min * 60.0))
+        w = self._warm_fraction()
+        self._entropy_ramp = min(1.0, max(0.0, (progress - w) / max(1e-9, 1.0 - w)))
+        if not st.warm_done and (step > int(round(w * cfg.steps))
+                                 or (cfg.progress == "time" and elapsed > w * cfg.budget_min * 60.0)):
+            st.warm_done = True
+        stages = self._stages()
+        while st.warm_done and st.stage_i < len(stages) and progress >= stages[st.stage_i][0]:
+            if self.update_alpha:
+                removed = self.net.prune(stages[st.stage_i][1])
+                self._event(history, {"step": step, "event": "prune", "keep": stages[st.stage_i][1], "removed": removed})
+            st.stage_i += 1
+            st.new_stage()
+            self._tune(self._derive_net(), self.hw.derive(), step, history, len(stages) + 1)
+        arch_now = st.warm_done and (step - int(round(w * cfg.steps))) % cfg.arch_every == 0
+        return self._tau(progress), arch_now
+
+    def _combined(self, st: "LoopState", L1, L2, task1, task2, arch_now: bool, rec: dict) -> float:
+        """Step 3: the combined loss ``L = L1 + L2``; on an architecture step the multipliers of the
+        derived design's violated limits rise (dual ascent) and the stop rule's scale-free loss (task
+        loss over chance level's, plus the derived design's relative excess over its limits) is
+        tracked."""
+        con = self.con
+        L = (0.0 if math.isnan(L1) else L1) + (0.0 if math.isnan(L2) else L2)
+        if not arch_now:
+            return L
+        derived_now = self.cm.evaluate(self._derive_net(), self.hw.derive()) if con.limits else {}
+        con.ascend(derived_now)
+        rec["derived_now"] = {k: derived_now[k] for k in con.limits}
+        st.L_ema = L if st.L_ema is None else 0.9 * st.L_ema + 0.1 * L
+        tasks = [t for t in (task1, task2) if not math.isnan(t)]
+        if tasks:
+            chance_ce = math.log(max(2, self.space.num_classes))
+            S = float(np.mean(tasks)) / chance_ce + (con.violation(derived_now) if con.limits else 0.0)
+            rec["L_scaled"] = st.track(S, self.cfg.min_improvement)
+        return L
+
+    def _record(self, L, L1, L2, task1, task2, w_loss, cost) -> dict:
+        """A step's history record: losses, expected costs, multipliers, entropies, probabilities."""
+        net_p, hw_p = self.net.probs(), self.hw.probs()
+        return {
+            "L1": L1,
+            "L2": L2,
+            "L": L,
+            "task_hw": task1,
+            "task_arch": task2,
+            "train_loss": w_loss,
+            "expected": {k: float(v) for k, v in cost.items()},
+            "limits": dict(self.con.limits),
+            "multipliers": dict(self.con.lam),
+            "entropy_ops": float(np.mean([entropy(p) for p in net_p.values()])),
+            "entropy_knobs": float(np.mean([entropy(p) for p in hw_p.values()])),
+            # option probabilities, labelled so that the report needs no space or target to plot them
+            "probs": {
+                "network": {k: {str(o): round(float(x), 4) for o, x in zip(self.net.choice_options[k], p.tolist())}
+                            for k, p in net_p.items()},
+                "hardware": {kn.name: {str(v): round(float(x), 4) for v, x in zip(kn.values, hw_p[kn.name].tolist())}
+                             for kn in self.hw.knobs},
+            },
+        }
+
+    def _keep_best(self, st: "LoopState", L: float, rec: dict) -> None:
+        """Evaluate the derived design and keep it if it ranks first so far: designs within the
+        limits first, then the smoothed combined loss of the relaxed (alpha, theta) that produced
+        them (the one-shot accuracy of a sub-network is recorded; selection ranks by it later)."""
+        g, c = self._derive_net(), self.hw.derive()
+        ev = self.evaluate_derived(g, c)
+        viol = self.con.violation(ev["figures"])
+        score = st.L_ema if st.L_ema is not None else L
+        rec["derived"] = {
+            "genotype": self.space.format_genotype(g),
+            "hardware": c.as_dict(),
+            "figures": ev["figures"],
+            "val_accuracy": ev["val_accuracy"],
+            "val_loss": ev["val_loss"],
+            "violation": viol,
+            "L_ema": score,
+        }
+        key = (viol > 0, viol, score)
+        if st.best is None or key < st.best[0]:
+            st.best = (key, st.step, g, c, ev)
+            st.evals_since_best = 0
+        else:
+            st.evals_since_best += 1
+
+    def _finish(self, st: "LoopState", history: list, t0: float) -> SearchResult:
+        """After the loop: collect the measurement in flight, select by accuracy within the limits,
+        repair, tune and check the kept design on the truth."""
+        cfg, con, step = self.cfg, self.con, st.step
         if self.measurer is not None and cfg.refine:
             rec = {"step": step, "event": "measure-drain"}
             self._measure(step, False, rec, final_wait_s=self.cfg.measure_drain_s)
             self._event(history, rec)
-        if best is None:  # budget ended inside warm-up: derive what we have
+        if st.best is None:  # budget ended inside warm-up: derive what we have
             g, c = self._derive_net(), self.hw.derive()
-            ev = self.evaluate_derived(g, c)
-            best = ((True, 0.0, 0.0), step, g, c, ev)
-        _, best_step, g, c, ev = best
+            st.best = ((True, 0.0, 0.0), step, g, c, self.evaluate_derived(g, c))
+        _, best_step, g, c, ev = st.best
         selection = None
         if cfg.selection == "accuracy" and self.update_alpha:
             from .select import select
@@ -577,8 +648,8 @@ class CoSearch:
             best_step=best_step,
             steps=step,
             wall_s=time.monotonic() - t0,
-            stop_reason=stop_reason,
-            stop_detail=stop_detail or (f"all {cfg.steps} steps run" if stop_reason == "steps" else ""),
+            stop_reason=st.stop_reason,
+            stop_detail=st.stop_detail or (f"all {cfg.steps} steps run" if st.stop_reason == "steps" else ""),
             repaired=moves,
             one_shot_val_accuracy=one_shot,
             selection=selection,
