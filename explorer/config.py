@@ -10,11 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .resources import LIMIT_KEYS, RESOURCES, by_limit_key
 
 __all__ = ["SearchConfig", "RetrainConfig", "RunConfig", "load_config", "config_from_dict", "LIMIT_KEYS"]
-
-# Config/CLI limit name -> (resource, factor to SI units).
-LIMIT_KEYS = {"latency_ms": ("latency_s", 1e-3), "energy_mj": ("energy_j", 1e-3), "area_mm2": ("area_mm2", 1.0)}
 
 
 @dataclass
@@ -101,13 +99,13 @@ class RunConfig:
     calibration: str | None = None  # vta: a file written by `explorer calibrate`
     space_options: dict = field(default_factory=dict)
     limits: dict = field(default_factory=dict)
-    objective: dict = field(default_factory=lambda: {"latency_s": 0.01, "energy_j": 0.01, "area_mm2": 0.01})
+    objective: dict = field(default_factory=lambda: dict.fromkeys(RESOURCES, 0.01))
     search: SearchConfig = field(default_factory=SearchConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
     def limits_si(self) -> dict[str, float]:
         """Limits keyed by resource name in SI units."""
-        return {LIMIT_KEYS[k][0]: v * LIMIT_KEYS[k][1] for k, v in self.limits.items()}
+        return {by_limit_key(k).name: by_limit_key(k).from_user(v) for k, v in self.limits.items()}
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -212,8 +210,6 @@ def validate(cfg: RunConfig) -> RunConfig:
         if not _finite(v) or v <= 0:
             raise ConfigError(f"[limits] {k} must be a positive number, got {v!r}")
         cfg.limits[k] = float(v)
-    from .cost.base import RESOURCES
-
     for k, v in cfg.objective.items():
         if k not in RESOURCES:
             raise ConfigError(f"[objective]: unknown resource {k!r}; valid: {', '.join(RESOURCES)}")
