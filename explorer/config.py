@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .fsutil import read_toml
 from .resources import LIMIT_KEYS, RESOURCES, by_limit_key
 
 __all__ = ["SearchConfig", "RetrainConfig", "RunConfig", "load_config", "config_from_dict", "LIMIT_KEYS"]
@@ -271,17 +271,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     """Read a TOML config (optional), apply CLI ``overrides``, validate. Errors are ConfigError."""
     data: dict = {}
     if path is not None:
-        p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{p}: no such config file") from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-            raise ConfigError(f"{p}: malformed TOML ({e})") from None
-        except ValueError as e:  # tomllib lets int()'s own errors through (an integer of over 4300 digits)
-            raise ConfigError(f"{p}: malformed TOML ({str(e).splitlines()[0]})") from None
-        except RecursionError:  # tomllib parses nested arrays and tables recursively
-            raise ConfigError(f"{p}: malformed TOML (arrays or tables nested too deeply)") from None
+        data = read_toml(Path(path), "malformed TOML", missing="no such config file")
     cfg = _from_data(data)
     for k, v in (overrides or {}).items():
         if v is None:
