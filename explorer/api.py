@@ -16,10 +16,11 @@ import torch
 from .config import RunConfig, config_from_dict
 from .backends import TargetBackend, load_target
 from .backends.target import Target
-from .cost import UNITS, CostModel
+from .cost import CostModel
 from .data import DataSplits, load_dataset
 from .errors import ConfigError
 from .fsutil import atomic_open, atomic_write_json
+from .resources import by_name, user_figures
 from .space import create_space
 from .space.base import SearchSpace
 from .space.hardware import HardwareSpace
@@ -73,17 +74,6 @@ def build_problem(cfg: RunConfig, store_path=None, progress: bool = False) -> Pr
     return Problem(cfg, data, space, target, hw, cm, lb, backend)
 
 
-def _units(figures: dict) -> dict:
-    out = {}
-    for k, v in figures.items():
-        if k in UNITS:
-            unit, f = UNITS[k]
-            out[k.rsplit("_", 1)[0] + "_" + unit] = v * f
-        else:
-            out[k] = v
-    return out
-
-
 def _write_json(path: Path, obj) -> None:
     """A run folder's JSON file, written atomically and synced to disk."""
     atomic_write_json(path, obj, default=str, fsync=True)
@@ -115,7 +105,7 @@ def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force:
     work.mkdir(parents=True)
     # what resume_search needs besides the config: how the run was started
     _write_json(work / "config.json", {**cfg.as_dict(), "method": method, "space_options_resolved": prob.space.options(),
-                                        "data": prob.data.summary(), "lower_bounds": _units(prob.lower_bounds),
+                                        "data": prob.data.summary(), "lower_bounds": user_figures(prob.lower_bounds),
                                         "out": str(out.resolve()), "force": force, "do_retrain": do_retrain,
                                         "exploration": None if exploration is None else str(Path(exploration).resolve())})
     try:
@@ -167,7 +157,7 @@ def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bo
         "design_key": d.key(),
         "genotype": prob.space.format_genotype(result.genotype),
         "hardware": result.hw_config.as_dict(),
-        "figures": _units(result.figures),
+        "figures": user_figures(result.figures),
         "limits": dict(cfg.limits),
         "limits_met": result.feasible,  # on the cost model; "verdict" below says what the truth said
         "repaired_moves": result.repaired,
@@ -191,7 +181,7 @@ def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bo
     if result.measured is not None:  # the kept design on the target's truth, beside the model's figures
         m = result.measured
         summary["limits_met_measured"] = m.get("limits_met_measured")
-        summary["measured"] = {k: (_units(v) if k in ("figures", "predicted") else v) for k, v in m.items()
+        summary["measured"] = {k: (user_figures(v) if k in ("figures", "predicted") else v) for k, v in m.items()
                                if k != "limits_met_measured"}
     measured_ok = summary.get("limits_met_measured")
     summary["verdict"] = {"limits_met": result.feasible if measured_ok is None else measured_ok,
@@ -276,10 +266,10 @@ class _Progress:
         if rec.get("L") is not None and rec.get("L") == rec.get("L"):
             post["L"] = f"{rec['L']:.3f}"
         exp = rec.get("expected") or rec.get("figures") or {}
-        if "latency_s" in exp:
-            post["lat"] = f"{exp['latency_s'] * 1e3:.3f}ms"
-        if "area_mm2" in exp:
-            post["area"] = f"{exp['area_mm2']:.2f}mm2"
+        for name, short, digits in (("latency_s", "lat", 3), ("area_mm2", "area", 2)):
+            if name in exp:
+                r = by_name(name)
+                post[short] = f"{r.to_user(exp[name]):.{digits}f}{r.unit}"
         if "derived" in rec:
             post["val"] = f"{rec['derived']['val_accuracy']:.3f}"
         self.bar.set_postfix(post, refresh=False)

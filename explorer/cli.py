@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .errors import ExplorerError
+from .resources import LIMIT_KEYS, RESOURCES_TABLE
 
 __all__ = ["main"]
 
@@ -61,9 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--target", help="deployment target: a name (explorer list) or a target TOML, default vta")
     s.add_argument("--space", help="network search space: chain or nb201")
     s.add_argument("--dataset", help="mnist5k, digits, a .npz file (x, y) or an image folder")
-    s.add_argument("--latency-ms", type=_positive(float), dest="latency_ms", help="latency limit")
-    s.add_argument("--energy-mj", type=_positive(float), dest="energy_mj", help="energy limit per inference")
-    s.add_argument("--area-mm2", type=_positive(float), dest="area_mm2", help="area limit")
+    for r in RESOURCES_TABLE:
+        s.add_argument(r.flag, type=_positive(float), dest=r.limit_key,
+                       help=f"{r.display} limit" + (f" per {r.per}" if r.per else ""))
     s.add_argument("--budget-min", type=_positive(float), dest="budget_min", help="search wall-clock budget")
     s.add_argument("--steps", type=_positive(int), help="maximum search steps")
     s.add_argument("--epochs", type=int, help="retraining epochs of the derived network (0 skips)")
@@ -84,9 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     x = sub.add_parser("explore", help="search every target x limits x seed (x method) in parallel; Pareto fronts")
     x.add_argument("--targets", required=True, help="comma-separated targets (names or target TOML / latency-model files)")
     x.add_argument("--config", help="TOML config for the search settings (see README); the flags below override it")
-    x.add_argument("--latency-ms", dest="latency_ms", help="comma-separated latency limits (one search per value)")
-    x.add_argument("--energy-mj", dest="energy_mj", help="comma-separated energy limits")
-    x.add_argument("--area-mm2", dest="area_mm2", help="comma-separated area limits")
+    for i, r in enumerate(RESOURCES_TABLE):
+        x.add_argument(r.flag, dest=r.limit_key,
+                       help=f"comma-separated {r.display} limits" + (" (one search per value)" if i == 0 else ""))
     x.add_argument("--seeds", default="1", help="N (seeds 0..N-1) or a comma-separated list, e.g. 3,7")
     x.add_argument("--methods", default="cosearch", help="comma-separated: cosearch, sequential, random")
     x.add_argument("--space", help="network search space: chain or nb201")
@@ -410,8 +411,8 @@ def cmd_search(a) -> int:
     from .config import load_config
 
     if a.resume:
-        given = [f"--{k.replace('_', '-')}" for k in ("config", "target", "space", "dataset", "latency_ms", "energy_mj",
-                 "area_mm2", "budget_min", "steps", "epochs", "seed", "calibration", "latency_table", "out")
+        given = [f"--{k.replace('_', '-')}" for k in ("config", "target", "space", "dataset", *LIMIT_KEYS, "budget_min",
+                 "steps", "epochs", "seed", "calibration", "latency_table", "out")
                  if getattr(a, k) is not None] + (["--force"] if a.force else [])
         if given:
             from .errors import ConfigError
@@ -420,8 +421,8 @@ def cmd_search(a) -> int:
         _print_summary(resume_search(a.resume, progress=not a.no_progress))
         return 0
 
-    overrides = {k: getattr(a, k) for k in ("target", "space", "dataset", "latency_ms", "energy_mj", "area_mm2",
-                                             "budget_min", "steps", "epochs", "seed", "calibration")}
+    overrides = {k: getattr(a, k) for k in ("target", "space", "dataset", *LIMIT_KEYS, "budget_min", "steps", "epochs",
+                                             "seed", "calibration")}
     if a.latency_table:
         if a.target:
             from .errors import ConfigError
@@ -440,8 +441,7 @@ def _print_summary(summary: dict) -> None:
     fig = summary["figures"]
     print(f"design      {summary['genotype']}")
     print("hardware    " + " ".join(f"{k}={v}" for k, v in summary["hardware"].items()))
-    shown = [f"{name} {fig[k]:.4g} {unit}" for k, name, unit in
-             (("latency_ms", "latency", "ms"), ("energy_mJ", "energy", "mJ"), ("area_mm2", "area", "mm2")) if k in fig]
+    shown = [f"{r.display} {fig[r.figure_key]:.4g} {r.unit}" for r in RESOURCES_TABLE if r.figure_key in fig]
     v = summary.get("verdict") or {"limits_met": summary["limits_met"], "on": "model", "model": summary["limits_met"]}
     yes = {True: "met", False: "NOT met"}
     verdict = f"   limits {yes[v['limits_met']]} " + ("(measured on the target; the cost model: " + yes[v["model"]] + ")"

@@ -5,16 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .fsutil import read_toml
+from .resources import LIMIT_KEYS, RESOURCES, by_limit_key
 
 __all__ = ["SearchConfig", "RetrainConfig", "RunConfig", "load_config", "config_from_dict", "LIMIT_KEYS"]
-
-# Config/CLI limit name -> (resource, factor to SI units).
-LIMIT_KEYS = {"latency_ms": ("latency_s", 1e-3), "energy_mj": ("energy_j", 1e-3), "area_mm2": ("area_mm2", 1.0)}
 
 
 @dataclass
@@ -101,13 +99,13 @@ class RunConfig:
     calibration: str | None = None  # vta: a file written by `explorer calibrate`
     space_options: dict = field(default_factory=dict)
     limits: dict = field(default_factory=dict)
-    objective: dict = field(default_factory=lambda: {"latency_s": 0.01, "energy_j": 0.01, "area_mm2": 0.01})
+    objective: dict = field(default_factory=lambda: dict.fromkeys(RESOURCES, 0.01))
     search: SearchConfig = field(default_factory=SearchConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
     def limits_si(self) -> dict[str, float]:
         """Limits keyed by resource name in SI units."""
-        return {LIMIT_KEYS[k][0]: v * LIMIT_KEYS[k][1] for k, v in self.limits.items()}
+        return {by_limit_key(k).name: by_limit_key(k).from_user(v) for k, v in self.limits.items()}
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -212,8 +210,6 @@ def validate(cfg: RunConfig) -> RunConfig:
         if not _finite(v) or v <= 0:
             raise ConfigError(f"[limits] {k} must be a positive number, got {v!r}")
         cfg.limits[k] = float(v)
-    from .cost.base import RESOURCES
-
     for k, v in cfg.objective.items():
         if k not in RESOURCES:
             raise ConfigError(f"[objective]: unknown resource {k!r}; valid: {', '.join(RESOURCES)}")
@@ -275,17 +271,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     """Read a TOML config (optional), apply CLI ``overrides``, validate. Errors are ConfigError."""
     data: dict = {}
     if path is not None:
-        p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{p}: no such config file") from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-            raise ConfigError(f"{p}: malformed TOML ({e})") from None
-        except ValueError as e:  # tomllib lets int()'s own errors through (an integer of over 4300 digits)
-            raise ConfigError(f"{p}: malformed TOML ({str(e).splitlines()[0]})") from None
-        except RecursionError:  # tomllib parses nested arrays and tables recursively
-            raise ConfigError(f"{p}: malformed TOML (arrays or tables nested too deeply)") from None
+        data = read_toml(Path(path), "malformed TOML", missing="no such config file")
     cfg = _from_data(data)
     for k, v in (overrides or {}).items():
         if v is None:

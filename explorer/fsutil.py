@@ -1,4 +1,4 @@
-"""Atomic file writes: the whole new file or the old one, never half of one.
+"""Atomic file writes (the whole new file or the old one, never half of one), and reading a TOML file.
 
 Every writer puts its bytes in a temporary file beside the target (same folder, so same file system)
 and renames it over the target with :func:`os.replace`. A writer that fails removes its temporary
@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_open", "atomic_write_text", "atomic_write_bytes", "atomic_write_json"]
+from .errors import ConfigError
+
+__all__ = ["atomic_path", "atomic_open", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "read_toml"]
 
 
 @contextmanager
@@ -76,3 +79,20 @@ def _fsync(path: Path, flags: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_toml(path: Path, what: str, missing: str | None = None) -> dict:
+    """The table of the TOML file ``path``. Every way reading or parsing it fails is one
+    :class:`~explorer.errors.ConfigError`, ``"{path}: {what} (reason)"``; with ``missing``, a file that
+    does not exist is ``"{path}: {missing}"`` instead."""
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        if missing is not None and isinstance(e, FileNotFoundError):
+            raise ConfigError(f"{path}: {missing}") from None
+        reason = str(e)
+    except ValueError as e:  # tomllib lets int()'s own errors through (an integer of over 4300 digits)
+        reason = str(e).splitlines()[0]
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        reason = "arrays or tables nested too deeply"
+    raise ConfigError(f"{path}: {what} ({reason})") from None

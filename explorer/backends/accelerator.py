@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..resources import RESOURCES
 from .base import BACKENDS, TargetBackend
 
 __all__ = ["AcceleratorBackend"]
@@ -19,7 +20,7 @@ __all__ = ["AcceleratorBackend"]
 
 @BACKENDS.register("vta")
 class AcceleratorBackend(TargetBackend):
-    resources = ("latency_s", "energy_j", "area_mm2")
+    resources = RESOURCES  # prices every resource
     finish_key = "simulated"
     reads_calibration = True  # `explorer calibrate` files (--calibration); other backends refuse one
 

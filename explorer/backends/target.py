@@ -20,11 +20,11 @@ A target TOML::
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, UnknownNameError
+from ..fsutil import read_toml
 from ..space.hardware import HardwareSpace, Knob
 
 __all__ = ["Target", "load_target", "target_names", "table_target"]
@@ -88,14 +88,7 @@ def load_target(name_or_path: str | Path) -> Target:
         if not found:
             raise UnknownNameError(f"unknown target {str(name_or_path)!r}; valid: {', '.join(target_names())}")
         p = found[0]
-    try:
-        d = tomllib.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{p}: not a readable target TOML ({e})") from None
-    except ValueError as e:  # tomllib lets int()'s own errors through (an integer of over 4300 digits)
-        raise ConfigError(f"{p}: not a readable target TOML ({str(e).splitlines()[0]})") from None
-    except RecursionError:  # tomllib parses nested arrays and tables recursively
-        raise ConfigError(f"{p}: not a readable target TOML (arrays or tables nested too deeply)") from None
+    d = read_toml(p, "not a readable target TOML")
     unknown = sorted(set(d) - _KEYS)
     if unknown:
         raise ConfigError(f"{p}: unknown key(s) {unknown}; valid: {', '.join(sorted(_KEYS))}")

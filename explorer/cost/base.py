@@ -8,17 +8,12 @@ from dataclasses import dataclass
 import torch
 
 from ..registry import Registry
+from ..resources import RESOURCES, UNITS  # noqa: F401  (re-exported: views of explorer.resources)
 from ..slots import joint_probs  # noqa: F401  (re-exported)
 
 __all__ = ["CostModel", "COST_MODELS", "RESOURCES", "UNITS", "Measurement", "joint_probs"]
 
 COST_MODELS: Registry = Registry("cost model")
-
-# Resource name -> (unit shown to people, factor from SI).
-RESOURCES = ("latency_s", "energy_j", "area_mm2")
-UNITS = {"latency_s": ("ms", 1e3), "energy_j": ("mJ", 1e3), "area_mm2": ("mm2", 1.0)}
-
-
 
 
 @dataclass(frozen=True)

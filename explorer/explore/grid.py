@@ -21,10 +21,10 @@ from pathlib import Path
 
 from ..errors import ConfigError, ExplorerError
 from ..fsutil import atomic_write_json
+from ..resources import LIMIT_KEYS, by_limit_key
 
 __all__ = ["Job", "make_grid", "explore", "explore_from_args", "compute_fronts"]
 
-LIMIT_FLAGS = ("latency_ms", "energy_mj", "area_mm2")
 _SEARCH_KEYS = ("space", "dataset", "steps", "budget_min", "epochs")
 
 
@@ -87,14 +87,12 @@ def make_grid(targets: list[str], limit_values: dict[str, list[float]], seeds: l
     apply when no limit flag is given."""
     from ..api import METHODS
     from ..backends import load_target
-    from ..config import LIMIT_KEYS
-
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise ConfigError(f"--methods: unknown {', '.join(bad) or '(none given)'}; valid: {', '.join(METHODS)}")
     if not targets:
         raise ConfigError("--targets: give at least one target")
-    kinds = [k for k in LIMIT_FLAGS if limit_values.get(k)]
+    kinds = [k for k in LIMIT_KEYS if limit_values.get(k)]
     combos = ([dict(zip(kinds, vals)) for vals in itertools.product(*(limit_values[k] for k in kinds))]
               if kinds else [dict(base_limits or {})])
     jobs, notes = [], []
@@ -103,7 +101,7 @@ def make_grid(targets: list[str], limit_values: dict[str, list[float]], seeds: l
         priced = set(backend.resources)
         seen = []
         for combo in combos:
-            kept = {k: v for k, v in combo.items() if LIMIT_KEYS[k][0] in priced}
+            kept = {k: v for k, v in combo.items() if by_limit_key(k).name in priced}
             dropped = sorted(set(combo) - set(kept))
             if dropped:
                 notes.append(f"{t}: prices {', '.join(sorted(priced))}; its searches leave out {', '.join(dropped)}")
@@ -407,7 +405,7 @@ def print_fronts(state: dict, log=print) -> None:
 
 def explore_from_args(a) -> int:
     targets = [t.strip() for t in a.targets.split(",") if t.strip()]
-    limits = {k: _floats(k, getattr(a, k)) for k in LIMIT_FLAGS}
+    limits = {k: _floats(k, getattr(a, k)) for k in LIMIT_KEYS}
     seeds = parse_seeds(a.seeds)
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     overrides = {k: getattr(a, k) for k in _SEARCH_KEYS}

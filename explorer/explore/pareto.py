@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from ..resources import RESOURCES_TABLE
+
 __all__ = ["front", "hypervolume", "OBJECTIVES", "point_of"]
 
-#: the costs an exploration draws fronts for (summary figure keys, user units)
-OBJECTIVES = ("latency_ms", "energy_mJ", "area_mm2")
+#: the costs an exploration draws fronts for (summary figure keys, user units): ``latency_ms``, ...
+OBJECTIVES = tuple(r.figure_key for r in RESOURCES_TABLE)
 
 
 def front(points: list[tuple[object, float, float]]) -> list[object]:

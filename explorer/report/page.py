@@ -18,9 +18,8 @@ import json
 import math
 import re
 
-from ..config import LIMIT_KEYS
-from ..cost.base import UNITS
 from ..explore.pareto import OBJECTIVES, front, point_of
+from ..resources import RESOURCES_TABLE, by_figure_key, by_limit_key
 
 __all__ = ["render"]
 
@@ -97,10 +96,10 @@ def _is_num(cell: str) -> bool:
 
 def _figure_key(limit_key: str) -> str:
     """A config limit name (``energy_mj``) as the summary names the figure (``energy_mJ``)."""
-    if limit_key in LIMIT_KEYS:
-        res = LIMIT_KEYS[limit_key][0]
-        return res.rsplit("_", 1)[0] + "_" + UNITS[res][0]
-    return limit_key
+    try:
+        return by_limit_key(limit_key).figure_key
+    except KeyError:
+        return limit_key
 
 
 def _label(fig_key: str) -> str:
@@ -224,30 +223,29 @@ def _losses_figure(h: _History) -> str:
 
 
 def _resources_figure(h: _History, lower_bounds: dict) -> tuple[str, list]:
-    keys = [k for k in UNITS if any(k in r["expected"] for _, r in h.steps)]
-    fig = _fig(4.2 * max(1, len(keys)), 3.2, {"wspace": 0.3})
-    axes = fig.subplots(1, max(1, len(keys)), squeeze=False)[0]
-    for ax, k in zip(axes, keys):
-        unit, f = UNITS[k]
-        ax.plot(h.x, [v * f for v in h.series(lambda r: r["expected"][k])], lw=0.9, label="expected (relaxed)")
-        der = [(x, r["derived"]["figures"][k] * f) for x, r in h.steps
+    shown = [res for res in RESOURCES_TABLE if any(res.name in r["expected"] for _, r in h.steps)]
+    fig = _fig(4.2 * max(1, len(shown)), 3.2, {"wspace": 0.3})
+    axes = fig.subplots(1, max(1, len(shown)), squeeze=False)[0]
+    for ax, res in zip(axes, shown):
+        k = res.name
+        ax.plot(h.x, [res.to_user(v) for v in h.series(lambda r: r["expected"][k])], lw=0.9, label="expected (relaxed)")
+        der = [(x, res.to_user(r["derived"]["figures"][k])) for x, r in h.steps
                if isinstance(r.get("derived"), dict) and k in (r["derived"].get("figures") or {})]
         if der:
             ax.plot(*zip(*der), "o", ms=4, label="derived design")
-        lim = [v * f for v in h.series(lambda r: r["limits"][k])]
+        lim = [res.to_user(v) for v in h.series(lambda r: r["limits"][k])]
         if any(math.isfinite(v) for v in lim):
             ax.plot(h.x, lim, "r--", lw=1.2, label="limit")
-        lb_key = k.rsplit("_", 1)[0] + "_" + unit
-        if lower_bounds.get(lb_key) is not None:
-            ax.axhline(lower_bounds[lb_key], color="0.4", ls=":", lw=1, label="cheapest design")
+        if lower_bounds.get(res.figure_key) is not None:
+            ax.axhline(lower_bounds[res.figure_key], color="0.4", ls=":", lw=1, label="cheapest design")
         h.mark_events(ax)
-        ax.set_title(f"{k.rsplit('_', 1)[0]} ({unit})")
+        ax.set_title(res.label)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
-    if not keys:
+    if not shown:
         axes[0].axis("off")
-    alt = "expected " + ", ".join(k.rsplit("_", 1)[0] for k in keys) + " against their limits"
-    return _img(fig, "plot-resources", alt), keys
+    alt = "expected " + ", ".join(res.display for res in shown) + " against their limits"
+    return _img(fig, "plot-resources", alt), [res.name for res in shown]
 
 
 def _probs_figure(h: _History, group: str, order: list) -> str | None:
@@ -368,14 +366,15 @@ def _measured_figure(pts: list) -> str:
 def _samples_figure(samples: list) -> str:
     fig = _fig(10, 3.4, {"left": 0.7, "wspace": 0.3})
     ax, ax2 = fig.subplots(1, 2)
-    key = next((k for k in UNITS if all(k in (s.get("figures") or {}) for s in samples)), None)
+    res = next((r for r in RESOURCES_TABLE if all(r.name in (s.get("figures") or {}) for s in samples)), None)
     scored = [s for s in samples if s.get("val_accuracy") is not None]
-    if key and scored:
-        unit, f = UNITS[key]
-        ax.plot([s["figures"][key] * f for s in scored], [s["val_accuracy"] for s in scored], "o", ms=4)
+    if res and scored:
+        key = res.name
+        ax.plot([res.to_user(s["figures"][key]) for s in scored], [s["val_accuracy"] for s in scored], "o", ms=4)
         best = min(scored, key=lambda s: _f(s.get("score")))
-        ax.plot([best["figures"][key] * f], [best["val_accuracy"]], "r*", ms=12, label=f"kept (sample {best['sample']})")
-        ax.set_xlabel(f"{key.rsplit('_', 1)[0]} ({unit})")
+        ax.plot([res.to_user(best["figures"][key])], [best["val_accuracy"]], "r*", ms=12,
+                label=f"kept (sample {best['sample']})")
+        ax.set_xlabel(res.label)
         ax.set_ylabel("val accuracy after a short proxy training")
         ax.legend(fontsize=7)
     ax.set_title("random search: the feasible samples")
@@ -419,7 +418,7 @@ def _pareto_figure(points: list, front_ids: list, numbers: dict, objective: str,
     ax.set_xlabel(_label(objective))
     ax.set_ylabel("accuracy")
     where = "all targets" if group == "all" else f"target {group}"
-    ax.set_title(f"accuracy vs {objective.rsplit('_', 1)[0]}: {where}", fontsize=10)
+    ax.set_title(f"accuracy vs {by_figure_key(objective).display}: {where}", fontsize=10)
     ax.legend(fontsize=7)
     alt = f"Pareto front of accuracy against {objective} for {where}; front: " + \
         ", ".join(f"#{numbers[p[0]]}" for p in fr)

@@ -32,21 +32,22 @@ def plot_history(history_path: str | Path, out_png: str | Path, limits_si: dict 
         ax.plot(steps, ys, label=key, lw=0.8)
     axes[0, 0].set_title("losses (L1 hardware step, L2 network step, L = L1 + L2)")
     axes[0, 0].legend()
-    from ..cost.base import UNITS as units
-    for ax, k in zip((axes[0, 1], axes[0, 2], axes[1, 0]), units):
+    from ..resources import RESOURCES_TABLE
+
+    for ax, res in zip((axes[0, 1], axes[0, 2], axes[1, 0]), RESOURCES_TABLE):
+        k = res.name
         if k not in recs[0]["expected"]:
             ax.axis("off")
-            ax.text(0.5, 0.5, f"{k.rsplit('_', 1)[0]}: not priced by this target", ha="center", va="center",
+            ax.text(0.5, 0.5, f"{res.display}: not priced by this target", ha="center", va="center",
                     transform=ax.transAxes)
             continue
-        u, f = units[k]
-        ax.plot(steps, [r["expected"][k] * f for r in recs], lw=0.8, label="expected")
-        der = [(i, r["derived"]["figures"][k] * f) for i, r in enumerate(recs) if "derived" in r]
+        ax.plot(steps, [res.to_user(r["expected"][k]) for r in recs], lw=0.8, label="expected")
+        der = [(i, res.to_user(r["derived"]["figures"][k])) for i, r in enumerate(recs) if "derived" in r]
         if der:
             ax.plot(*zip(*der), "o", ms=3, label="derived design")
         if k in limits_si:
-            ax.axhline(limits_si[k] * f, color="r", ls="--", label="limit")
-        ax.set_title(f"{k.rsplit('_', 1)[0]} ({u})")
+            ax.axhline(res.to_user(limits_si[k]), color="r", ls="--", label="limit")
+        ax.set_title(res.label)
         ax.legend(fontsize=7)
     axes[1, 1].plot(steps, [r["entropy_ops"] for r in recs], label="network choices")
     axes[1, 1].plot(steps, [r["entropy_knobs"] for r in recs], label="hardware knobs")

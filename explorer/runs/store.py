@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..resources import by_name
 
 __all__ = ["register_run", "runs_command", "find_run"]
 
@@ -55,7 +56,7 @@ def _row(r: dict) -> str:
     acc = s.get("test_accuracy")
     lim = ",".join(f"{k}={v:g}" for k, v in sorted(r["limits"].items())) or "-"
     met = {True: "met", False: "NOT met", None: "-"}[s.get("limits_met") if r["limits"] else None]
-    lat = fig.get("latency_ms")
+    lat = fig.get(by_name("latency_s").figure_key)
     return (f"{r['id']:>4}  {r['method']:<10} {Path(r['target']).stem[:12]:<12} {r['seed']:>4}  {lim[:24]:<24} {met:<7} "
             f"{'-' if acc is None else f'{acc * 100:.2f}%':>7}  {'-' if lat is None else f'{lat:.4g}':>9}  {r['run_dir']}")
 

@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from ..config import LIMIT_KEYS
-from ..cost.base import UNITS, CostModel
+from ..cost.base import CostModel
 from ..errors import InfeasibleLimitsError
+from ..resources import by_name
 
 __all__ = ["Constraints", "check_feasible", "repair"]
 
@@ -64,11 +64,6 @@ class Constraints:
         return sum(w * math.log(figures[k] / ref[k]) for k, w in self.objective.items())
 
 
-def fmt(resource: str, value_si: float) -> str:
-    unit, f = UNITS[resource]
-    return f"{value_si * f:.4g} {unit}"
-
-
 def check_feasible(cost_model: CostModel, limits: dict[str, float]) -> dict[str, float]:
     """Raise :class:`InfeasibleLimitsError` if a limit is below the cheapest possible design."""
     if not limits:
@@ -76,8 +71,8 @@ def check_feasible(cost_model: CostModel, limits: dict[str, float]) -> dict[str,
     lb = cost_model.lower_bounds()
     bad = [k for k, lim in limits.items() if lim < lb[k]]
     if bad:
-        names = {v[0]: k for k, v in LIMIT_KEYS.items()}
-        parts = [f"{names[k]}={fmt(k, limits[k])} but the cheapest design needs {fmt(k, lb[k])}" for k in bad]
+        parts = [f"{r.limit_key}={r.fmt(limits[r.name])} but the cheapest design needs {r.fmt(lb[r.name])}"
+                 for r in map(by_name, bad)]
         raise InfeasibleLimitsError("impossible limits: " + "; ".join(parts))
     return lb
 

@@ -61,6 +61,10 @@ class QuantState:
             out = term if out is None else out + term
         return x * 0 if out is None else out
 
+    def operands(self, x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A quantised layer's input (per tensor) and weight (per output channel), fake-quantised."""
+        return self.apply(x, self.inp_probs, None), self.apply(weight, self.wgt_probs, 0)
+
 
 class QConv2d(nn.Conv2d):
     """Conv2d whose input (per tensor) and weight (per output channel) are fake-quantised."""
@@ -70,8 +74,7 @@ class QConv2d(nn.Conv2d):
         self.qstate = qstate
 
     def forward(self, x):
-        x = self.qstate.apply(x, self.qstate.inp_probs, None)
-        w = self.qstate.apply(self.weight, self.qstate.wgt_probs, 0)
+        x, w = self.qstate.operands(x, self.weight)
         return self._conv_forward(x, w, self.bias)
 
 
@@ -83,6 +86,5 @@ class QLinear(nn.Linear):
         self.qstate = qstate
 
     def forward(self, x):
-        x = self.qstate.apply(x, self.qstate.inp_probs, None)
-        w = self.qstate.apply(self.weight, self.qstate.wgt_probs, 0)
+        x, w = self.qstate.operands(x, self.weight)
         return F.linear(x, w, self.bias)
