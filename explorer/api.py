@@ -20,7 +20,7 @@ from .cost import CostModel
 from .data import DataSplits, load_dataset
 from .errors import ConfigError
 from .fsutil import atomic_open, atomic_write_json
-from .resources import by_name, user_figures
+from .units import by_name, user_figures
 from .space import create_space
 from .space.base import SearchSpace
 from .space.hardware import HardwareSpace

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .errors import ExplorerError
-from .resources import LIMIT_KEYS, RESOURCES_TABLE
+from .units import LIMIT_KEYS, RESOURCES_TABLE
 
 __all__ = ["main"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .fsutil import read_toml
-from .resources import LIMIT_KEYS, RESOURCES, by_limit_key
+from .units import LIMIT_KEYS, RESOURCES, by_limit_key
 
 __all__ = ["SearchConfig", "RetrainConfig", "RunConfig", "load_config", "config_from_dict", "LIMIT_KEYS"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..resources import RESOURCES
+from ..units import RESOURCES
 from .base import BACKENDS, TargetBackend
 
 __all__ = ["AcceleratorBackend"]

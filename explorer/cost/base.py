@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..registry import Registry
-from ..resources import RESOURCES, UNITS  # noqa: F401  (re-exported: views of explorer.resources)
+from ..units import RESOURCES, UNITS  # noqa: F401  (re-exported: views of explorer.units)
 from ..slots import joint_probs  # noqa: F401  (re-exported)
 
 __all__ = ["CostModel", "COST_MODELS", "RESOURCES", "UNITS", "Measurement", "joint_probs"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, ExplorerError
 from ..fsutil import atomic_write_json
-from ..resources import LIMIT_KEYS, by_limit_key
+from ..units import LIMIT_KEYS, by_limit_key
 
 __all__ = ["Job", "make_grid", "explore", "explore_from_args", "compute_fronts"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..resources import RESOURCES_TABLE
+from ..units import RESOURCES_TABLE
 
 __all__ = ["front", "hypervolume", "OBJECTIVES", "point_of"]
 

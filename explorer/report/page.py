@@ -19,7 +19,7 @@ import math
 import re
 
 from ..explore.pareto import OBJECTIVES, front, point_of
-from ..resources import RESOURCES_TABLE, by_figure_key, by_limit_key
+from ..units import RESOURCES_TABLE, by_figure_key, by_limit_key
 
 __all__ = ["render"]
 

@@ -32,7 +32,7 @@ def plot_history(history_path: str | Path, out_png: str | Path, limits_si: dict 
         ax.plot(steps, ys, label=key, lw=0.8)
     axes[0, 0].set_title("losses (L1 hardware step, L2 network step, L = L1 + L2)")
     axes[0, 0].legend()
-    from ..resources import RESOURCES_TABLE
+    from ..units import RESOURCES_TABLE
 
     for ax, res in zip((axes[0, 1], axes[0, 2], axes[1, 0]), RESOURCES_TABLE):
         k = res.name

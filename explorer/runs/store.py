@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..resources import by_name
+from ..units import by_name
 
 __all__ = ["register_run", "runs_command", "find_run"]
 

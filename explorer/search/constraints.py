@@ -8,7 +8,7 @@ import torch
 
 from ..cost.base import CostModel
 from ..errors import InfeasibleLimitsError
-from ..resources import by_name
+from ..units import by_name
 
 __all__ = ["Constraints", "check_feasible", "repair"]
 

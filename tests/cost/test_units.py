@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from explorer import resources
-from explorer.resources import LIMIT_KEYS, RESOURCES, RESOURCES_TABLE, UNITS, Resource
+from explorer import units as resources
+from explorer.units import LIMIT_KEYS, RESOURCES, RESOURCES_TABLE, UNITS, Resource
 
 
 def test_rows_are_what_files_and_flags_spell():
