@@ -1,15 +1,18 @@
 """A run folder, as ``explorer search`` writes it (see :func:`explorer.api.run_search`) and as the
 report reads it: ``summary.json``, ``history.jsonl`` and the optional ``config.json``, ``design.json``
 and ``hw_config.json``, read into a :class:`RunData`; a missing or corrupt file is a DataError that
-names it."""
+names it. ``RunData.summary`` is the file's dict, as the report reads it; ``RunData.typed`` is the
+same as a :class:`~explorer.runs.summary.RunSummary` (why both: see :mod:`explorer.runs.summary`)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
+from .summary import RunSummary
 
 __all__ = ["RunData", "load_run", "read_json", "read_history", "is_run_dir"]
 
@@ -28,6 +31,13 @@ class RunData:
     notes: tuple = ()
     kind = "run"
 
+    @cached_property
+    def typed(self) -> RunSummary:
+        """:attr:`summary` as a :class:`RunSummary` (a DataError names the file if it does not fit)."""
+        try:
+            return RunSummary.from_json(self.summary)
+        except DataError as e:
+            raise DataError(f"{self.path / 'summary.json'}: {e}") from None
 
 
 def read_json(path: Path, what: str) -> dict:
