@@ -28,6 +28,7 @@ from .space.quant import QuantState
 from .search.constraints import Constraints, check_feasible
 from .search.cosearch import CoSearch, SearchResult, history_line
 from .search.train import retrain
+from .runs.summary import RunSummary, Verdict
 
 __all__ = ["Problem", "build_problem", "run_search", "resume_search", "METHODS"]
 
@@ -81,7 +82,8 @@ def _write_json(path: Path, obj) -> None:
 
 def run_search(cfg: RunConfig, out: str | Path, method: str = "cosearch", force: bool = False,
                progress: bool = True, do_retrain: bool = True, exploration: str | Path | None = None) -> dict:
-    """Search, derive, retrain and write a run folder; returns the summary.
+    """Search, derive, retrain and write a run folder; returns the summary as ``summary.json`` holds it,
+    plus ``run_dir`` (:meth:`explorer.runs.RunSummary.from_json` types it).
 
     The folder is built as ``<out>.partial`` and renamed to ``out`` only when complete, so an earlier
     run at ``out`` is never lost to a failed or interrupted one (``force`` replaces it on success).
@@ -152,40 +154,39 @@ def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bo
     d = result.design
     _write_json(work / "design.json", {**d.as_json(), "genotype_str": prob.space.format_genotype(result.genotype), "key": d.key()})
     _write_json(work / "hw_config.json", prob.backend.hw_config_json(result.hw_config))
-    summary = {
-        "method": method,
-        "design_key": d.key(),
-        "genotype": prob.space.format_genotype(result.genotype),
-        "hardware": result.hw_config.as_dict(),
-        "figures": user_figures(result.figures),
-        "limits": dict(cfg.limits),
-        "limits_met": result.feasible,  # on the cost model; "verdict" below says what the truth said
-        "repaired_moves": result.repaired,
-        "one_shot_val_accuracy": result.one_shot_val_accuracy,
-        "best_step": result.best_step,
-        "steps": result.steps,
-        "stop_reason": result.stop_reason,
-        "stop_detail": result.stop_detail,
-        "search_s": round(search_s, 1),
-    }
-    if result.selection is not None:
-        summary["selection"] = result.selection
+    summary = RunSummary(
+        method=method,
+        design_key=d.key(),
+        genotype=prob.space.format_genotype(result.genotype),
+        hardware=result.hw_config.as_dict(),
+        figures=user_figures(result.figures),
+        limits=dict(cfg.limits),
+        limits_met=result.feasible,  # on the cost model; the verdict below says what the truth said
+        repaired_moves=result.repaired,
+        one_shot_val_accuracy=result.one_shot_val_accuracy,
+        best_step=result.best_step,
+        steps=result.steps,
+        stop_reason=result.stop_reason,
+        stop_detail=result.stop_detail,
+        search_s=round(search_s, 1),
+        selection=result.selection,
+    )
     acc = result.one_shot_val_accuracy
     if acc == acc:
         from .search.select import near_chance
 
-        summary["near_chance"] = near_chance(acc, prob.data.num_classes)
-        if summary["near_chance"]:
+        summary.near_chance = near_chance(acc, prob.data.num_classes)
+        if summary.near_chance:
             warnings.warn(f"the kept design is near chance: one-shot validation accuracy {acc:.3f} with "
                           f"{prob.data.num_classes} classes; the search found no network that learns within the limits")
     if result.measured is not None:  # the kept design on the target's truth, beside the model's figures
         m = result.measured
-        summary["limits_met_measured"] = m.get("limits_met_measured")
-        summary["measured"] = {k: (user_figures(v) if k in ("figures", "predicted") else v) for k, v in m.items()
-                               if k != "limits_met_measured"}
-    measured_ok = summary.get("limits_met_measured")
-    summary["verdict"] = {"limits_met": result.feasible if measured_ok is None else measured_ok,
-                          "on": "model" if measured_ok is None else "measurement", "model": result.feasible}
+        summary.limits_met_measured = m.get("limits_met_measured")
+        summary.measured = {k: (user_figures(v) if k in ("figures", "predicted") else v) for k, v in m.items()
+                            if k != "limits_met_measured"}
+    measured_ok = summary.limits_met_measured
+    summary.verdict = Verdict(result.feasible if measured_ok is None else measured_ok,
+                              "model" if measured_ok is None else "measurement", result.feasible)
     if do_retrain and cfg.retrain.epochs > 0:
         rt0 = time.monotonic()
         bits = result.hw_config.bits()
@@ -193,14 +194,14 @@ def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bo
             torch.manual_seed(cfg.seed)
             net = prob.space.build_network(result.genotype, QuantState.fixed(*bits))
         rbar = _EpochBar(cfg.retrain.epochs, progress)
-        summary["retrain"] = retrain(net, prob.data, cfg.retrain, cfg.seed, progress=rbar.update)
+        summary.retrain = retrain(net, prob.data, cfg.retrain, cfg.seed, progress=rbar.update)
         rbar.close()
-        summary["retrain"]["seconds"] = round(time.monotonic() - rt0, 1)
-        summary["test_accuracy"] = summary["retrain"]["test_accuracy"]
+        summary.retrain["seconds"] = round(time.monotonic() - rt0, 1)
+        summary.test_accuracy = summary.retrain["test_accuracy"]
         torch.save(net.state_dict(), work / "weights.pt")
         finished = prob.backend.finish(prob.space, result, prob.cost_model, work)
         if finished:
-            summary[prob.backend.finish_key] = finished
+            summary.finish_key, summary.finished = prob.backend.finish_key, finished
     from .runs.plot import NothingToPlot, plot_history
 
     try:
@@ -208,18 +209,18 @@ def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bo
     except NothingToPlot:  # a random search: its samples are drawn by `explorer report`
         pass
     except Exception as e:  # a plot must never cost the results
-        summary["plot_error"] = f"{type(e).__name__}: {e}"
-    _write_json(work / "summary.json", summary)
+        summary.plot_error = f"{type(e).__name__}: {e}"
+    _write_json(work / "summary.json", summary.as_json())
     for f in (CHECKPOINT, CHECKPOINT + ".tmp"):  # the finished folder needs no way back into the search
         (work / f).unlink(missing_ok=True)
     if out.exists():
         shutil.rmtree(out)
     os.replace(work, out)
-    summary["run_dir"] = str(out)
+    summary.run_dir = str(out)
     from .runs.store import register_run
 
     register_run(out, summary, {**cfg.as_dict(), "method": method}, exploration=exploration)
-    return summary
+    return summary.as_json()
 
 
 def _run_method(prob: Problem, method: str, on_step, on_checkpoint=None, resume: dict | None = None) -> SearchResult:
