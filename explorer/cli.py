@@ -438,19 +438,21 @@ def cmd_search(a) -> int:
 
 
 def _print_summary(summary: dict) -> None:
-    fig = summary["figures"]
-    print(f"design      {summary['genotype']}")
-    print("hardware    " + " ".join(f"{k}={v}" for k, v in summary["hardware"].items()))
-    shown = [f"{r.display} {fig[r.figure_key]:.4g} {r.unit}" for r in RESOURCES_TABLE if r.figure_key in fig]
-    v = summary.get("verdict") or {"limits_met": summary["limits_met"], "on": "model", "model": summary["limits_met"]}
+    from .runs.summary import RunSummary
+
+    s = RunSummary.from_json(summary)
+    print(f"design      {s.genotype}")
+    print("hardware    " + " ".join(f"{k}={v}" for k, v in s.hardware.items()))
+    shown = [f"{r.display} {s.figures[r.figure_key]:.4g} {r.unit}" for r in RESOURCES_TABLE if r.figure_key in s.figures]
+    v = s.effective_verdict
     yes = {True: "met", False: "NOT met"}
-    verdict = f"   limits {yes[v['limits_met']]} " + ("(measured on the target; the cost model: " + yes[v["model"]] + ")"
-                                                    if v["on"] == "measurement" else "(on the cost model; not measured)")
-    print("figures     " + "   ".join(shown) + ("" if not summary["limits"] else verdict))
-    if "test_accuracy" in summary:
-        print(f"accuracy    {summary['test_accuracy'] * 100:.2f}% on the test split after retraining "
-              f"({summary['retrain']['epochs']} epochs)")
-    print(f"results in  {summary['run_dir']}/  (summary.json, design.json, hw_config.json, history.jsonl, search.png)")
+    verdict = f"   limits {yes[v.limits_met]} " + ("(measured on the target; the cost model: " + yes[v.model] + ")"
+                                                  if v.on == "measurement" else "(on the cost model; not measured)")
+    print("figures     " + "   ".join(shown) + ("" if not s.limits else verdict))
+    if s.test_accuracy is not None:
+        print(f"accuracy    {s.test_accuracy * 100:.2f}% on the test split after retraining "
+              f"({s.retrain['epochs']} epochs)")
+    print(f"results in  {s.run_dir}/  (summary.json, design.json, hw_config.json, history.jsonl, search.png)")
 
 
 def cmd_explore(a) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..units import by_name
+from .summary import RunSummary
 
 __all__ = ["register_run", "runs_command", "find_run"]
 
@@ -24,14 +25,16 @@ def _store(path=None):
     return Store(p)
 
 
-def register_run(run_dir, summary: dict, config: dict, exploration=None, store=None) -> None:
+def register_run(run_dir, summary: RunSummary | dict, config: dict, exploration=None, store=None) -> None:
     """Record a finished run folder in the store (never fails the run: a store that cannot be written
-    is reported on stderr)."""
+    is reported on stderr). ``summary``: the run's, typed or as ``summary.json`` holds it; the store
+    keeps its JSON."""
     import sqlite3
 
+    data = summary.as_json() if isinstance(summary, RunSummary) else summary
     try:
         with _store(store) as st:
-            st.add_run(str(Path(run_dir).resolve()), summary, config,
+            st.add_run(str(Path(run_dir).resolve()), data, config,
                        None if exploration is None else str(Path(exploration).resolve()))
     except (sqlite3.Error, OSError) as e:
         print(f"explorer: warning: run {run_dir} not recorded in the store ({type(e).__name__}: {e})", file=sys.stderr)
@@ -51,12 +54,11 @@ def find_run(st, ref: str) -> dict:
 
 
 def _row(r: dict) -> str:
-    s = r["summary"]
-    fig = s.get("figures", {})
-    acc = s.get("test_accuracy")
+    s = RunSummary.from_json(r["summary"])
+    acc = s.test_accuracy
     lim = ",".join(f"{k}={v:g}" for k, v in sorted(r["limits"].items())) or "-"
-    met = {True: "met", False: "NOT met", None: "-"}[s.get("limits_met") if r["limits"] else None]
-    lat = fig.get(by_name("latency_s").figure_key)
+    met = {True: "met", False: "NOT met", None: "-"}[s.limits_met if r["limits"] else None]
+    lat = s.figures.get(by_name("latency_s").figure_key)
     return (f"{r['id']:>4}  {r['method']:<10} {Path(r['target']).stem[:12]:<12} {r['seed']:>4}  {lim[:24]:<24} {met:<7} "
             f"{'-' if acc is None else f'{acc * 100:.2f}%':>7}  {'-' if lat is None else f'{lat:.4g}':>9}  {r['run_dir']}")
 
