@@ -33,12 +33,14 @@ def _nonneg(kind):
     return _positive(kind, allow_zero=True)
 
 
-def _layout_args(p):
+def _layout_args(p, auto: bool = False):
     """--layout and --prepack, the same for compile, tune and deploy (a database tuned with one setting
     holds other workloads than the other's)."""
-    p.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC", "NCHWc"],
+    p.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC", "NCHWc"] + (["auto"] if auto else []),
                    help="data layout of the convolutions, the same when tuning and building: NCHW (as in ONNX), "
-                        "NHWC, or blocked NCHWc (NCHW8c)")
+                        "NHWC, or blocked NCHWc (NCHW8c)" + ("; auto: compare NCHW, NHWC with prepacking and NCHWc "
+                                                            "on this machine with part of the tuning budget, keep the "
+                                                            "fastest (stated on the card)" if auto else ""))
     p.add_argument("--prepack", action=argparse.BooleanOptionalAction, default=False,
                    help="lay constant weights out for the tuned kernels once at build time (tune with the same "
                         "setting you build with)")
@@ -194,7 +196,7 @@ def _parser() -> argparse.ArgumentParser:
                          "(default: 64 per kernel, at most 1536; 0: no tuning)")
     dp.add_argument("--tune-minutes", type=_positive(float), dest="tune_minutes", default=None,
                     help="tuning budget in minutes, whichever budget is spent first (default 12)")
-    _layout_args(dp)
+    _layout_args(dp, auto=True)
     dp.add_argument("--no-progress", action="store_true")
 
     cal = sub.add_parser("calibrate", help="fit the VTA cost model to the simulator on sampled (layer, config) pairs")
@@ -359,6 +361,11 @@ def cmd_deploy(a) -> int:
               "to go on", file=sys.stderr)
         return 130
     lat, b = c["latency_ms"], c["build"]
+    lc = c.get("layout_choice") or {}
+    if lc.get("probes"):
+        print("layout, compared on this machine: " + ", ".join(
+            f"{r['layout']}{'+prepack' if r['prepack'] else ''} {r['tvm_ms']:.4f} ms ({r['trials']} trials)"
+            for r in lc["probes"]) + f"; kept {lc['layout']}{' with prepacking' if lc['prepack'] else ''}")
     tn = c.get("tuning") or {}
     if tn.get("status") == "tuned here":
         print(f"tuning on this machine ({tn['key']}): {tn['trials_this_run']} trials in {tn['tuning_s']:.0f} s "

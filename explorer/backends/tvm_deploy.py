@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["deploy", "DEPLOY_MINUTES", "DEFAULT_LAYOUT", "DEFAULT_PREPACK"]
+__all__ = ["deploy", "DEPLOY_MINUTES", "DEFAULT_LAYOUT", "DEFAULT_PREPACK", "AUTO_CANDIDATES"]
 
 #: the default time budget of deploy's tuning, minutes (the trial budget is the tuner's default)
 DEPLOY_MINUTES = 12.0
@@ -41,6 +41,12 @@ DEFAULT_LAYOUT_WHY = (
     "MobileNetV2 NCHW reached 1.06x and NHWC with prepacking 0.86x, differences of the size of the run-to-run "
     "noise; NCHW keeps the kernels (and the schedules) the search tunes and measures, which other layouts and "
     "prepacking change. Other layouts (NHWC, NCHWc) and prepack are there to measure on other machines")
+
+#: ``layout="auto"``: the (layout, prepack) settings deploy compares on this machine, and the share of
+#: the tuning budget (trials and minutes) the comparison takes, split evenly over them; the rest of
+#: the budget goes on tuning the winner (its comparison trials count: the tuner resumes)
+AUTO_CANDIDATES = (("NCHW", False), ("NHWC", True), ("NCHWc", False))
+AUTO_PROBE_SHARE = 0.4
 
 EXAMPLE = '''"""Run the deployed model on one input: python run_example.py [input.npy]"""
 import sys
@@ -84,6 +90,10 @@ def deploy(backend, run_dir: str | os.PathLike, out: str | os.PathLike, repeat: 
     exp = export_onnx(build_module(design, weights), design.input_shape, work / "model.onnx")
     m = load_onnx(work / "model.onnx")
     t_start = time.monotonic()
+    choice = None
+    if layout == "auto":
+        layout, prepack, choice = _choose_layout(backend, m, schedules, trials, minutes, progress, work, repeat)
+        minutes = None if minutes is None else max(0.0, minutes - choice["seconds"] / 60.0)
     tuning = _tune(backend, m, schedules, trials, minutes, progress, layout, prepack)
     dbs = backend.databases(schedules)
     if tuning.get("database") and Path(tuning["database"]) not in dbs:
@@ -117,9 +127,9 @@ def deploy(backend, run_dir: str | os.PathLike, out: str | os.PathLike, repeat: 
         "export_max_abs_diff": exp.max_abs_diff,
         "build": {k: card[k] for k in ("target", "layout", "prepack", "toolchain", "schedule_database", "schedule_database_id", "scheduled_kernels",
                                         "tuned", "build_s")},
-        "layout_choice": {"layout": layout, "prepack": bool(prepack),
-                          "why": DEFAULT_LAYOUT_WHY if (layout, bool(prepack)) == (DEFAULT_LAYOUT, DEFAULT_PREPACK)
-                          else "as asked (layout/prepack given to deploy)"},
+        "layout_choice": choice or {"layout": layout, "prepack": bool(prepack),
+                                    "why": DEFAULT_LAYOUT_WHY if (layout, bool(prepack)) == (DEFAULT_LAYOUT, DEFAULT_PREPACK)
+                                    else "as asked (layout/prepack given to deploy)"},
         "kernels": len(card["workloads"]),
         "tuning": tuning,
         "deploy_s": round(time.monotonic() - t_start, 1),
@@ -133,7 +143,7 @@ def deploy(backend, run_dir: str | os.PathLike, out: str | os.PathLike, repeat: 
     return deployed
 
 
-def _tune(backend, m, schedules, trials, minutes, progress, layout, prepack=False) -> dict:
+def _tune(backend, m, schedules, trials, minutes, progress, layout, prepack=False, label="deploy: tune") -> dict:
     """Tune the model's kernels on this machine within the budget; the card's ``tuning`` entry."""
     from ..deploy.tune import auto_trials
 
@@ -147,7 +157,7 @@ def _tune(backend, m, schedules, trials, minutes, progress, layout, prepack=Fals
         return {"status": why, "budget_trials": trials, "budget_minutes": minutes}
     from ..deploy.tvm_build import import_relax
 
-    res = backend.tune(import_relax(m, layout, prepack), trials=trials, db=schedules, progress=progress, label="deploy: tune",
+    res = backend.tune(import_relax(m, layout, prepack), trials=trials, db=schedules, progress=progress, label=label,
                        max_seconds=None if minutes is None else 60.0 * minutes,
                        input_shapes=[list(v[0]) for v in m.inputs.values()])
     rep = res.as_json()
@@ -157,3 +167,41 @@ def _tune(backend, m, schedules, trials, minutes, progress, layout, prepack=Fals
             "stopped_by": rep["stopped_by"], "trials_this_run": rep["trials_this_run"],
             "trials_total": rep["trials_total"], "warm_start_trials": rep["warm_start_trials"],
             "tuning_s": rep["elapsed_s"], "estimated_kernel_ms": rep["estimated_kernel_ms"]}
+
+
+def _choose_layout(backend, m, schedules, trials, minutes, progress, work: Path, repeat: int):
+    """``layout="auto"``: tune every setting of :data:`AUTO_CANDIDATES` with an even share of
+    :data:`AUTO_PROBE_SHARE` of the budget, build and time each on this machine, and keep the fastest.
+    Returns (layout, prepack, the card's ``layout_choice``: every setting's trials and time, and why).
+    Where tuning is off (``--trials 0``, ``--schedules none``, a backend that does not tune) the
+    settings are compared untuned."""
+    from ..deploy.tune import auto_trials, extract
+    from ..deploy.tvm_build import as_target, build, import_relax
+    from ..measure.local import measure_tvm
+
+    t0 = time.monotonic()
+    n = len(AUTO_CANDIDATES)
+    probes = []
+    for lay, pp in AUTO_CANDIDATES:
+        mod = import_relax(m, lay, pp)
+        budget = auto_trials(len(extract(mod, as_target(backend.tvm_target())))) if trials is None else trials
+        share_t = max(1, int(budget * AUTO_PROBE_SHARE / n)) if trials != 0 else 0
+        share_m = None if minutes is None else minutes * AUTO_PROBE_SHARE / n
+        tuned = _tune(backend, m, schedules, share_t, share_m, progress, lay, pp, label=f"deploy: compare {lay}")
+        dbs = backend.databases(schedules)
+        if tuned.get("database") and Path(tuned["database"]) not in dbs:
+            dbs = [Path(tuned["database"]), *dbs]
+        lib = work / f"probe-{lay}{'-prepack' if pp else ''}.so"
+        build(m, backend.tvm_target(), lib, database=dbs, target_name=backend.name, layout=lay, cc=backend.cc, prepack=pp)
+        ms_ = measure_tvm(lib, m.inputs, repeat=max(5, repeat // 3), number=10, device=backend.device_type)["median_ms"]
+        for f in (lib, lib.with_name(lib.name + ".json")):
+            f.unlink(missing_ok=True)
+        probes.append({"layout": lay, "prepack": pp, "trials": tuned.get("trials_total", 0),
+                       "tuning_s": tuned.get("tuning_s", 0.0), "tvm_ms": ms_})
+    best = min(probes, key=lambda r: r["tvm_ms"])
+    name = lambda r: r["layout"] + (" with prepacking" if r["prepack"] else "")  # noqa: E731
+    why = (f"measured on this machine: each setting tuned with {AUTO_PROBE_SHARE / n:.0%} of the budget, built and "
+           "timed; " + ", ".join(f"{name(r)} {r['tvm_ms']:.4f} ms ({r['trials']} trials)" for r in probes)
+           + f"; the fastest, {name(best)}, was tuned with the rest of the budget")
+    return best["layout"], best["prepack"], {"layout": best["layout"], "prepack": best["prepack"], "why": why,
+                                             "probes": probes, "seconds": round(time.monotonic() - t0, 1)}

@@ -68,3 +68,28 @@ def test_deploy_tunes_on_this_machine_by_default(tmp_path, monkeypatch):
 
     (key, entry), = manifest(tmp_path / "home" / "schedules" / "cpu").items()
     assert key == tn["key"] and entry["trials"] == tn["trials_this_run"] and entry["input_shapes"] == [[1, 1, 8, 8]]
+
+
+@pytest.mark.slow  # TVM tuning and four builds: the slow tier
+def test_deploy_auto_layout_keeps_the_fastest_measured_setting(tmp_path, monkeypatch):
+    """--layout auto: every candidate setting is tuned with its share, built and timed here; the card
+    lists them and the library is built in the fastest one."""
+    from explorer.backends.tvm_deploy import AUTO_CANDIDATES
+
+    monkeypatch.delenv("EXPLORER_SCHEDULES")
+    monkeypatch.setenv("EXPLORER_HOME", str(tmp_path / "home"))
+    run_search(tiny_config(steps=6, epochs=1), tmp_path / "run", progress=False)
+    r = run_cli("deploy", str(tmp_path / "run"), "--out", str(tmp_path / "dep"), "--layout", "auto", "--trials", "30",
+                "--tune-minutes", "2", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    card = json.loads((tmp_path / "dep" / "card.json").read_text())
+    lc = card["layout_choice"]
+    assert [(p["layout"], p["prepack"]) for p in lc["probes"]] == list(AUTO_CANDIDATES)
+    fastest = min(lc["probes"], key=lambda p: p["tvm_ms"])
+    assert (lc["layout"], lc["prepack"]) == (fastest["layout"], fastest["prepack"])
+    assert (card["build"]["layout"], card["build"]["prepack"]) == (lc["layout"], lc["prepack"])
+    assert all(p["tvm_ms"] > 0 and 0 < p["trials"] <= 30 for p in lc["probes"])
+    assert lc["why"].startswith("measured on this machine") and "layout, compared on this machine" in r.stdout
+    assert card["tuning"]["status"] == "tuned here" and card["tuning"]["trials_total"] <= 30
+    assert not list((tmp_path / "dep").glob("probe-*"))  # the comparison's libraries are not shipped
+    assert card["accuracy"]["test_accuracy"] >= 0 and card["export_max_abs_diff"] <= 1e-4
