@@ -188,6 +188,7 @@ def _design_rows(run: Path) -> int:
     return len({re.sub(r"^[a-z]+_", "", k) for k in g})
 
 
+@pytest.mark.slow  # a second browser render: the slow tier (the fast tier keeps the checker's test in the browser)
 def test_report_of_a_run_and_an_exploration_renders_in_chromium(chromium, one_run, edge_target, tmp_path):
     ex = copied_exploration(tmp_path / "explore", one_run)
     t0 = time.monotonic()

@@ -30,6 +30,7 @@ def test_cosearch_runs_and_records_every_step():
     prob.space.validate_genotype(r.genotype)
 
 
+@pytest.mark.slow  # two full searches; the fast tier keeps make test within 5 minutes (resume tests check determinism too)
 def test_same_seed_same_result_and_different_seed_differs():
     a = _search(tiny_config(steps=24, seed=3))[1]
     b = _search(tiny_config(steps=24, seed=3))[1]
@@ -72,7 +73,8 @@ def _unconstrained_and_limited(limit_key, resource, factor=0.5, steps=40):
     return free, lim, limit
 
 
-@pytest.mark.parametrize("limit_key,resource", [("latency_ms", "latency_s"), ("area_mm2", "area_mm2")])
+@pytest.mark.parametrize("limit_key,resource", [("latency_ms", "latency_s"),
+                                                 pytest.param("area_mm2", "area_mm2", marks=pytest.mark.slow)])
 def test_limit_at_half_the_unconstrained_design_is_met(limit_key, resource):
     free, lim, limit = _unconstrained_and_limited(limit_key, resource)
     assert lim.figures[resource] <= limit

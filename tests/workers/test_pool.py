@@ -35,6 +35,7 @@ def test_an_exception_comes_back_with_its_message():
         assert [ok for ok, _ in pool.map(_sleep, [(0.01,), (0.02,)])] == [True, True]  # the pool goes on
 
 
+@pytest.mark.slow  # waits out a timeout: the slow tier
 def test_a_call_past_its_timeout_is_killed_and_the_pool_goes_on():
     with WorkerPool(timeout_s=2) as pool:
         _, pid = pool.run(_env, "HOME")
