@@ -36,9 +36,9 @@ def _nonneg(kind):
 def _layout_args(p, auto: bool = False):
     """--layout and --prepack, the same for compile, tune and deploy (a database tuned with one setting
     holds other workloads than the other's)."""
-    p.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC", "NCHWc"] + (["auto"] if auto else []),
+    p.add_argument("--layout", default="auto" if auto else "NCHW", choices=["NCHW", "NHWC", "NCHWc"] + (["auto"] if auto else []),
                    help="data layout of the convolutions, the same when tuning and building: NCHW (as in ONNX), "
-                        "NHWC, or blocked NCHWc (NCHW8c)" + ("; auto: compare NCHW, NHWC with prepacking and NCHWc "
+                        "NHWC, or blocked NCHWc (NCHW8c)" + ("; auto (the default): compare NCHW, NHWC with prepacking and NCHWc "
                                                             "on this machine with part of the tuning budget, keep the "
                                                             "fastest (stated on the card)" if auto else ""))
     p.add_argument("--prepack", action=argparse.BooleanOptionalAction, default=False,

@@ -109,7 +109,8 @@ def test_installed_package_deploys_tuned_from_another_folder(installed, tmp_path
 
     r = cli("search", "--dataset", "digits", "--steps", "20", "--epochs", "1", "--out", "run", "--no-progress")
     assert r.returncode == 0, r.stderr
-    r = cli("deploy", "run", "--target", "cpu", "--out", "dep", "--trials", "16", "--no-progress")
+    r = cli("deploy", "run", "--target", "cpu", "--out", "dep", "--trials", "16", "--layout", "NCHW",
+            "--no-progress")
     assert r.returncode == 0, r.stderr
     card = json.loads((work / "dep" / "card.json").read_text())
     assert card["tuning"]["status"] == "tuned here" and card["tuning"]["trials_this_run"] == 16

@@ -32,15 +32,12 @@ __all__ = ["deploy", "DEPLOY_MINUTES", "DEFAULT_LAYOUT", "DEFAULT_PREPACK", "AUT
 #: the default time budget of deploy's tuning, minutes (the trial budget is the tuner's default)
 DEPLOY_MINUTES = 12.0
 
-#: the default convolution layout and weight prepacking of deploy, and why (stated on the card)
-DEFAULT_LAYOUT, DEFAULT_PREPACK = "NCHW", False
-DEFAULT_LAYOUT_WHY = (
-    "default NCHW without prepacking: measured with tools/layout_bench.py (BENCHMARKS.md, 2026-12-05, AMD EPYC "
-    "Zen 4, 2 cores, 4 minutes of tuning per setting, one run each on a shared machine) no layout or prepacking "
-    "setting won clearly: on the demo-size network five of six settings came within 0.82-1.03x of onnxruntime; on "
-    "MobileNetV2 NCHW reached 1.06x and NHWC with prepacking 0.86x, differences of the size of the run-to-run "
-    "noise; NCHW keeps the kernels (and the schedules) the search tunes and measures, which other layouts and "
-    "prepacking change. Other layouts (NHWC, NCHWc) and prepack are there to measure on other machines")
+#: the default convolution layout and weight prepacking of deploy: compared on the user's machine
+#: (``auto``, see :func:`_choose_layout`). Measured on the demo's design (BENCHMARKS.md, 2026-12-06,
+#: AMD EPYC Zen 4): NHWC with prepacking 0.30 ms, NCHW 0.34 ms, NCHWc 0.37 ms after tuning; on
+#: MobileNetV2 NHWC with prepacking won too, on the demo-size random network NCHWc: which setting wins
+#: depends on the network and the CPU, so deploy measures it where it runs.
+DEFAULT_LAYOUT, DEFAULT_PREPACK = "auto", False
 
 #: ``layout="auto"``: the (layout, prepack) settings deploy compares on this machine, and the share of
 #: the tuning budget (trials and minutes) the comparison takes, split evenly over them; the rest of
@@ -69,7 +66,8 @@ def deploy(backend, run_dir: str | os.PathLike, out: str | os.PathLike, repeat: 
            progress: bool = True, layout: str = DEFAULT_LAYOUT, prepack: bool = DEFAULT_PREPACK) -> dict:
     """Export, tune (``trials``/``minutes``, see above), build (with the target's schedule databases,
     or ``schedules``), measure and test a run's design on a TVM ``backend``'s device; write the
-    folder ``out``."""
+    folder ``out``. ``layout="auto"`` (the default) compares :data:`AUTO_CANDIDATES` here on a CPU
+    and keeps the fastest (NCHW on other devices); a fixed layout is built as asked."""
     import tvm
     from tvm import relax
 
@@ -78,6 +76,8 @@ def deploy(backend, run_dir: str | os.PathLike, out: str | os.PathLike, repeat: 
     from ..deploy.tvm_build import build, load_onnx
     from ..measure.local import measure_onnxruntime, measure_tvm
 
+    if layout == "auto" and prepack:
+        raise ConfigError("--prepack goes with a fixed --layout (NCHW, NHWC or NCHWc); --layout auto decides it")
     run_dir, out = Path(run_dir), Path(out)
     design, weights = load_design(run_dir)
     if weights is None:
@@ -91,6 +91,9 @@ def deploy(backend, run_dir: str | os.PathLike, out: str | os.PathLike, repeat: 
     m = load_onnx(work / "model.onnx")
     t_start = time.monotonic()
     choice = None
+    if layout == "auto" and backend.device_type != "cpu":
+        layout, choice = "NCHW", {"layout": "NCHW", "prepack": False,
+                                  "why": f"--layout auto compares layouts on CPUs; NCHW on {backend.device_type}"}
     if layout == "auto":
         layout, prepack, choice = _choose_layout(backend, m, schedules, trials, minutes, progress, work, repeat)
         minutes = None if minutes is None else max(0.0, minutes - choice["seconds"] / 60.0)
@@ -128,8 +131,7 @@ def deploy(backend, run_dir: str | os.PathLike, out: str | os.PathLike, repeat: 
         "build": {k: card[k] for k in ("target", "layout", "prepack", "toolchain", "schedule_database", "schedule_database_id", "scheduled_kernels",
                                         "tuned", "build_s")},
         "layout_choice": choice or {"layout": layout, "prepack": bool(prepack),
-                                    "why": DEFAULT_LAYOUT_WHY if (layout, bool(prepack)) == (DEFAULT_LAYOUT, DEFAULT_PREPACK)
-                                    else "as asked (layout/prepack given to deploy)"},
+                                    "why": "as asked (layout/prepack given to deploy)"},
         "kernels": len(card["workloads"]),
         "tuning": tuning,
         "deploy_s": round(time.monotonic() - t_start, 1),
@@ -200,8 +202,9 @@ def _choose_layout(backend, m, schedules, trials, minutes, progress, work: Path,
                        "tuning_s": tuned.get("tuning_s", 0.0), "tvm_ms": ms_})
     best = min(probes, key=lambda r: r["tvm_ms"])
     name = lambda r: r["layout"] + (" with prepacking" if r["prepack"] else "")  # noqa: E731
-    why = (f"measured on this machine: each setting tuned with {AUTO_PROBE_SHARE / n:.0%} of the budget, built and "
-           "timed; " + ", ".join(f"{name(r)} {r['tvm_ms']:.4f} ms ({r['trials']} trials)" for r in probes)
-           + f"; the fastest, {name(best)}, was tuned with the rest of the budget")
+    how = (f"each setting tuned with {AUTO_PROBE_SHARE / n:.0%} of the budget, built and timed" if any(r["trials"] for r in probes)
+           else "each setting built untuned (tuning is off) and timed")
+    why = (f"measured on this machine: {how}; " + ", ".join(f"{name(r)} {r['tvm_ms']:.4f} ms ({r['trials']} trials)" for r in probes)
+           + f"; kept the fastest, {name(best)}" + (", tuned with the rest of the budget" if "untuned" not in how else ""))
     return best["layout"], best["prepack"], {"layout": best["layout"], "prepack": best["prepack"], "why": why,
                                              "probes": probes, "seconds": round(time.monotonic() - t0, 1)}
