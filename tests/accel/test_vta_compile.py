@@ -91,6 +91,7 @@ def test_buffer_too_small_for_one_tile():
     assert run_layer(ConvLayer("conv1", 3, 64, 224, 224, 7, 7, 2, 3), small).gemm_ops == 4 * 112 * 112 * 49
 
 
+@pytest.mark.slow  # long (10-20 s on 2 cores): the slow tier, which CI runs
 def test_cli_compile_vta_and_buffer_error(resnet18, tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     r = subprocess.run([sys.executable, "-m", "explorer.cli", "compile", str(resnet18), "--target", "vta",

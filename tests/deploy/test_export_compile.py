@@ -54,6 +54,7 @@ def test_export_matches_pytorch(design_dir, tmp_path):
                 assert len(torch.unique(ch)) <= 2**bits
 
 
+@pytest.mark.slow  # long (10-20 s on 2 cores): the slow tier, which CI runs
 def test_export_compile_measure_cli(design_dir, tmp_path):
     onnx_path = tmp_path / "m.onnx"
     r = cli("export", str(design_dir), "--out", str(onnx_path))

@@ -112,6 +112,7 @@ def _fronts(out):
                                            for r in s["runs"]}
 
 
+@pytest.mark.slow  # long (10-20 s on 2 cores): the slow tier, which CI runs
 def test_explore_then_runs_list_show_rm(tmp_path, capsys):
     out = tmp_path / "expl"
     r = _explore(tmp_path, out, "--seeds", "2", targets="vta", limits="0.07")

@@ -73,8 +73,8 @@ def _unconstrained_and_limited(limit_key, resource, factor=0.5, steps=40):
     return free, lim, limit
 
 
-@pytest.mark.parametrize("limit_key,resource", [("latency_ms", "latency_s"),
-                                                 pytest.param("area_mm2", "area_mm2", marks=pytest.mark.slow)])
+@pytest.mark.slow  # two searches to convergence (10 s each on 2 cores): the slow tier, which CI runs
+@pytest.mark.parametrize("limit_key,resource", [("latency_ms", "latency_s"), ("area_mm2", "area_mm2")])
 def test_limit_at_half_the_unconstrained_design_is_met(limit_key, resource):
     free, lim, limit = _unconstrained_and_limited(limit_key, resource)
     assert lim.figures[resource] <= limit
@@ -195,6 +195,7 @@ def test_threshold_stop_fires_after_the_last_stage_and_is_recorded(tmp_path):
     assert r.stop_reason == "steps" and r.steps == 60
 
 
+@pytest.mark.slow  # long (10-20 s on 2 cores): the slow tier, which CI runs
 def test_entropy_regulariser_makes_the_final_distribution_decisive():
     def final_entropy(w):
         cfg = tiny_config(steps=40, stages=[], alpha_lr=0.05)
