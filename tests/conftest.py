@@ -120,3 +120,42 @@ def stop_rpc_up(p, timeout: float = 30.0) -> None:
             p.kill()
             p.wait()
     os.unlink(p.err_path) if os.path.exists(p.err_path) else None
+
+
+def _live_children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the running (not zombie) child processes of ``pid``, from /proc."""
+    from pathlib import Path
+
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            state, ppid = (d / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            if int(ppid) == pid and state != "Z":
+                out.append((int(d.name), (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]))
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return out
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite leaves no process behind (RPC servers, worker pools, CLI runs): any child of this
+    process still running a few seconds after the last test fails the session, named."""
+    import time
+
+    if session.config.option.collectonly or not os.path.isdir("/proc") or hasattr(session.config, "workerinput"):
+        return
+    # multiprocessing's own helpers (the resource tracker, the fork server) live as long as this
+    # interpreter by design and end with it
+    own = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+    def live():
+        return [(p, c) for p, c in _live_children(os.getpid()) if not any(o in c for o in own)]
+
+    deadline = time.monotonic() + 10.0
+    while (left := live()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if left:
+        sys.stderr.write("\nthe test session leaked processes:\n" + "".join(f"  {p}: {c}\n" for p, c in left))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
