@@ -260,8 +260,11 @@ def _runner(rpc):
     from tvm.s_tir import meta_schedule as ms
 
     if rpc is None:
+        from ..workers.pool import exit_with_parent
+
         runner = ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40,
-                                                                                  enable_cpu_cache_flush=False))
+                                                                                  enable_cpu_cache_flush=False),
+                                       initializer=exit_with_parent)
     else:
         host, port, key = rpc
         check_tracker(host, port, key)

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
+import time
 import traceback
 
-__all__ = ["WorkerPool", "WorkerError", "WorkerTimeout"]
+__all__ = ["WorkerPool", "WorkerError", "WorkerTimeout", "exit_with_parent"]
 
 
 class WorkerError(RuntimeError):
@@ -29,7 +31,24 @@ class WorkerTimeout(WorkerError):
     """The call ran past the pool's timeout; its child was killed."""
 
 
+def exit_with_parent(interval_s: float = 1.0) -> None:
+    """In a child: exit as soon as its parent is gone. A parent killed outright (SIGKILL, the OOM
+    killer) cannot close its pool, and a TVM worker whose pipe closes may still be held up by its
+    own threads: without this it lives on as an orphan. Checks the parent's pid every
+    ``interval_s`` in a daemon thread (POSIX: an orphan is re-parented)."""
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _init(env: dict, initializer, initargs) -> None:
+    exit_with_parent()
     os.environ.update(env)
     if initializer is not None:
         initializer(*initargs)

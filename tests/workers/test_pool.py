@@ -46,3 +46,27 @@ def test_a_call_past_its_timeout_is_killed_and_the_pool_goes_on():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # the hung child is gone
         assert pool.run(_sleep, 0.1) == 0.1  # a new child takes the next call
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_a_worker_exits_with_its_killed_parent():
+    """A parent killed outright cannot close its pool; its worker (held up here by a thread of its
+    own) still exits, instead of running on as an orphan."""
+    import signal
+    import subprocess
+    import sys
+
+    parent = subprocess.Popen([sys.executable, "-c", "from tests._pool_jobs import pool_then_wait; pool_then_wait()"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(parent.stdout.readline())
+    finally:
+        parent.kill()
+        parent.wait()
+    assert parent.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{worker}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if os.path.exists(f"/proc/{worker}"):
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail(f"worker {worker} outlived its killed parent")
