@@ -759,11 +759,21 @@ class CoSearch:
                                   "tuning": job.info.get("tuning"), "correction": self.cm.correction_state()})
             if ok or r == rounds - 1:
                 break
-            g2, c2, more = repair(self.cm, g, c, self.hw, con, self._prefs(), valid=self.space.connected)
+            g2, c2, more = repair(self.cm, g, c, self.hw, self._tightened(con, truth, g, c), self._prefs(),
+                                  valid=self.space.connected)
             if not more:  # the refit model sees no move that helps
                 break
             g, c, moves = g2, c2, moves + more
         return g, c, out, moves
+
+    def _tightened(self, con: Constraints, truth: dict, g, c) -> Constraints:
+        """The limits a repair must meet on the model so that they hold on the truth: each one divided
+        by how far the (refit) model still under-estimates the design just measured. A model that
+        refits only partly (a smoothed correction) would otherwise call a one-knob move enough while
+        the truth stays over the limit (measured: 0.0788 predicted, 0.0836 simulated, 0.08 limit)."""
+        now = self.cm.evaluate(g, c)
+        lim = {k: v / max(1.0, truth[k] / max(now[k], 1e-30)) for k, v in con.limits.items()}
+        return Constraints(lim, {}, con.dual_lr, con.margin)
 
 
 def _plain(v):

@@ -150,3 +150,23 @@ def test_a_random_search_design_is_judged_on_the_truth(refine):
         assert on_truth
     else:
         assert r.measured["limits_met_measured"] is False and r.feasible  # the model says yes, the truth says no
+
+
+def test_a_repair_on_the_truth_allows_for_what_the_model_still_misses():
+    """A cost model that learns nothing from the measurement (the extreme of a smoothed correction)
+    still calls the kept design feasible after the truth said no: the repair must meet the limit
+    divided by the model's remaining under-estimate, so that it holds on the truth, not just move
+    until the model is satisfied (which, here, it already is)."""
+    factors = {"conv3x3": 4.0, "conv5x5": 4.0, "dil3x3": 4.0, "dwsep": 4.0, "stem": 4.0}
+    cfg, prob, cm, truth, con = setup(0, factors, steps=40)
+    cfg.search.measure_every = 10_000
+    cm.update = lambda measurements: None  # learns nothing
+    g0 = prob.space.random_genotype(np.random.default_rng(1))
+    con.limits["latency_s"] = 0.8 * truth.evaluate(g0, HW.default_config())["latency_s"]
+    m = TruthMeasurer(truth)
+    r = CoSearch(prob.space, HW, cm, prob.data, cfg.search, con, "cpu", 0, measurer=m).run()
+    verify = [h for h in r.history if h.get("event") == "verify"]
+    assert verify[0]["limits_met_measured"] is False
+    assert r.repaired and r.measured["rounds"] > 1
+    assert r.measured["limits_met_measured"] is True
+    assert truth.evaluate(r.genotype, r.hw_config)["latency_s"] <= con.limits["latency_s"] * (1 + 1e-9)
