@@ -172,6 +172,7 @@ def test_a_dead_cell_is_never_kept_where_none_is_cheapest(relax):
     assert r.feasible == (prob.constraints().violation(r.figures) == 0)
 
 
+@pytest.mark.slow  # a search run past its last stage (14 s on 2 cores): the slow tier, which CI runs
 def test_threshold_stop_fires_after_the_last_stage_and_is_recorded(tmp_path):
     cfg = tiny_config(steps=60, stages=[[0.3, 3], [0.5, 2]])
     cfg.search.threshold = 10.0  # any scale-free loss is below it: the stop fires at its first chance

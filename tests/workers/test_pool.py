@@ -49,6 +49,7 @@ def test_a_call_past_its_timeout_is_killed_and_the_pool_goes_on():
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+@pytest.mark.slow  # two interpreters importing TVM (5-10 s): the slow tier, which CI runs
 def test_a_worker_exits_with_its_killed_parent():
     """A parent killed outright cannot close its pool; its worker (held up here by a thread of its
     own) still exits, instead of running on as an orphan."""
