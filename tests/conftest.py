@@ -122,6 +122,15 @@ def stop_rpc_up(p, timeout: float = 30.0) -> None:
     os.unlink(p.err_path) if os.path.exists(p.err_path) else None
 
 
+def proc_state(pid: int) -> tuple[str, int]:
+    """(state letter, parent pid) of a process from /proc ("gone", 0 when it is not there)."""
+    try:
+        state, ppid = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[:2]
+        return state, int(ppid)
+    except (OSError, ValueError, IndexError):
+        return "gone", 0
+
+
 def _live_children(pid: int) -> list[tuple[int, str]]:
     """(pid, command line) of the running (not zombie) child processes of ``pid``, from /proc."""
     from pathlib import Path
@@ -131,8 +140,8 @@ def _live_children(pid: int) -> list[tuple[int, str]]:
         if not d.name.isdigit():
             continue
         try:
-            state, ppid = (d / "stat").read_text().rsplit(")", 1)[1].split()[:2]
-            if int(ppid) == pid and state != "Z":
+            state, ppid = proc_state(int(d.name))
+            if ppid == pid and state not in ("Z", "gone"):
                 out.append((int(d.name), (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]))
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile

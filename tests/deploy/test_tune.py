@@ -18,7 +18,7 @@ from explorer.space import create_space
 from explorer.space.design import DesignPoint
 from explorer.backends import load_target
 
-from tests.conftest import _live_children, run_cli as cli
+from tests.conftest import _live_children, proc_state, run_cli as cli
 
 
 def _records(db):
@@ -94,7 +94,7 @@ def test_killed_tune_loses_at_most_the_batch_in_flight(tiny_onnx, tmp_path):
     p.wait()
     # they go with it (explorer.workers.pool.exit_with_parent), not left behind as orphans
     deadline = time.monotonic() + 15
-    while (alive := [w for w in workers if os.path.exists(f"/proc/{w}") and _state(w) != "Z"]) and time.monotonic() < deadline:
+    while (alive := [w for w in workers if proc_state(w)[0] not in ("Z", "gone")]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not alive, f"workers of the killed tune still running: {alive}"
     with open(db / "database_tuning_record.json", "a") as f:  # a torn line, as if killed mid-write
@@ -106,13 +106,6 @@ def test_killed_tune_loses_at_most_the_batch_in_flight(tiny_onnx, tmp_path):
     # every record written before the kill counts: the restart runs only what is left of the budget
     assert rep["trials_total"] == _records(db) == before + rep["trials_this_run"]
     assert 40 - 4 <= rep["trials_total"] <= 40 + 4 * len(rep["tasks"])
-
-
-def _state(pid: int) -> str:
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
 
 
 def test_budget_goes_by_latency_share():
