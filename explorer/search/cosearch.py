@@ -197,6 +197,7 @@ class CoSearch:
         self.con, self.target, self.seed = constraints, target, seed
         self.update_hw, self.update_alpha, self.cost_on_alpha = update_hw, update_alpha, cost_on_alpha
         self.on_step = on_step
+        self._t0: float | None = None  # the loop's clock origin (events after the loop record their time_s)
         self.measurer = measurer  # real latencies (or simulated cycles) refine the cost model
         if measurer is not None:
             measurer.refit = cfg.refine
@@ -464,6 +465,7 @@ class CoSearch:
         history = list(history or [])
         st = LoopState() if resume is None else LoopState.from_dict(self.load_state_dict(resume), self.hw)
         t0 = time.monotonic() - st.elapsed_s  # time_s and the time budget continue where they stopped
+        self._t0 = t0
         checkpoints = self.on_checkpoint is not None and (cfg.checkpoint_every > 0 or cfg.checkpoint_s > 0)
         saved_at = time.monotonic()
 
@@ -723,7 +725,10 @@ class CoSearch:
             self._event(history, {"step": step, "event": "tune", "design": d.key(), **out})
 
     def _event(self, history: list, rec: dict) -> None:
-        """A record that is not a step (prune, measure-drain, verify): kept and written like one."""
+        """A record that is not a step (prune, measure-drain, select, verify): kept and written like
+        one, with the loop clock's time when it ended (``time_s``: where the time after the steps goes)."""
+        if self._t0 is not None:
+            rec.setdefault("time_s", round(time.monotonic() - self._t0, 3))
         history.append(rec)
         if self.on_step:
             self.on_step(rec)

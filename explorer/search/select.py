@@ -36,6 +36,7 @@ class Candidate:
     feasible: bool = False
     one_shot: float = float("nan")
     one_shot_loss: float = float("nan")
+    calibrated: int = 0  # calibration batches the one-shot score was taken with (0: not scored)
     proxy: float | None = None  # val accuracy after a brief training from scratch
 
     def key(self) -> tuple:
@@ -92,7 +93,7 @@ def near_chance(accuracy: float, num_classes: int) -> bool:
 
 def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rounds: int = 2, retrain_top: int = 3,
            within: float = 0.02, proxy_steps: int = 150, seed: int = 0, spend_rounds: int = 8,
-           spend_within: float = 0.03) -> tuple[Candidate, list[Candidate], dict]:
+           spend_within: float = 0.03, screen_batches: int = 2, confirm: int = 12) -> tuple[Candidate, list[Candidate], dict]:
     """The most accurate candidate within the limits (see the module docstring).
 
     Args:
@@ -110,6 +111,12 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
             towards parameter-free ops (they train fastest in the shared weights), so it alone would
             leave the limits' slack unspent; the design the climb ends on joins the finalists, and the
             brief training from scratch decides.
+        screen_batches, confirm: every candidate is first scored with BatchNorm recalibrated on the first
+            ``screen_batches`` of the calibration batches (half the cost; on the demo's supernet its
+            ranking of 60 candidates has Spearman 0.91 with the full one and kept the best in its top
+            12); the ``confirm`` best are scored again with all of them, and the decisions (finalists,
+            the spending climb's steps) are taken on the full scores. ``screen_batches`` of 0 or at
+            least the calibration's count: every candidate scored in full.
 
     Returns (kept candidate, every candidate scored, a summary for the run's records). When no
     candidate meets the limits on the model, the kept one is the derived design (for repair).
@@ -117,6 +124,7 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
     space, hw, cm, con = search.space, search.hw, search.cm, search.con
     gen = torch.Generator().manual_seed(seed + 7)
     calib = calibration_batches(search.data, seed)
+    screen = calib[:screen_batches] if 0 < screen_batches < len(calib) else calib
     pool: dict = {}
     scored: list[Candidate] = []
 
@@ -134,14 +142,25 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
         cand.feasible = con.violation(cand.figures) == 0
         return cand
 
-    def score(cands):
+    def score(cands, full: bool = False):
+        """One-shot scores of the feasible ``cands`` (screening ones, or ``full``: with every
+        calibration batch); each scored candidate joins ``scored`` once."""
+        batches = calib if full else screen
         for cand in cands:
-            if cand is None or not cand.feasible or not math.isnan(cand.one_shot):
+            if cand is None or not cand.feasible or cand.calibrated >= len(batches):
                 continue
             search._set_bits(hw.onehot(cand.config))
+            if cand.calibrated == 0:
+                scored.append(cand)
             cand.one_shot, cand.one_shot_loss = recalibrated_accuracy(
-                search.net, search.net.onehot(cand.genotype), calib, search.data.x_val, search.data.y_val)
-            scored.append(cand)
+                search.net, search.net.onehot(cand.genotype), batches, search.data.x_val, search.data.y_val)
+            cand.calibrated = len(batches)
+
+    def confirmed(cands, n):
+        """The ``n`` best of ``cands`` by their screening scores, scored in full; all of ``cands``
+        ranked, the fully scored first."""
+        score(sorted(cands, key=_rank, reverse=True)[:n], full=True)
+        return sorted(cands, key=lambda c: (c.calibrated == len(calib), *_rank(c)), reverse=True)
 
     g0, c0 = search._derive_net(), hw.derive()
     first = [add(g0, c0, "derived")]
@@ -168,12 +187,13 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
         kept = derived or Candidate(g0, c0, "derived", cm.evaluate(g0, c0))
         info.update(kept="derived (no candidate meets the limits on the model)")
         return kept, list(pool.values()), info
-    scored.sort(key=_rank, reverse=True)
+    scored[:] = confirmed(scored, confirm)
     best_one_shot = scored[0].one_shot
-    finalists = [c for c in scored if c.one_shot >= best_one_shot - within][:retrain_top]
-    spent = spend(search, finalists[0], add, score, spend_rounds, spend_within)
+    finalists = [c for c in scored[:confirm] if c.one_shot >= best_one_shot - within][:retrain_top]
+    spent = spend(search, finalists[0], add, score, lambda cands: confirmed(cands, max(1, confirm // 4)),
+                  spend_rounds, spend_within)
     if spent is not finalists[0]:
-        scored.sort(key=_rank, reverse=True)
+        scored[:] = confirmed(scored, 0)
         if spent not in finalists:
             finalists = finalists[:max(1, retrain_top - 1)] + [spent]
         info.update(spent=spent.record(space))
@@ -187,6 +207,7 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
     else:
         kept = finalists[0]
     info.update(best_one_shot=best_one_shot, kept_one_shot=kept.one_shot, kept_source=kept.source,
+                scored=len(scored), scored_in_full=sum(c.calibrated == len(calib) for c in scored),
                 derived_one_shot=None if derived is None or math.isnan(derived.one_shot) else derived.one_shot,
                 finalists=[c.record(space) for c in finalists])
     return kept, scored, info
@@ -210,9 +231,10 @@ def capacity(space, c: Candidate) -> tuple:
     return macs, bits
 
 
-def spend(search, lead: Candidate, add, score, rounds: int, within: float) -> Candidate:
+def spend(search, lead: Candidate, add, score, confirmed, rounds: int, within: float) -> Candidate:
     """The slack-spending climb (see :func:`select`): from ``lead``, move to the best-scoring feasible
-    upgrade while one is within ``within`` of ``lead``'s one-shot accuracy."""
+    upgrade while one is within ``within`` of ``lead``'s one-shot accuracy (``score`` screens the
+    upgrades, ``confirmed`` scores the best of them in full and ranks them, the fully scored first)."""
     space, cur = search.space, lead
     for _ in range(rounds):
         here = capacity(space, cur)
@@ -220,10 +242,10 @@ def spend(search, lead: Candidate, add, score, rounds: int, within: float) -> Ca
                                      "spend", pruned=True) if n is not None and n.feasible]
         ups = [n for n in ups if capacity(space, n) > here]
         score(ups)
-        ups = [n for n in ups if n.one_shot >= lead.one_shot - within]
-        if not ups:
+        ups = confirmed(ups)
+        if not ups or ups[0].one_shot < lead.one_shot - within:
             break
-        cur = max(ups, key=_rank)
+        cur = ups[0]
     return cur
 
 
