@@ -147,7 +147,7 @@ def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bo
                                                  "search": state})
 
         try:
-            result = _run_method(prob, method, on_step, on_checkpoint, resume)
+            result = _run_method(prob, method, on_step, on_checkpoint, resume, on_select=bar.selecting)
         finally:
             bar.close()
     search_s = time.monotonic() - t0
@@ -223,7 +223,8 @@ def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bo
     return summary.as_json()
 
 
-def _run_method(prob: Problem, method: str, on_step, on_checkpoint=None, resume: dict | None = None) -> SearchResult:
+def _run_method(prob: Problem, method: str, on_step, on_checkpoint=None, resume: dict | None = None,
+                on_select=None) -> SearchResult:
     cfg = prob.cfg
     con = prob.constraints()
     # every method's kept design is checked on the target's truth the same way (and repaired if it breaks a limit there)
@@ -231,7 +232,8 @@ def _run_method(prob: Problem, method: str, on_step, on_checkpoint=None, resume:
     try:
         if method == "cosearch":
             search = CoSearch(prob.space, prob.hw, prob.cost_model, prob.data, cfg.search, con, prob.target.name,
-                              cfg.seed, on_step=on_step, measurer=measurer, on_checkpoint=on_checkpoint)
+                              cfg.seed, on_step=on_step, measurer=measurer, on_checkpoint=on_checkpoint,
+                              on_select=on_select)
             if resume is None:
                 return search.run()
             return search.run(resume=resume["search"], history=resume["history"])
@@ -252,12 +254,24 @@ class _Progress:
 
     def __init__(self, cfg: RunConfig, prob: Problem, enabled: bool, method: str, initial: int = 0):
         self.enabled = enabled
+        self.select_bar = None
         if not enabled:
             return
         from tqdm import tqdm
 
         self.bar = tqdm(total=cfg.search.steps, initial=initial, desc=f"{method} {cfg.space}/{cfg.target}", unit="step",
                         dynamic_ncols=True)
+
+    def selecting(self, scored: int) -> None:
+        """Selection's count of candidates scored, on a bar of its own (its total is not known ahead)."""
+        if not self.enabled:
+            return
+        if self.select_bar is None:
+            from tqdm import tqdm
+
+            self.bar.close()  # the steps are done
+            self.select_bar = tqdm(desc="select (one-shot scores)", unit="design", dynamic_ncols=True)
+        self.select_bar.update(scored - self.select_bar.n)
 
     def update(self, rec):
         if not self.enabled or "event" in rec:
@@ -278,6 +292,8 @@ class _Progress:
     def close(self):
         if self.enabled:
             self.bar.close()
+            if self.select_bar is not None:
+                self.select_bar.close()
 
 
 class _EpochBar:

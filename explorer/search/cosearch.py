@@ -192,11 +192,13 @@ class CoSearch:
         on_step: Callable[[dict], None] | None = None,
         measurer=None,
         on_checkpoint: Callable[[dict], None] | None = None,
+        on_select: Callable[[int], None] | None = None,
     ):
         self.space, self.hw, self.cm, self.data, self.cfg = space, hw, cost_model, data, cfg
         self.con, self.target, self.seed = constraints, target, seed
         self.update_hw, self.update_alpha, self.cost_on_alpha = update_hw, update_alpha, cost_on_alpha
         self.on_step = on_step
+        self.on_select = on_select  # told the count of candidates scored so far while selection runs
         self._t0: float | None = None  # the loop's clock origin (events after the loop record their time_s)
         self.measurer = measurer  # real latencies (or simulated cycles) refine the cost model
         if measurer is not None:
@@ -624,7 +626,7 @@ class CoSearch:
 
             seen = [(self.space.parse_genotype(h["derived"]["genotype"]), HWConfig.from_dict(h["derived"]["hardware"], self.hw))
                     for h in history if "derived" in h]
-            kept, _, selection = select(self, seen, proxy_steps=cfg.select_proxy_steps, seed=self.seed)
+            kept, _, selection = select(self, seen, proxy_steps=cfg.select_proxy_steps, seed=self.seed, progress=self.on_select)
             g, c, ev = kept.genotype, kept.config, self.evaluate_derived(kept.genotype, kept.config)
             self._event(history, {"step": step, "event": "select", **selection})
         moves = []

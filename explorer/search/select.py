@@ -93,7 +93,8 @@ def near_chance(accuracy: float, num_classes: int) -> bool:
 
 def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rounds: int = 2, retrain_top: int = 3,
            within: float = 0.02, proxy_steps: int = 150, seed: int = 0, spend_rounds: int = 8,
-           spend_within: float = 0.03, screen_batches: int = 2, confirm: int = 12) -> tuple[Candidate, list[Candidate], dict]:
+           spend_within: float = 0.03, screen_batches: int = 2, confirm: int = 12,
+           progress=None) -> tuple[Candidate, list[Candidate], dict]:
     """The most accurate candidate within the limits (see the module docstring).
 
     Args:
@@ -117,6 +118,7 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
             12); the ``confirm`` best are scored again with all of them, and the decisions (finalists,
             the spending climb's steps) are taken on the full scores. ``screen_batches`` of 0 or at
             least the calibration's count: every candidate scored in full.
+        progress: called with the number of scorings done so far after each one (a progress bar).
 
     Returns (kept candidate, every candidate scored, a summary for the run's records). When no
     candidate meets the limits on the model, the kept one is the derived design (for repair).
@@ -127,6 +129,7 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
     screen = calib[:screen_batches] if 0 < screen_batches < len(calib) else calib
     pool: dict = {}
     scored: list[Candidate] = []
+    done = 0
 
     def add(g, c, source, again: bool = False) -> Candidate | None:
         """The candidate (g, c), new to the pool; None if already there (``again``: the pool's one)."""
@@ -145,6 +148,7 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
     def score(cands, full: bool = False):
         """One-shot scores of the feasible ``cands`` (screening ones, or ``full``: with every
         calibration batch); each scored candidate joins ``scored`` once."""
+        nonlocal done
         batches = calib if full else screen
         for cand in cands:
             if cand is None or not cand.feasible or cand.calibrated >= len(batches):
@@ -155,6 +159,9 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
             cand.one_shot, cand.one_shot_loss = recalibrated_accuracy(
                 search.net, search.net.onehot(cand.genotype), batches, search.data.x_val, search.data.y_val)
             cand.calibrated = len(batches)
+            done += 1
+            if progress is not None:
+                progress(done)
 
     def confirmed(cands, n):
         """The ``n`` best of ``cands`` by their screening scores, scored in full; all of ``cands``

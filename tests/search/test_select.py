@@ -56,8 +56,10 @@ def test_selection_prefers_the_more_accurate_of_two_feasible_candidates():
 def test_selection_screens_every_candidate_and_scores_the_best_in_full():
     prob, s, g_a, g_b = _trained_on("conv3x3")
     c = s.hw.derive()
+    ticks = []
     kept, scored, info = select(s, [(g_a, c), (g_b, c)], samples=4, climb_rounds=0, proxy_steps=0, spend_rounds=0,
-                                screen_batches=2, confirm=1)
+                                screen_batches=2, confirm=1, progress=ticks.append)
+    assert ticks == list(range(1, len(scored) + 2))  # every screening, then the one full scoring
     assert len(scored) > 2 and info["scored"] == len(scored) and info["scored_in_full"] == 1
     assert [x.calibrated for x in scored] == [8] + [2] * (len(scored) - 1)  # the fully scored one first
     assert kept is scored[0] and kept.genotype == g_a  # the trained path led the screen and was kept
