@@ -60,6 +60,7 @@ def test_list():
     assert r.returncode == 0 and "mnist5k" in r.stdout and "nb201" in r.stdout and "vta" in r.stdout
 
 
+@pytest.mark.slow  # 16 s: the CLI's search is also run by the bad-input tests of the fast tier
 def test_search_end_to_end_on_digits(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[space_options]\nstem_channels = 8\nstages = [[8, 1, 2], [16, 1, 1]]\n"

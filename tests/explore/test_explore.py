@@ -160,6 +160,7 @@ def test_explore_then_runs_list_show_rm(tmp_path, capsys):
     assert rc == 2 and "no run" in err
 
 
+@pytest.mark.slow  # 8 s: two failing searches in subprocesses
 def test_limits_no_design_meets_fail_their_runs_with_one_message(tmp_path):
     out = tmp_path / "expl"
     cfg = tmp_path / "tiny.toml"
