@@ -436,19 +436,26 @@ def _targets(tasks: list[TaskState], trials: int, floor: int = 0) -> dict[int, f
     (weight x best time), but at least ``floor`` (its first batch), summing to ``trials``.
 
     A kernel not measured yet counts with the mean share until its first batch gives it a latency.
+    An exhausted kernel (its search has no new candidate) keeps what it spent; the rest of the
+    budget is shared among the others, so that it still goes where the time is.
     """
+    out = {id(t): float(t.trials) for t in tasks if t.exhausted}
+    trials = max(0, trials - sum(t.trials for t in tasks if t.exhausted))
+    tasks = [t for t in tasks if not t.exhausted]
+    if not tasks:
+        return out
     known = [t for t in tasks if t.best_s is not None]
     mean = (sum(t.cost_s() for t in known) / len(known)) if known else 1.0
     cost = {id(t): (t.cost_s() if t.best_s is not None else mean) for t in tasks}
     total = sum(cost.values()) or 1.0
     share = {k: v / total for k, v in cost.items()}
     if floor * len(tasks) >= trials:
-        return {k: trials / len(tasks) for k in share}
+        return out | {k: trials / len(tasks) for k in share}
     lo, hi = 0.0, float(trials) / max(min(share.values()), 1e-12)
     for _ in range(60):  # water-filling: sum(max(floor, x * share)) == trials
         x = (lo + hi) / 2
         lo, hi = (x, hi) if sum(max(floor, x * v) for v in share.values()) < trials else (lo, x)
-    return {k: max(floor, lo * v) for k, v in share.items()}
+    return out | {k: max(floor, lo * v) for k, v in share.items()}
 
 
 def _deficit(tasks: list[TaskState], trials: int, per_iter: int) -> dict[int, float]:

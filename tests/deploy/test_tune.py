@@ -133,6 +133,14 @@ def test_budget_goes_by_latency_share():
     # ... but the one new kernel of a second model is, up to its own part
     ts = [task("a", 30, 60), task("b", 10, 20), task("c", None, 0)]
     assert _pick(ts, 80, 8).name == "c"
+    # a kernel whose search ran out of candidates keeps what it spent; its part goes to the others
+    ts = [task("small", 10, 6), task("big", 10, 40)]
+    ts[0].exhausted = True
+    assert _targets(ts, 80, 8)[id(ts[1])] == pytest.approx(74)
+    assert _pick(ts, 80, 8).name == "big"
+    while (t := _pick(ts, 80, 8)) is not None:
+        t.trials += 8
+    assert ts[0].trials == 6 and abs(ts[1].trials - 74) <= 4  # the budget is spent, not left unused
 
 
 def _tune_here(capsys, model, db, trials, *extra) -> tuple[int, str]:
