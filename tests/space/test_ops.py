@@ -49,3 +49,23 @@ def test_activation_contract(act):
 def test_unknown_op_lists_valid():
     with pytest.raises(Exception, match="conv3x3"):
         OPS.create("conv7x7")
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_max_pool_without_gradient_is_the_same_pooling(stride):
+    """The cheaper kernels the max pool uses where no gradient is taken give max_pool2d's values
+    exactly (ties, negative values, odd sizes); with a gradient it is max_pool2d itself."""
+    import torch.nn.functional as F
+
+    from explorer.space.ops import MaxPool3x3
+
+    torch.manual_seed(0)
+    x = (torch.randn(3, 5, 9, 7) * 3).round()  # many ties, and negative values next to the -inf padding
+    pool = MaxPool3x3(stride)
+    with torch.no_grad():
+        assert torch.equal(pool(x), F.max_pool2d(x, 3, stride, 1))
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    g = torch.randn_like(F.max_pool2d(x, 3, stride, 1))
+    (pool(a) * g).sum().backward()
+    (F.max_pool2d(b, 3, stride, 1) * g).sum().backward()
+    assert torch.equal(a.grad, b.grad)  # the same tie-breaking: the search's trajectory is unchanged
