@@ -376,7 +376,9 @@ def cmd_deploy(a) -> int:
     tuned = "tuned" if b["tuned"] else f"{b['scheduled_kernels']} of {c['kernels']} kernels tuned"
     print(f"deployed {c['design_key']} for {c['target']} to {a.out}/ (model.so, model.onnx, hw_config.json, "
           f"run_example.py, card.json); library {tuned}")
-    print(f"latency: TVM {lat['tvm_median']:.4f} ms, onnxruntime {lat['onnxruntime_median']:.4f} ms "
+    th = c.get("threads") or {}
+    on = (lambda rt: f" ({th[rt]} thread{'s' if th[rt] != 1 else ''})" if rt in th and "tvm_ms" in th else "")  # noqa: E731
+    print(f"latency: TVM {lat['tvm_median']:.4f} ms{on('tvm')}, onnxruntime {lat['onnxruntime_median']:.4f} ms{on('onnxruntime')} "
           f"(ratio {lat['tvm_over_onnxruntime']:.2f}); " + (
               f"test accuracy of the library {c['accuracy']['test_accuracy'] * 100:.2f}% on {c['accuracy']['dataset']}"
               if c["accuracy"] else "no data set recorded in the run"))
@@ -548,6 +550,14 @@ def main(argv=None) -> int:
     # a warning meant for the user (a near-chance design, say) as one line, not a source location
     warnings.formatwarning = lambda msg, cat, *a, **k: f"explorer: warning: {msg}\n"
     a = _parser().parse_args(argv)
+    if a.cmd in ("compile", "measure", "tune", "deploy"):
+        # TVM's thread pool, left to itself, starts half the logical CPUs on x86 (it assumes
+        # hyper-threads): one thread on a 2-core machine without them, while the target (num-cores)
+        # and onnxruntime use every core. Every core, as the target says, unless the user chose (read
+        # when TVM starts its pool; the search's measurements set it in their own processes).
+        import os
+
+        os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
     try:
         return {"search": cmd_search, "list": cmd_list, "export": cmd_export, "compile": cmd_compile,
                 "measure": cmd_measure, "costmodel": cmd_costmodel, "tune": cmd_tune,

@@ -25,6 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+# every core for TVM, as for onnxruntime (TVM alone starts half the logical CPUs on x86)
+os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+
 CLASSES = ("conv", "depthwise", "dense", "layout", "other")
 
 

@@ -256,15 +256,26 @@ def check_tracker(host: str, port: int, key: str) -> None:
                             f" (keys there: {', '.join(sorted(keys)) or 'none'})")
 
 
-def _runner(rpc):
+def _runner_child(threads: int) -> None:
+    """In the child that times candidates: TVM's thread pool with the target's cores. Left to itself,
+    TVM on x86 starts half the logical CPUs (it assumes two hyper-threads per core), so on a 2-core
+    machine without them every candidate was timed on one thread while its schedule (and
+    onnxruntime, beside it) used two."""
+    from ..workers.pool import exit_with_parent
+
+    os.environ["TVM_NUM_THREADS"] = str(int(threads))
+    exit_with_parent()
+
+
+def _runner(rpc, num_cores: int = 1):
     from tvm.s_tir import meta_schedule as ms
 
     if rpc is None:
-        from ..workers.pool import exit_with_parent
+        import functools
 
         runner = ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40,
                                                                                   enable_cpu_cache_flush=False),
-                                       initializer=exit_with_parent)
+                                       initializer=functools.partial(_runner_child, num_cores))
     else:
         host, port, key = rpc
         check_tracker(host, port, key)
@@ -323,7 +334,7 @@ def tune_module(mod, target, db_dir: str | os.PathLike, trials: int | None = 256
         from tqdm import tqdm
 
         bar = tqdm(total=remaining, desc=f"{label} {len(tasks)} kernels", unit="trial", dynamic_ncols=True)
-    runner = _runner(rpc)
+    runner = _runner(rpc, num_cores)
     builder = _Builder(num_cores)
     cost_model = ms.cost_model.XGBModel(num_tuning_cores=num_cores, tree_method="auto")
     res.stopped_by = "trials"

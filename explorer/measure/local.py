@@ -48,6 +48,10 @@ def measure_tvm(lib: str | os.PathLike, inputs: dict, repeat: int = 30, number: 
     ``device`` (TVM's device type name: cpu, cuda, ...). With ``kernels``, also every kernel alone
     (``kernels``: [name, seconds, argument shapes] in program order; see
     :func:`explorer.measure.kernels.time_kernels`)."""
+    # TVM's thread pool starts (once per process) with TVM_NUM_THREADS, else half the logical CPUs on
+    # x86: one thread on a 2-core machine. Every core, as the target and onnxruntime use, unless the
+    # caller chose (a pool already started in this process keeps its size).
+    os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
     import tvm
     from tvm import relax
 

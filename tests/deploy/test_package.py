@@ -24,6 +24,13 @@ def test_deploy_a_run(tmp_path):
     assert (card["build"]["layout"], card["build"]["prepack"]) == (lc["layout"], lc["prepack"]) and len(lc["probes"]) == 3
     assert lc["why"].startswith("measured on this machine: each setting built untuned")
     assert (lc["layout"], lc["prepack"]) == min(((p["tvm_ms"], p["layout"], p["prepack"]) for p in lc["probes"]))[1:]
+    # TVM and onnxruntime each timed with 1 .. all cores in fresh processes, each reported at its fastest
+    th = card["threads"]
+    assert set(th["tvm_ms"]) == set(th["onnxruntime_ms"]) and "1" in th["tvm_ms"]
+    assert th["tvm_ms"][str(th["tvm"])] == min(th["tvm_ms"].values()) == card["latency_ms"]["tvm_median"]
+    assert th["onnxruntime_ms"][str(th["onnxruntime"])] == card["latency_ms"]["onnxruntime_median"]
+    assert f'"TVM_NUM_THREADS", "{th["tvm"]}"' in (tmp_path / "dep" / "run_example.py").read_text()
+    assert f"({th['tvm']} thread" in r.stdout
     ex = subprocess.run([sys.executable, str(tmp_path / "dep" / "run_example.py")], capture_output=True, text=True,
                         timeout=120)
     assert ex.returncode == 0 and ex.stdout.startswith("class "), ex.stderr

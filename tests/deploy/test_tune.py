@@ -319,3 +319,25 @@ def test_unmeasured_kernels_get_small_first_batches():
     assert not _unmeasured(TaskState("known", 1, None, trials=FIRST_BATCH, best_s=1e-5), 16)
     ts = [TaskState("big", 1, None, trials=FIRST_BATCH, best_s=1e-3), TaskState("retry", 1, None, trials=FIRST_BATCH)]
     assert _pick(ts, 256, 16).name == "retry"
+
+
+def test_candidates_are_timed_with_every_core():
+    """The tuner's timing child runs TVM with the target's cores (TVM alone starts half the logical
+    CPUs on x86: one thread on a 2-core machine, while the schedules and onnxruntime use two)."""
+    import os
+    import subprocess
+    import sys
+
+    cores = os.cpu_count() or 1  # (TVM caps the pool at the cores there are)
+    code = ("import os; os.environ.pop('TVM_NUM_THREADS', None); os.environ.pop('OMP_NUM_THREADS', None)\n"
+            f"from explorer.deploy.tune import _runner_child; _runner_child({cores})\n"
+            "import tvm; print(tvm.runtime.num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split()[-1] == str(cores), out.stderr
+
+
+def test_deploy_times_these_thread_counts():
+    from explorer.backends.tvm_deploy import thread_counts
+
+    assert thread_counts(1) == [1] and thread_counts(2) == [1, 2]
+    assert thread_counts(6) == [1, 2, 4, 6] and thread_counts(8) == [1, 2, 4, 8]
