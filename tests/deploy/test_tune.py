@@ -112,6 +112,10 @@ def test_budget_goes_by_latency_share():
     def task(name, best_us, trials, weight=1):
         return TaskState(name, weight, None, trials=trials, best_s=None if best_us is None else best_us * 1e-6)
 
+    def spend(ts, budget):  # the tuner's loop: batches of 8, the last one cut to what is left
+        while (left := budget - sum(t.trials for t in ts)) > 0 and (t := _pick(ts, budget, 8)) is not None:
+            t.trials += min(8, left)
+
     # an unmeasured kernel comes first, whatever the others' shares
     ts = [task("big", 100, 8), task("new", None, 0)]
     assert _pick(ts, 64, 8).name == "new"
@@ -119,9 +123,9 @@ def test_budget_goes_by_latency_share():
     ts = [task("a", 30, 8), task("b", 10, 8)]
     tg = _targets(ts, 80, 8)
     assert tg[id(ts[0])] == pytest.approx(60) and tg[id(ts[1])] == pytest.approx(20)
-    while (t := _pick(ts, 80, 8)) is not None:
-        t.trials += 8
+    spend(ts, 80)
     assert abs(ts[0].trials - 60) <= 4 and abs(ts[1].trials - 20) <= 4  # within half a batch of its part
+    assert ts[0].trials + ts[1].trials == 80  # and the budget's rounding is spent too
     # a kernel with a tiny share still keeps its first batch; the rest is shared out by latency
     tg = _targets([task("big", 1000, 8), task("tiny", 0.01, 8)], 80, 8)
     assert sorted(tg.values()) == pytest.approx([8, 72])
@@ -138,9 +142,8 @@ def test_budget_goes_by_latency_share():
     ts[0].exhausted = True
     assert _targets(ts, 80, 8)[id(ts[1])] == pytest.approx(74)
     assert _pick(ts, 80, 8).name == "big"
-    while (t := _pick(ts, 80, 8)) is not None:
-        t.trials += 8
-    assert ts[0].trials == 6 and abs(ts[1].trials - 74) <= 4  # the budget is spent, not left unused
+    spend(ts, 80)
+    assert ts[0].trials == 6 and ts[1].trials == 74  # the budget is spent, not left unused
 
 
 def _tune_here(capsys, model, db, trials, *extra) -> tuple[int, str]:
