@@ -87,7 +87,7 @@ def one(a) -> None:
     """One setting, in this process: tune, build untuned and tuned, time; JSON to a.json."""
     from explorer.deploy.tune import tune_module
     from explorer.deploy.tvm_build import apply_schedules, build, host_target, import_relax, load_onnx
-    from explorer.measure.local import measure_onnxruntime, measure_tvm
+    from explorer.backends.tvm_deploy import time_threads
 
     threads = os.cpu_count() or 1
     m = load_onnx(a.model)
@@ -106,8 +106,9 @@ def one(a) -> None:
     tune_s = time.monotonic() - t0
     lib = out / f"{tag}.so"
     card = build(m, target, lib, database=a.db, layout=a.layout, prepack=a.prepack)
-    t = measure_tvm(lib, m.inputs, repeat=a.repeat, number=a.number)
-    o = measure_onnxruntime(a.model, m.inputs, threads, repeat=a.repeat, number=a.number)
+    # both in fresh processes, 3 rounds interleaved: timed in this process, right after tuning, TVM
+    # ran 10-40% slower than in a process of its own (ResNet-18, MobileNetV2 on a 2-core Zen 3)
+    t, o, _ = time_threads(lib, a.model, m.inputs, threads, a.repeat, counts=[threads], number=a.number)
     lowered, _ = apply_schedules(import_relax(m, a.layout, a.prepack), target, a.db)
     after = _kernel_shares(lib, m.inputs, _classes(lowered), 3, 5)
     rep = r.as_json()

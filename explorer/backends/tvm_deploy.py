@@ -197,22 +197,24 @@ def thread_counts(cores: int) -> list[int]:
 THREAD_ROUNDS = 3
 
 
-def time_threads(lib, onnx_path, inputs: dict, cores: int, repeat: int, rounds: int = THREAD_ROUNDS):
+def time_threads(lib, onnx_path, inputs: dict, cores: int, repeat: int, rounds: int = THREAD_ROUNDS,
+                 counts: list[int] | None = None, number: int = 10):
     """Time the TVM library and onnxruntime with every :func:`thread_counts` of ``cores``, each in a
     process of its own (TVM reads ``TVM_NUM_THREADS`` once, when its thread pool starts; a fresh
     process also keeps the deploy's own threads, from tuning and PyTorch, off the timing), the
     settings interleaved over ``rounds`` rounds. Each runtime is reported at its fastest count: on a
     small network the cost of waking and joining threads for every kernel can exceed what a second
     core gives (the demo's design on 2 cores of an AMD EPYC Zen 3: ~0.10 ms on 1 thread, ~0.12 ms on
-    2), and a user of either runtime would pick its best. Returns (TVM's timing, onnxruntime's,
-    the card's ``threads``: the kept counts, every median, and why)."""
+    2), and a user of either runtime would pick its best. ``counts`` replaces the thread counts
+    (e.g. ``[cores]`` alone). Returns (TVM's timing, onnxruntime's, the card's ``threads``: the kept
+    counts, every median, and why)."""
     import statistics
 
     from ..errors import ModelError
     from ..measure.local import measure_onnxruntime, measure_tvm
     from ..workers.pool import WorkerError, WorkerPool
 
-    counts = thread_counts(cores)
+    counts = sorted(set(counts)) if counts else thread_counts(cores)
     runs: dict = {("tvm", n): [] for n in counts} | {("onnxruntime", n): [] for n in counts}
     pools = {key: WorkerPool({"TVM_NUM_THREADS": key[1], "OMP_NUM_THREADS": key[1], "PYTHONWARNINGS": "ignore"},
                              timeout_s=600) for key in runs}
@@ -220,9 +222,9 @@ def time_threads(lib, onnx_path, inputs: dict, cores: int, repeat: int, rounds: 
         for _ in range(max(1, rounds)):
             for (rt, n), pool in pools.items():
                 if rt == "tvm":
-                    runs[rt, n].append(pool.run(measure_tvm, str(lib), inputs, repeat=repeat, number=10))
+                    runs[rt, n].append(pool.run(measure_tvm, str(lib), inputs, repeat=repeat, number=number))
                 else:
-                    runs[rt, n].append(pool.run(measure_onnxruntime, str(onnx_path), inputs, n, repeat=repeat))
+                    runs[rt, n].append(pool.run(measure_onnxruntime, str(onnx_path), inputs, n, repeat=repeat, number=number))
     except WorkerError as e:
         raise ModelError(f"timing the library with {counts} threads failed: {str(e).strip().splitlines()[-1]}") from None
     finally:
