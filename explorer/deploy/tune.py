@@ -482,17 +482,17 @@ def _unmeasured(t: TaskState, per_iter: int) -> bool:
 
 def _pick(tasks: list[TaskState], trials: int, per_iter: int = 8) -> TaskState | None:
     """Kernels never measured first (their latency is unknown); then the kernel furthest below its
-    part of the budget (those at least half a batch below first; then any below it, so that the
-    budget's rounding is spent too). None when every kernel has its part (e.g. it was tuned before,
-    for another model that shares it)."""
+    part of the budget, if that is at least half a batch. None when every kernel has its part
+    (e.g. it was tuned before, for another model that shares it)."""
     live = [t for t in tasks if not t.exhausted]
     untried = [t for t in live if _unmeasured(t, per_iter)]
     if untried:
         return untried[0]
     d = _deficit(tasks, trials, per_iter)
-    live = [t for t in live if t.best_s is not None]
-    short = [t for t in live if d[id(t)] >= per_iter / 2] or [t for t in live if d[id(t)] > 0]
-    return max(short, key=lambda t: d[id(t)]) if short else None
+    # at least half a batch below: a kernel whose records MetaSchedule files under a structurally
+    # equal duplicate never sees its count rise, and would otherwise take the whole budget again
+    live = [t for t in live if d[id(t)] >= per_iter / 2 and t.best_s is not None]
+    return max(live, key=lambda t: d[id(t)]) if live else None
 
 
 def _left(tasks: list[TaskState], trials: int, per_iter: int) -> int:
