@@ -551,13 +551,11 @@ def main(argv=None) -> int:
     warnings.formatwarning = lambda msg, cat, *a, **k: f"explorer: warning: {msg}\n"
     a = _parser().parse_args(argv)
     if a.cmd in ("compile", "measure", "tune", "deploy"):
-        # TVM's thread pool, left to itself, starts half the logical CPUs on x86 (it assumes
-        # hyper-threads): one thread on a 2-core machine without them, while the target (num-cores)
-        # and onnxruntime use every core. Every core, as the target says, unless the user chose (read
-        # when TVM starts its pool; the search's measurements set it in their own processes).
-        import os
+        # TVM on every core, as the target and onnxruntime (the search's measurements set it in
+        # their own processes)
+        from .measure.local import every_core
 
-        os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+        every_core()
     try:
         return {"search": cmd_search, "list": cmd_list, "export": cmd_export, "compile": cmd_compile,
                 "measure": cmd_measure, "costmodel": cmd_costmodel, "tune": cmd_tune,

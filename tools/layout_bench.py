@@ -25,8 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-# every core for TVM, as for onnxruntime (TVM alone starts half the logical CPUs on x86)
-os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+from explorer.measure.local import every_core
+
+every_core()  # TVM on every core, as onnxruntime (TVM alone starts half the logical CPUs on x86)
 
 CLASSES = ("conv", "depthwise", "dense", "layout", "other")
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import ModelError
 
-__all__ = ["measure_tvm", "measure_onnxruntime", "summarize", "random_inputs", "cpu_model"]
+__all__ = ["measure_tvm", "measure_onnxruntime", "summarize", "random_inputs", "cpu_model", "every_core"]
 
 
 def cpu_model() -> str:
@@ -26,6 +26,14 @@ def cpu_model() -> str:
     import platform
 
     return platform.processor() or platform.machine()
+
+
+def every_core() -> None:
+    """TVM's thread pool on every core of this machine, as the target (``num-cores``) and
+    onnxruntime use them, unless ``TVM_NUM_THREADS`` is set already. Left to itself, TVM starts half
+    the logical CPUs on x86 (it assumes two hyper-threads per core): one thread on a 2-core machine
+    without them. Read once per process, when the pool starts: call before the first kernel runs."""
+    os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
 
 
 def summarize(samples_s: list[float]) -> dict:
@@ -48,10 +56,7 @@ def measure_tvm(lib: str | os.PathLike, inputs: dict, repeat: int = 30, number: 
     ``device`` (TVM's device type name: cpu, cuda, ...). With ``kernels``, also every kernel alone
     (``kernels``: [name, seconds, argument shapes] in program order; see
     :func:`explorer.measure.kernels.time_kernels`)."""
-    # TVM's thread pool starts (once per process) with TVM_NUM_THREADS, else half the logical CPUs on
-    # x86: one thread on a 2-core machine. Every core, as the target and onnxruntime use, unless the
-    # caller chose (a pool already started in this process keeps its size).
-    os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+    every_core()
     import tvm
     from tvm import relax
 
