@@ -54,6 +54,9 @@ class SearchConfig:
     # warm-up to this at the last step (0: off): the final distribution decides instead of near-tying
     entropy_weight: float = 0.3
     select_proxy_steps: int = 150
+    # peak learning rate of the brief trainings from scratch (selection's finalists, random search's
+    # samples): a one-cycle schedule, as the retraining's (RetrainConfig.lr)
+    proxy_lr: float = 0.2
     eval_every: int = 25
     measure_every: int = 25
     measure_drain_s: float = 60.0
@@ -166,7 +169,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         (s.relax in ("softmax", "gumbel", "sample"), f"search.relax must be 'softmax', 'gumbel' or 'sample', got {s.relax!r}"),
         (s.progress in ("steps", "time"), f"search.progress must be 'steps' or 'time', got {s.progress!r}"),
         (s.tau_start > 0 and s.tau_end > 0, "search.tau_start and tau_end must be > 0"),
-        (min(s.w_lr, s.alpha_lr, s.theta_lr) > 0, "learning rates must be > 0"),
+        (min(s.w_lr, s.alpha_lr, s.theta_lr, s.proxy_lr) > 0, "learning rates must be > 0"),
         (s.dual_lr >= 0, "search.dual_lr must be >= 0"),
         (0 <= s.margin < 1, "search.margin must be in [0, 1)"),
         (s.patience >= 0, "search.patience must be >= 0"),

@@ -40,7 +40,12 @@ from ..space.quant import QuantState
 from .constraints import Constraints, repair
 from .train import Batches
 
-__all__ = ["CoSearch", "LoopState", "SearchResult"]
+__all__ = ["CoSearch", "LoopState", "SearchResult", "VERIFY_ROUNDS"]
+
+#: measurements of the kept design on the truth, each after a repair when a limit broke there (the
+#: co-search's and the baselines' final check alike): a repair takes one move per round, and a design
+#: whose truth is 40% over the limit took five (3 left it over)
+VERIFY_ROUNDS = 5
 
 
 @dataclass
@@ -636,7 +641,7 @@ class CoSearch:
         measured = None
         self._tune(g, c, step, history, 1)
         if self.measurer is not None:
-            g, c, measured, more = self.verify_on_truth(g, c, step, history, rounds=3 if cfg.refine else 1)
+            g, c, measured, more = self.verify_on_truth(g, c, step, history, rounds=VERIFY_ROUNDS if cfg.refine else 1)
             moves += more
             ev = self.evaluate_derived(g, c)
         figures = ev["figures"]
@@ -735,7 +740,7 @@ class CoSearch:
         if self.on_step:
             self.on_step(rec)
 
-    def verify_on_truth(self, g, c, step: int, history: list, rounds: int = 3):
+    def verify_on_truth(self, g, c, step: int, history: list, rounds: int = VERIFY_ROUNDS):
         """Measure the kept design on the target's truth (blocking). The measurement refits the model;
         if a limit breaks on the truth, the design is repaired with the refit model and measured
         again, up to ``rounds`` times. Returns (genotype, config, measured figures, repair moves)."""

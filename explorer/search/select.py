@@ -209,7 +209,7 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
             with torch.random.fork_rng():
                 torch.manual_seed(seed + 100 + i)
                 net = space.build_network(cand.genotype, QuantState.fixed(*cand.config.bits()))
-            _, cand.proxy = proxy_train(net, search.data, proxy_steps, search.cfg.batch_size, search.cfg.w_lr, seed + 100)
+            _, cand.proxy = proxy_train(net, search.data, proxy_steps, search.cfg.batch_size, search.cfg.proxy_lr, seed + 100)
         kept = max(finalists, key=lambda c: (c.proxy, c.one_shot))
     else:
         kept = finalists[0]

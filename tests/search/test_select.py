@@ -117,3 +117,31 @@ def test_capacity_counts_live_ops_only():
 
 def test_near_chance():
     assert near_chance(0.11, 10) and not near_chance(0.5, 10) and near_chance(0.54, 2) and not near_chance(0.7, 2)
+
+
+def test_proxy_training_ends_annealed(monkeypatch):
+    """The brief training from scratch that decides between finalists (and scores random search's
+    samples) follows the retraining's one-cycle schedule: it peaks at the given rate and ends near
+    zero, so that a candidate's score does not depend on where a constant rate left its last steps."""
+    from explorer.data import load_dataset
+    from explorer.space import create_space
+    from explorer.space.quant import QuantState
+    from explorer.search.train import proxy_train
+
+    data = load_dataset("digits", seed=0)
+    space = create_space("chain", data.input_shape, data.num_classes, **OPTS)
+    g = {k: v[0] for k, v in space.choices().items()}
+    torch.manual_seed(0)
+    net = space.build_network(g, QuantState.fixed(None, None))
+    rates = []
+    step = torch.optim.SGD.step
+
+    def recording(self, *a, **kw):
+        rates.append(self.param_groups[0]["lr"])
+        return step(self, *a, **kw)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording)
+    loss, acc = proxy_train(net, data, 40, 64, 0.2, seed=1)
+    assert len(rates) == 40
+    assert abs(max(rates) - 0.2) < 0.01 and rates[-1] < 0.2 / 100 and rates[0] < 0.2 / 10
+    assert acc > 0.5 and np.isfinite(loss)
