@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..config import RetrainConfig
 from ..data import DataSplits
 
-__all__ = ["Batches", "proxy_train", "retrain", "accuracy", "translate", "rng_state", "set_rng_state"]
+__all__ = ["Batches", "one_cycle", "proxy_train", "retrain", "accuracy", "translate", "rng_state", "set_rng_state"]
 
 
 def rng_state(rng: np.random.Generator) -> dict:
@@ -82,6 +82,13 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 5
     return correct / max(1, len(y))
 
 
+def one_cycle(params, lr: float, steps: int, weight_decay: float = 0.0):
+    """SGD with Nesterov momentum and a one-cycle schedule that peaks at ``lr`` 15% into ``steps``
+    and anneals to near zero: (optimizer, scheduler), the scheduler stepped after every batch."""
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps), pct_start=0.15)
+
+
 def proxy_train(net: nn.Module, data: DataSplits, steps: int, batch_size: int, lr: float, seed: int) -> tuple[float, float]:
     """Train ``net`` briefly from scratch on the train split and return its (validation loss,
     validation accuracy): a cheap, comparable proxy of how well a design learns, used to choose
@@ -91,8 +98,7 @@ def proxy_train(net: nn.Module, data: DataSplits, steps: int, batch_size: int, l
     ``lr`` over the ``steps`` batches, so that every candidate ends annealed. (A constant learning
     rate ended wherever its last steps left it: the same design scored 0.50 and 0.88 with two seeds,
     BENCHMARKS.md, issue 25, seventh session.)"""
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps), pct_start=0.15)
+    opt, sched = one_cycle(net.parameters(), lr, steps)
     batches = Batches(data.x_train, data.y_train, batch_size, np.random.default_rng(seed))
     net.train()
     for _ in range(steps):
@@ -124,8 +130,7 @@ def retrain(model: nn.Module, data: DataSplits, cfg: RetrainConfig, seed: int, p
     batches = Batches(x, y, cfg.batch_size, rng)
     steps_per_epoch = max(1, math.ceil(len(y) / batches.bs))
     total = cfg.epochs * steps_per_epoch
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, total), pct_start=0.15)
+    opt, sched = one_cycle(model.parameters(), cfg.lr, total, cfg.weight_decay)
     max_shift = 0.1 * data.input_shape[1]
     model.train()
     loss_ep = float("nan")
