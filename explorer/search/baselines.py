@@ -19,7 +19,7 @@ from ..config import RunConfig
 from ..space.design import DesignPoint
 from ..space.quant import QuantState
 from .constraints import Constraints
-from .cosearch import VERIFY_ROUNDS, CoSearch, SearchResult
+from .cosearch import CoSearch, SearchResult
 from .train import proxy_train
 
 __all__ = ["random_search", "sequential_search"]
@@ -64,7 +64,7 @@ def random_search(space, hw, cost_model, data, cfg: RunConfig, constraints: Cons
     measured, moves = None, []
     if measurer is not None:
         checker = CoSearch(space, hw, cost_model, data, cfg.search, constraints, target, cfg.seed, measurer=measurer)
-        g2, c2, measured, moves = checker.verify_on_truth(g, c, n, history, rounds=VERIFY_ROUNDS if cfg.search.refine else 1)
+        g2, c2, measured, moves = checker.verify_on_truth(g, c, n, history)
         if (g2, c2) != (g, c):  # repaired on the truth: its proxy accuracy is no longer known
             g, c, val_acc = g2, c2, float("nan")
         fig = cost_model.evaluate(g, c)

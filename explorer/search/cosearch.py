@@ -641,7 +641,7 @@ class CoSearch:
         measured = None
         self._tune(g, c, step, history, 1)
         if self.measurer is not None:
-            g, c, measured, more = self.verify_on_truth(g, c, step, history, rounds=VERIFY_ROUNDS if cfg.refine else 1)
+            g, c, measured, more = self.verify_on_truth(g, c, step, history)
             moves += more
             ev = self.evaluate_derived(g, c)
         figures = ev["figures"]
@@ -740,10 +740,13 @@ class CoSearch:
         if self.on_step:
             self.on_step(rec)
 
-    def verify_on_truth(self, g, c, step: int, history: list, rounds: int = VERIFY_ROUNDS):
+    def verify_on_truth(self, g, c, step: int, history: list, rounds: int | None = None):
         """Measure the kept design on the target's truth (blocking). The measurement refits the model;
         if a limit breaks on the truth, the design is repaired with the refit model and measured
-        again, up to ``rounds`` times. Returns (genotype, config, measured figures, repair moves)."""
+        again, up to ``rounds`` times (default: :data:`VERIFY_ROUNDS` with ``refine``, else one
+        measurement that only reports). Returns (genotype, config, measured figures, repair moves)."""
+        if rounds is None:
+            rounds = VERIFY_ROUNDS if self.cfg.refine else 1
         from ..measure.base import Job
 
         con, moves, out = self.con, [], None
