@@ -339,7 +339,7 @@ def tune_module(mod, target, db_dir: str | os.PathLike, trials: int | None = 256
     cost_model = ms.cost_model.XGBModel(num_tuning_cores=num_cores, tree_method="auto")
     res.stopped_by = "trials"
     try:
-        while res.new_trials < trials:
+        while (room := _room(tasks, trials, res.new_trials)) > 0:
             if deadline is not None and time.monotonic() >= deadline:
                 res.stopped_by = "time"
                 break
@@ -348,7 +348,7 @@ def tune_module(mod, target, db_dir: str | os.PathLike, trials: int | None = 256
                 res.stopped_by = "exhausted" if all(x.exhausted for x in tasks) else "trials"
                 break
             if t.warm:
-                cands = _replay(t)[: trials - res.new_trials]
+                cands = _replay(t)[:room]
                 if cands:
                     t.last_used = res.new_trials
                     _run_batch(t, cands, target, builder, runner, db, None, res, bar, tasks, trials, per_iter)
@@ -368,7 +368,7 @@ def tune_module(mod, target, db_dir: str | os.PathLike, trials: int | None = 256
                 t.exhausted = True
                 continue
             first = _unmeasured(t, per_iter)  # no latency yet: a small batch
-            cands = list(cands)[: min(trials - res.new_trials, FIRST_BATCH if first else len(cands))]
+            cands = list(cands)[: min(room, FIRST_BATCH if first else len(cands))]
             _run_batch(t, cands, target, builder, runner, db, cost_model, res, bar, tasks, trials, per_iter)
     finally:
         builder.close()
@@ -493,6 +493,14 @@ def _pick(tasks: list[TaskState], trials: int, per_iter: int = 8) -> TaskState |
     # equal duplicate never sees its count rise, and would otherwise take the whole budget again
     live = [t for t in live if d[id(t)] >= per_iter / 2 and t.best_s is not None]
     return max(live, key=lambda t: d[id(t)]) if live else None
+
+
+def _room(tasks: list[TaskState], trials: int, new_trials: int) -> int:
+    """Trials the budget still allows: ``trials`` is the model's total, so the records its kernels
+    already had (a resumed run, the probes of ``deploy --layout auto``) count against it as well as
+    this run's; a kernel whose records go under a structurally equal duplicate does not see its
+    count rise, so this run's own trials are a bound too."""
+    return min(trials - new_trials, trials - sum(t.trials for t in tasks))
 
 
 def _left(tasks: list[TaskState], trials: int, per_iter: int) -> int:

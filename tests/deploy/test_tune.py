@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from explorer.deploy.export import build_module, export_onnx
-from explorer.deploy.tune import TaskState, _pick, _targets
+from explorer.deploy.tune import TaskState, _pick, _room, _targets
 from explorer.space import create_space
 from explorer.space.design import DesignPoint
 from explorer.backends import load_target
@@ -143,6 +143,12 @@ def test_budget_goes_by_latency_share():
     assert _pick(ts, 80, 8).name == "big"
     spend(ts, 80)
     assert ts[0].trials == 6 and abs(ts[1].trials - 74) <= 4  # the budget is spent, not left unused
+    # the budget is the model's total: records from before (a resumed run, deploy's layout probes)
+    # leave less room for this run, and this run's own trials bound it too
+    ts = [task("a", 30, 4), task("b", None, 0)]
+    assert _room(ts, 30, 0) == 26
+    ts[1].trials = 24
+    assert _room(ts, 30, 24) == 2 and _room(ts, 30, 30) == 0
 
 
 def _tune_here(capsys, model, db, trials, *extra) -> tuple[int, str]:
