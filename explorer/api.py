@@ -164,6 +164,7 @@ def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bo
         limits_met=result.feasible,  # on the cost model; the verdict below says what the truth said
         repaired_moves=result.repaired,
         one_shot_val_accuracy=result.one_shot_val_accuracy,
+        proxy_val_accuracy=getattr(result, "proxy_val_accuracy", None),
         best_step=result.best_step,
         steps=result.steps,
         stop_reason=result.stop_reason,
@@ -171,13 +172,16 @@ def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bo
         search_s=round(search_s, 1),
         selection=result.selection,
     )
-    acc = result.one_shot_val_accuracy
+    acc, kind = result.one_shot_val_accuracy, "one-shot"
+    proxy = summary.proxy_val_accuracy
+    if proxy is not None and not proxy <= acc:  # trained from scratch: the stronger evidence that it learns
+        acc, kind = proxy, "briefly trained"
     if acc == acc:
         from .search.select import near_chance
 
         summary.near_chance = near_chance(acc, prob.data.num_classes)
         if summary.near_chance:
-            warnings.warn(f"the kept design is near chance: one-shot validation accuracy {acc:.3f} with "
+            warnings.warn(f"the kept design is near chance: {kind} validation accuracy {acc:.3f} with "
                           f"{prob.data.num_classes} classes; the search found no network that learns within the limits")
     if result.measured is not None:  # the kept design on the target's truth, beside the model's figures
         m = result.measured

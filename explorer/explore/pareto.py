@@ -44,10 +44,13 @@ def hypervolume(points: list[tuple[float, float]], ref_cost: float, ref_acc: flo
 
 def point_of(summary: dict) -> dict:
     """What a finished run contributes to fronts: accuracy (test accuracy after retraining, else the
-    one-shot validation accuracy, named in ``accuracy_kind``) and its costs, the measured latency
+    validation accuracy after selection's brief training, else the one-shot validation accuracy,
+    named in ``accuracy_kind``) and its costs, the measured latency
     (and what follows it) where the target measured the design."""
     if summary.get("test_accuracy") is not None:
         acc, kind = summary["test_accuracy"], "test"
+    elif summary.get("proxy_val_accuracy") is not None:  # trained from scratch, if briefly
+        acc, kind = summary["proxy_val_accuracy"], "briefly trained val"
     else:
         acc, kind = summary.get("one_shot_val_accuracy"), "one-shot val"
     fig = dict(summary.get("figures") or {})

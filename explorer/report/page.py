@@ -614,8 +614,8 @@ def _exploration_section(ex, anchors: _Anchors, anchor: str) -> tuple[str, list]
     out.append("<h3>Runs</h3>")
     out.append(_table(["#", "run", "status", "target", "limits", "seed", "method", "accuracy",
                        *(_e(_label(k)) for k in OBJECTIVES), "limits met"], rows, "runs", cls))
-    out.append('<p class="meta">accuracy: test accuracy after retraining; * one-shot validation accuracy where the run '
-               "was not retrained. † measured on the target's truth (device or simulator), else the cost model's figure. "
+    out.append('<p class="meta">accuracy: test accuracy after retraining; * where the run was not retrained, the validation '
+               "accuracy after the selection's brief training from scratch, else the one-shot one. † measured on the target's truth (device or simulator), else the cost model's figure. "
                "limits met: on the measurement where there is one. Bold: on a Pareto front.</p>")
 
     # Pareto fronts

@@ -64,6 +64,7 @@ class RunSummary:
     limits_met: bool | None = None  #: the kept design within every limit on the cost model
     repaired_moves: list = field(default_factory=list)  #: the moves that repaired the kept design onto the limits, in order
     one_shot_val_accuracy: float = float("nan")  #: validation accuracy (0..1) of the kept design in the supernet (a random search: after its proxy training); NaN when unknown
+    proxy_val_accuracy: float | None = None  #: validation accuracy (0..1) of the kept design after the selection's brief training from scratch; None where it had none
     best_step: int | None = None  #: the step (or sample) the kept design was derived at
     steps: int | None = None  #: steps (or samples) the search ran
     stop_reason: str | None = None  #: why the search stopped: "steps", "threshold", "patience" or "budget"
@@ -84,7 +85,7 @@ class RunSummary:
 
     # the keys as_json writes, in the file's order; "finished" stands for the entry under finish_key
     _ORDER = ("method", "design_key", "genotype", "hardware", "figures", "limits", "limits_met", "repaired_moves",
-              "one_shot_val_accuracy", "best_step", "steps", "stop_reason", "stop_detail", "search_s", "selection",
+              "one_shot_val_accuracy", "proxy_val_accuracy", "best_step", "steps", "stop_reason", "stop_detail", "search_s", "selection",
               "near_chance", "limits_met_measured", "measured", "verdict", "retrain", "test_accuracy", "finished",
               "plot_error", "run_dir")
 

@@ -63,6 +63,9 @@ class SearchResult:
     stop_reason: str
     repaired: list = field(default_factory=list)
     one_shot_val_accuracy: float = float("nan")
+    #: validation accuracy of the kept design after selection's brief training from scratch, where it
+    #: had one and repair did not change it afterwards; else None
+    proxy_val_accuracy: float | None = None
     history: list = field(default_factory=list)
     #: how the kept design was chosen among candidates (``search.selection = "accuracy"``), or None
     selection: dict | None = None
@@ -625,7 +628,7 @@ class CoSearch:
             g, c = self._derive_net(), self.hw.derive()
             st.best = ((True, 0.0, 0.0), step, g, c, self.evaluate_derived(g, c))
         _, best_step, g, c, ev = st.best
-        selection = None
+        selection, proxy, kept = None, None, None
         if cfg.selection == "accuracy" and self.update_alpha:
             from .select import select
 
@@ -633,6 +636,7 @@ class CoSearch:
                     for h in history if "derived" in h]
             kept, _, selection = select(self, seen, proxy_steps=cfg.select_proxy_steps, seed=self.seed, progress=self.on_select)
             g, c, ev = kept.genotype, kept.config, self.evaluate_derived(kept.genotype, kept.config)
+            proxy = kept.proxy
             self._event(history, {"step": step, "event": "select", **selection})
         moves = []
         if con.violation(ev["figures"]) > 0:
@@ -648,6 +652,8 @@ class CoSearch:
         one_shot = ev["val_accuracy"]
         if selection is not None:  # the figure selection ranks by: BatchNorm recalibrated for the design
             one_shot = self.one_shot_accuracy(g, c)
+            if kept is None or (g, c.values) != (kept.genotype, kept.config.values):
+                proxy = None  # repaired since: the brief training was of another design
         return SearchResult(
             design=DesignPoint.make(self.space, g, self.target, c),
             genotype=g,
@@ -661,6 +667,7 @@ class CoSearch:
             stop_detail=st.stop_detail or (f"all {cfg.steps} steps run" if st.stop_reason == "steps" else ""),
             repaired=moves,
             one_shot_val_accuracy=one_shot,
+            proxy_val_accuracy=proxy,
             selection=selection,
             history=history,
             measured=measured,

@@ -12,7 +12,7 @@ import pytest
 
 from explorer.explore.grid import Job, compute_fronts, make_grid, parse_seeds
 from explorer.errors import ConfigError
-from explorer.explore.pareto import front, hypervolume
+from explorer.explore.pareto import front, hypervolume, point_of
 
 from ..conftest import make_table_target, run_cli
 
@@ -44,6 +44,17 @@ def test_front_and_hypervolume_by_hand():
     assert hypervolume([(1.0, 0.0)], 10.0, 0.5) == pytest.approx(1.0)
     # a better design only ever raises it
     assert hypervolume([(a, c) for _, a, c in pts] + [(0.99, 0.5)], 10.0, 0.5) > hv
+
+
+def test_a_run_counts_with_its_best_evidence_of_accuracy():
+    """Test accuracy after retraining; else the brief training from scratch of selection (a design the
+    climb brought in may have untrained weights in the supernet: a one-shot score near chance); else
+    the one-shot score."""
+    base = {"one_shot_val_accuracy": 0.09, "figures": {"latency_ms": 1.0}}
+    assert point_of({**base, "test_accuracy": 0.97})["accuracy_kind"] == "test"
+    p = point_of({**base, "proxy_val_accuracy": 0.968})
+    assert (p["accuracy"], p["accuracy_kind"]) == (0.968, "briefly trained val")
+    assert (point_of(base)["accuracy"], point_of(base)["accuracy_kind"]) == (0.09, "one-shot val")
 
 
 def test_fronts_per_target_and_across():

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from explorer.api import build_problem
 from explorer.search.cosearch import CoSearch
 from explorer.space.hardware import HWConfig
-from explorer.search.select import Candidate, capacity, near_chance, select
+from explorer.search.select import Candidate, by_proxy, capacity, near_chance, select
 from explorer.search.train import Batches
 from tests.conftest import tiny_config
 
@@ -99,6 +99,42 @@ def test_selection_spends_slack_the_one_shot_score_leaves():
     assert prob.cost_model.evaluate(spent.genotype, spent.config)["latency_s"] <= s.con.limits["latency_s"]
     assert info["spent"]["feasible"]
     assert info["spent"]["genotype"] in [f["genotype"] for f in info["finalists"]]
+
+
+def test_with_a_limit_the_climb_fills_it_past_the_one_shot_tolerance():
+    """Where no upgrade scores within the tolerance of the leader (the supernet trained only pooling),
+    the climb of a run with limits still goes on to a design that fills the limit; it joins the
+    finalists beside the leader and the brief training judges them. Without limits nothing is filled."""
+    prob, s, g_pool, g_conv = _trained_on("avgpool")
+    c = s.hw.derive()
+    lat = lambda g: prob.cost_model.evaluate(g, c)["latency_s"]  # noqa: E731
+    kept0, _, info0 = select(s, [(g_pool, c)], samples=0, climb_rounds=0, proxy_steps=0, spend_within=0.0)
+    assert "filled" not in info0  # no limit: no slack to fill
+    s.con.limits = {"latency_s": (lat(g_pool) + lat(g_conv)) / 2}
+    s.con.lam = {"latency_s": 0.0}
+    kept, scored, info = select(s, [(g_pool, c)], samples=0, climb_rounds=0, proxy_steps=5, spend_within=-1.0)
+    assert "spent" not in info  # nothing within the (impossible) tolerance
+    filled = Candidate(s.space.parse_genotype(info["filled"]["genotype"]), HWConfig.from_dict(info["filled"]["hardware"], s.hw), "")
+    lead = max(scored, key=lambda x: x.one_shot)
+    assert capacity(s.space, filled) > capacity(s.space, lead)
+    assert info["filled"]["feasible"]
+    assert prob.cost_model.evaluate(filled.genotype, filled.config)["latency_s"] <= s.con.limits["latency_s"]
+    assert [f["genotype"] for f in info["finalists"]][-1] == info["filled"]["genotype"]
+    assert all(f["proxy"] is not None for f in info["finalists"])  # every finalist trained briefly
+
+
+def test_brief_training_decides_beyond_its_noise_and_a_tie_goes_to_capacity():
+    prob, s, g_pool, g_conv = _trained_on("avgpool")
+    c = s.hw.derive()
+    small, big = Candidate(g_pool, c, "climb"), Candidate(g_conv, c, "spend")
+    assert capacity(s.space, big) > capacity(s.space, small)
+    small.proxy, big.proxy = 0.974, 0.968  # 0.6 points apart; one standard error on 500 images is 0.71
+    kept, why = by_proxy(s.space, [small, big], 500)
+    assert kept is big and "standard error" in why
+    small.proxy, big.proxy = 0.974, 0.950  # clearly worse: the brief training decides
+    assert by_proxy(s.space, [small, big], 500) == (small, "brief training")
+    small.proxy, big.proxy = 0.974, 0.968  # on 20,000 images 0.6 points is beyond the noise
+    assert by_proxy(s.space, [small, big], 20000)[0] is small
 
 
 def test_capacity_counts_live_ops_only():
