@@ -63,9 +63,6 @@ class SearchResult:
     stop_reason: str
     repaired: list = field(default_factory=list)
     one_shot_val_accuracy: float = float("nan")
-    #: validation accuracy of the kept design after selection's brief training from scratch, where it
-    #: had one and repair did not change it afterwards; else None
-    proxy_val_accuracy: float | None = None
     history: list = field(default_factory=list)
     #: how the kept design was chosen among candidates (``search.selection = "accuracy"``), or None
     selection: dict | None = None
@@ -73,6 +70,9 @@ class SearchResult:
     measured: dict | None = None
     #: why the loop ended, in words (stop_reason: "steps", "threshold", "patience" or "budget")
     stop_detail: str = ""
+    #: validation accuracy of the kept design after selection's brief training from scratch, where it
+    #: had one and repair did not change it afterwards; else None
+    proxy_val_accuracy: float | None = None
 
 
 @dataclass

@@ -92,6 +92,16 @@ def test_sequential_and_random_baselines():
     cfg.search.steps = 3
     rr = random_search(prob.space, prob.hw, prob.cost_model, prob.data, cfg, prob.constraints(), "vta", proxy_steps=5)
     assert rr.steps == 3 and rr.feasible
+    assert isinstance(rr.history, list) and rr.proxy_val_accuracy is None  # the fields in their places
+
+
+def test_random_baseline_writes_its_run_folder(tmp_path):
+    """A baseline through the same path as the co-search (summary, near-chance check, verdict)."""
+    from explorer.api import run_search
+
+    s = run_search(tiny_config(steps=2, select_proxy_steps=5), tmp_path / "r", method="random", progress=False)
+    assert s["method"] == "random" and s["steps"] == 2 and s.get("proxy_val_accuracy") is None
+    assert 0 <= s["one_shot_val_accuracy"] <= 1 and (tmp_path / "r" / "summary.json").is_file()
 
 
 def test_run_folder(tmp_path):
