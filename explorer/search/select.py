@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..space.quant import QuantState
 from .train import Batches, proxy_train
 
-__all__ = ["Candidate", "by_proxy", "calibration_batches", "capacity", "recalibrated_accuracy", "select", "near_chance"]
+__all__ = ["Candidate", "calibration_batches", "capacity", "recalibrated_accuracy", "select", "near_chance"]
 
 
 @dataclass
@@ -214,7 +214,7 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
                 torch.manual_seed(seed + 100 + i)
                 net = space.build_network(cand.genotype, QuantState.fixed(*cand.config.bits()))
             _, cand.proxy = proxy_train(net, search.data, proxy_steps, search.cfg.batch_size, search.cfg.proxy_lr, seed + 100)
-        kept, info["kept_by"] = by_proxy(space, finalists, len(search.data.y_val))
+        kept, info["kept_by"] = max(finalists, key=lambda c: (c.proxy, c.one_shot)), "brief training"
     else:
         kept, info["kept_by"] = finalists[0], "one-shot accuracy"
     info.update(best_one_shot=best_one_shot, kept_one_shot=kept.one_shot, kept_source=kept.source,
@@ -222,26 +222,6 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
                 derived_one_shot=None if derived is None or math.isnan(derived.one_shot) else derived.one_shot,
                 finalists=[c.record(space) for c in finalists])
     return kept, scored, info
-
-
-def by_proxy(space, finalists: list[Candidate], n_val: int) -> tuple[Candidate, str]:
-    """The finalist to keep after the brief trainings, and why.
-
-    The brief training's validation accuracy decides, but only beyond its own noise: finalists
-    within one standard error of the best (``sqrt(p (1 - p) / n_val)``: 0.76 points at 97% on 500
-    images) are a tie, and the tie goes to the one that computes most (:func:`capacity`). A brief
-    training favours small networks, which converge first; the retraining is many times longer. On
-    nb201 with HELP's raspi4 table (25th percentile) the proxy put a pooling cell 0.6 points above
-    a cell of 1x1 convolutions that fills the limit; retrained 5 epochs they scored 96.8% and 97.3%
-    (BENCHMARKS.md, issue 25, eighth session)."""
-    best = max(finalists, key=lambda c: (c.proxy, c.one_shot))
-    se = math.sqrt(max(best.proxy * (1 - best.proxy), 0.0) / max(1, n_val))
-    ties = [c for c in finalists if c.proxy >= best.proxy - se]
-    kept = max(ties, key=lambda c: (capacity(space, c), c.proxy, c.one_shot))
-    if kept is best:
-        return kept, "brief training"
-    return kept, (f"brief training, within its standard error ({se:.3f}) of the best ({best.proxy:.3f}): "
-                  f"the finalist that computes most")
 
 
 def capacity(space, c: Candidate) -> tuple:
