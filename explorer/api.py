@@ -164,7 +164,7 @@ def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bo
         limits_met=result.feasible,  # on the cost model; the verdict below says what the truth said
         repaired_moves=result.repaired,
         one_shot_val_accuracy=result.one_shot_val_accuracy,
-        proxy_val_accuracy=getattr(result, "proxy_val_accuracy", None),
+        proxy_val_accuracy=result.proxy_val_accuracy,
         best_step=result.best_step,
         steps=result.steps,
         stop_reason=result.stop_reason,

@@ -652,7 +652,7 @@ class CoSearch:
         one_shot = ev["val_accuracy"]
         if selection is not None:  # the figure selection ranks by: BatchNorm recalibrated for the design
             one_shot = self.one_shot_accuracy(g, c)
-            if kept is None or (g, c.values) != (kept.genotype, kept.config.values):
+            if (g, c.values) != (kept.genotype, kept.config.values):
                 proxy = None  # repaired since: the brief training was of another design
         return SearchResult(
             design=DesignPoint.make(self.space, g, self.target, c),

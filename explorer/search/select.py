@@ -199,7 +199,7 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
     finalists = [c for c in scored[:confirm] if c.one_shot >= best_one_shot - within][:retrain_top]
     spent, filled = spend(search, finalists[0], add, score, lambda cands: confirmed(cands, max(1, confirm // 4)),
                           spend_rounds, spend_within, fill=bool(con.limits))
-    if spent is not finalists[0] or filled is not finalists[0]:
+    if filled is not finalists[0]:  # the climb moved (its first step within the tolerance or not)
         scored[:] = confirmed(scored, 0)
     if spent is not finalists[0]:
         if spent not in finalists:

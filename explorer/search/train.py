@@ -120,8 +120,8 @@ def proxy_train(net: nn.Module, data: DataSplits, steps: int, batch_size: int, l
 def retrain(model: nn.Module, data: DataSplits, cfg: RetrainConfig, seed: int, progress=None) -> dict:
     """Train a derived network from scratch on train+val; report test accuracy.
 
-    SGD with Nesterov momentum and a one-cycle schedule (:func:`one_cycle`); random translations of up to 10% of the image
-    size when ``cfg.augment``. ``progress`` is called with (epoch, epochs, train loss).
+    SGD with Nesterov momentum and a one-cycle schedule (:func:`one_cycle`); random translations of
+    up to 10% of the image size when ``cfg.augment``. ``progress`` is called with (epoch, epochs, train loss).
     """
     x = np.concatenate([data.x_train, data.x_val])
     y = np.concatenate([data.y_train, data.y_val])
