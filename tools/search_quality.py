@@ -1,12 +1,17 @@
 """Search quality, measured honestly: co-search vs sequential (network, then hardware) vs random
-search at an equal wall-clock budget, over several seeds and limits, as one `explorer explore` per
-setting. For every (method, seed) the designs found under the different latency limits form an
+search at an equal wall-clock budget, over several seeds and limits, as `explorer explore` runs.
+
+By default (``--progress steps``) co-search and sequential search run the setting's planned steps
+(the step budget binds, so a seed fixes the search on any machine, however loaded), and random
+search then gets the co-search runs' mean wall-clock (selection included) as its budget. With
+``--progress time`` every method gets the setting's minutes and time ends every search (the
+earlier mode: there the number of steps, and so the result of a seed, moves with the load). For every (method, seed) the designs found under the different latency limits form an
 accuracy/latency front; its hypervolume (share of the box accuracy in [chance, 1] x latency in
 [0, largest limit] that the front dominates, higher is better) is reported as mean and spread over
 the seeds, with per-limit accuracy, latency and limits met.
 
 Usage: python tools/search_quality.py [--setting digits|mnist5k-short|both] [--seeds 3]
-           [--budget-min 0.5] [--out bench-out/quality] [--ray local]
+           [--progress steps|time] [--steps N] [--budget-min 0.5] [--out bench-out/quality] [--ray local]
 Prints Markdown tables (paste into BENCHMARKS.md with the command, machine and date).
 """
 
@@ -22,11 +27,12 @@ from explorer.explore import explore
 from explorer.explore.pareto import front, hypervolume, point_of
 
 METHODS = ("cosearch", "sequential", "random")
-# (dataset, search minutes, retraining epochs, latency limits in ms, note)
+# (dataset, search minutes (time mode), search steps (steps mode), retraining epochs, latency limits in ms, note)
 SETTINGS = {
-    "digits": ("digits", 0.5, 10, (0.014, 0.017, 0.025), "1,797 8x8 images (1,077 train): few samples"),
-    "mnist5k-short": ("mnist5k", 1.0, 3, (0.08, 0.11, 0.16), "mnist5k, 3 epochs of retraining instead of 20"),
+    "digits": ("digits", 0.5, 150, 10, (0.014, 0.017, 0.025), "1,797 8x8 images (1,077 train): few samples"),
+    "mnist5k-short": ("mnist5k", 1.0, 100, 3, (0.08, 0.11, 0.16), "mnist5k, 3 epochs of retraining instead of 20"),
 }
+SAFETY_MIN = 30.0  # the clock's safety net in steps mode: the planned steps end a search long before
 
 
 def cpu_model() -> str:
@@ -91,25 +97,48 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--setting", default="both", choices=[*SETTINGS, "both"])
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--budget-min", type=float, default=None, help="search minutes (default: the setting's)")
+    ap.add_argument("--progress", default="steps", choices=["steps", "time"],
+                    help="steps: co-search and sequential run the planned steps, random search gets their wall-clock; "
+                         "time: every method gets the same minutes")
+    ap.add_argument("--steps", type=int, default=None, help="planned search steps (steps mode; default: the setting's)")
+    ap.add_argument("--budget-min", type=float, default=None, help="search minutes (time mode; default: the setting's)")
     ap.add_argument("--out", default="bench-out/quality")
     ap.add_argument("--ray", default=None)
     ap.add_argument("--workers", type=int, default=None)
     a = ap.parse_args(argv)
+    mode = ("the planned steps bind co-search and sequential; random search gets co-search's mean wall-clock"
+            if a.progress == "steps" else "an equal wall-clock search budget (progress by time)")
     print(f"machine: {cpu_model()}, {__import__('os').cpu_count()} cores; target vta; chain space; "
-          f"{a.seeds} seeds; methods {', '.join(METHODS)} at an equal wall-clock search budget (progress by time)")
+          f"{a.seeds} seeds; methods {', '.join(METHODS)}; {mode}")
     for name in (SETTINGS if a.setting == "both" else [a.setting]):
-        dataset, minutes, epochs, limits, note = SETTINGS[name]
-        minutes = a.budget_min or minutes
-        cfg = Path(a.out) / f"{name}.toml"
-        cfg.parent.mkdir(parents=True, exist_ok=True)
-        # equal wall-clock budget for every method: time ends every search, never the step count
-        cfg.write_text(f'dataset = "{dataset}"\n[search]\nbudget_min = {minutes}\nsteps = 100000\nprogress = "time"\n'
-                       f"[retrain]\nepochs = {epochs}\n")
-        state = explore(["vta"], {"latency_ms": list(limits)}, list(range(a.seeds)), list(METHODS),
-                        Path(a.out) / name, config_path=str(cfg), ray=a.ray, workers=a.workers)
-        print(tables(state, limits, f"{name} ({note}; {minutes:g} min search, {epochs} epochs retraining)"), flush=True)
-        (Path(a.out) / f"{name}.md").write_text(tables(state, limits, name) + "\n")
+        dataset, minutes, steps, epochs, limits, note = SETTINGS[name]
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+
+        def run(methods, minutes, steps, progress, folder):
+            cfg = out / f"{folder}.toml"
+            cfg.write_text(f'dataset = "{dataset}"\n[search]\nbudget_min = {minutes}\nsteps = {steps}\n'
+                           f'progress = "{progress}"\n[retrain]\nepochs = {epochs}\n')
+            return explore(["vta"], {"latency_ms": list(limits)}, list(range(a.seeds)), methods, out / folder,
+                           config_path=str(cfg), ray=a.ray, workers=a.workers)
+
+        if a.progress == "time":
+            minutes = a.budget_min or minutes
+            # equal wall-clock budget for every method: time ends every search, never the step count
+            state = run(list(METHODS), minutes, 100000, "time", name)
+            budget = f"{minutes:g} min search"
+        else:
+            steps = a.steps or steps
+            state = run(["cosearch", "sequential"], SAFETY_MIN, steps, "steps", f"{name}-steps")
+            secs = [r["summary"]["search_s"] for r in state["runs"] if r["status"] == "done" and r["method"] == "cosearch"]
+            if not secs:
+                raise SystemExit(f"{name}: no co-search run finished; see {out / (name + '-steps')}")
+            minutes = round(statistics.mean(secs) / 60, 3)
+            rnd = run(["random"], minutes, 100000, "time", f"{name}-random-{minutes:g}min")
+            state = {**state, "runs": state["runs"] + rnd["runs"]}
+            budget = f"{steps} search steps; random search {minutes * 60:.0f} s"
+        print(tables(state, limits, f"{name} ({note}; {budget}, {epochs} epochs retraining)"), flush=True)
+        (out / f"{name}.md").write_text(tables(state, limits, name) + "\n")
     return 0
 
 

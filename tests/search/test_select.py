@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from explorer.api import build_problem
 from explorer.search.cosearch import CoSearch
 from explorer.space.hardware import HWConfig
-from explorer.search.select import Candidate, capacity, near_chance, select
+from explorer.search.select import Candidate, capacity, near_chance, select, traded
 from explorer.search.train import Batches
 from tests.conftest import tiny_config
 
@@ -121,6 +121,34 @@ def test_with_a_limit_the_climb_fills_it_past_the_one_shot_tolerance():
     assert prob.cost_model.evaluate(filled.genotype, filled.config)["latency_s"] <= s.con.limits["latency_s"]
     assert [f["genotype"] for f in info["finalists"]][-1] == info["filled"]["genotype"]
     assert all(f["proxy"] is not None for f in info["finalists"])  # every finalist trained briefly
+
+
+def test_a_network_upgrade_the_hardware_cannot_fit_is_traded_for_a_hardware_change():
+    """A convolution in place of pooling breaks the limit on the derived hardware; one knob changed
+    (a faster clock) fits it. The trade keeps the bit-widths and takes the re-fit with the most slack;
+    with the hardware frozen there is nothing to trade."""
+    prob, s, g_pool, _ = _trained_on("avgpool")
+    cm, c0 = prob.cost_model, s.hw.derive()
+    up = {**g_pool, "op_L0": "conv3x3"}
+    at = lambda g, c: cm.evaluate(g, c)["latency_s"]  # noqa: E731
+    faster = HWConfig(tuple((k, 200 if k == "HW_FREQ_MHZ" else v) for k, v in c0.values), c0.fixed)
+    assert at(up, faster) < at(up, c0)
+    s.con.limits = {"latency_s": (at(up, c0) + at(up, faster)) / 2}
+
+    def add(g, c, source):
+        cand = Candidate(dict(g), c, source, cm.evaluate(g, c))
+        cand.feasible = s.con.violation(cand.figures) == 0
+        return cand
+
+    over = add(up, c0, "spend")
+    assert not over.feasible
+    here = capacity(s.space, Candidate(g_pool, c0, ""))
+    [t] = traded(s, [over], add, here)
+    assert t.feasible and t.genotype == up and t.source == "trade"
+    assert t.config.bits() == c0.bits() and t.config["HW_FREQ_MHZ"] == 300  # most slack of the fits
+    assert [k for k in dict(c0.values) if t.config[k] != c0[k]] == ["HW_FREQ_MHZ"]
+    s.hw.freeze(c0)
+    assert traded(s, [over], add, here) == []
 
 
 def test_capacity_counts_live_ops_only():
