@@ -111,10 +111,12 @@ def test_a_doctored_model_is_corrected_and_the_limit_holds_on_the_truth():
 
 def test_the_final_check_repairs_on_the_truth():
     """No in-loop measurement at all (measure_every beyond the run): the kept design meets the limit
-    in the model but not on the truth; the final check measures it, refits, repairs, measures again."""
+    in the model but not on the truth; the final check measures it, refits, repairs, measures again.
+    (Kept by the loss, so there are no other finalists to fall back on: see the test below.)"""
     factors = {"conv3x3": 4.0, "conv5x5": 4.0, "dil3x3": 4.0, "dwsep": 4.0, "stem": 4.0}
     cfg, prob, cm, truth, con = setup(0, factors, steps=40)
     cfg.search.measure_every = 10_000
+    cfg.search.selection = "loss"
     g0 = prob.space.random_genotype(np.random.default_rng(1))
     con.limits["latency_s"] = 0.8 * truth.evaluate(g0, HW.default_config())["latency_s"]
     m = TruthMeasurer(truth)
@@ -160,6 +162,7 @@ def test_a_repair_on_the_truth_allows_for_what_the_model_still_misses():
     factors = {"conv3x3": 4.0, "conv5x5": 4.0, "dil3x3": 4.0, "dwsep": 4.0, "stem": 4.0}
     cfg, prob, cm, truth, con = setup(0, factors, steps=40)
     cfg.search.measure_every = 10_000
+    cfg.search.selection = "loss"  # no other finalists to fall back on: the repair is what is tested
     cm.update = lambda measurements: None  # learns nothing
     g0 = prob.space.random_genotype(np.random.default_rng(1))
     con.limits["latency_s"] = 0.8 * truth.evaluate(g0, HW.default_config())["latency_s"]
@@ -170,3 +173,27 @@ def test_a_repair_on_the_truth_allows_for_what_the_model_still_misses():
     assert r.repaired and r.measured["rounds"] > 1
     assert r.measured["limits_met_measured"] is True
     assert truth.evaluate(r.genotype, r.hw_config)["latency_s"] <= con.limits["latency_s"] * (1 + 1e-9)
+
+
+def test_a_finalist_that_breaks_the_limit_on_the_truth_gives_way_to_one_that_holds():
+    """The kept finalist fits the limit on the model but not on the truth (its convolutions cost 4x
+    there); the next finalist by brief training, pooling only, holds on the truth as it is and is
+    kept, unrepaired. Without fall-backs the kept one is repaired."""
+    factors = {"conv3x3": 4.0, "conv5x5": 4.0, "dil3x3": 4.0, "dwsep": 4.0}
+    cfg, prob, cm, truth, con = setup(0, factors)
+    space, c = prob.space, HW.default_config()
+    conv = {k: ("conv3x3" if k.startswith("op_") else v[0]) for k, v in space.choices().items()}
+    pool = {**conv, **{k: "maxpool" for k in conv if k.startswith("op_")}}
+    assert cm.evaluate(conv, c)["latency_s"] > cm.evaluate(pool, c)["latency_s"]
+    con.limits["latency_s"] = 1.05 * cm.evaluate(conv, c)["latency_s"]  # both fit on the model
+    assert truth.evaluate(conv, c)["latency_s"] > con.limits["latency_s"] >= truth.evaluate(pool, c)["latency_s"]
+    selection = {"finalists": [{"genotype": space.format_genotype(g), "hardware": c.as_dict(), "proxy": p}
+                               for g, p in ((pool, 0.80), (conv, 0.90))]}
+    m = TruthMeasurer(truth)
+    s = CoSearch(space, HW, cm, prob.data, cfg.search, con, "cpu", 0, measurer=m)
+    history = []
+    g, c2, out, moves = s.verify_finalists(conv, c, 0, history, selection)
+    assert (g, c2) == (pool, c) and not moves and out["limits_met_measured"] is True
+    assert [h["limits_met_measured"] for h in history if h.get("event") == "verify"] == [False, True]
+    g, _, out, moves = s.verify_finalists(conv, c, 0, [], None)  # no fall-backs: repaired
+    assert g != pool and moves
