@@ -11,7 +11,8 @@ accuracy/latency front; its hypervolume (share of the box accuracy in [chance, 1
 the seeds, with per-limit accuracy, latency and limits met.
 
 Usage: python tools/search_quality.py [--setting digits|mnist5k-short|both] [--seeds 3]
-           [--progress steps|time] [--steps N] [--budget-min 0.5] [--out bench-out/quality] [--ray local]
+           [--progress steps|time] [--steps N] [--budget-min 0.5] [--limits MS ...] [--out bench-out/quality]
+           [--ray local]
 Prints Markdown tables (paste into BENCHMARKS.md with the command, machine and date).
 """
 
@@ -102,6 +103,7 @@ def main(argv=None) -> int:
                          "time: every method gets the same minutes")
     ap.add_argument("--steps", type=int, default=None, help="planned search steps (steps mode; default: the setting's)")
     ap.add_argument("--budget-min", type=float, default=None, help="search minutes (time mode; default: the setting's)")
+    ap.add_argument("--limits", type=float, nargs="+", default=None, help="latency limits in ms (default: the setting's)")
     ap.add_argument("--out", default="bench-out/quality")
     ap.add_argument("--ray", default=None)
     ap.add_argument("--workers", type=int, default=None)
@@ -112,6 +114,7 @@ def main(argv=None) -> int:
           f"{a.seeds} seeds; methods {', '.join(METHODS)}; {mode}")
     for name in (SETTINGS if a.setting == "both" else [a.setting]):
         dataset, minutes, steps, epochs, limits, note = SETTINGS[name]
+        limits = tuple(a.limits or limits)
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
 

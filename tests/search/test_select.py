@@ -195,3 +195,19 @@ def test_proxy_training_ends_annealed(monkeypatch):
     assert len(rates) == 40
     assert abs(max(rates) - 0.2) < 0.01 and rates[-1] < 0.2 / 100 and rates[0] < 0.2 / 10
     assert acc > 0.5 and np.isfinite(loss)
+
+
+def test_where_a_truth_will_judge_the_kept_design_candidates_keep_the_margin():
+    """With a truth to check the kept design (a measurer, refinement on), every candidate selection
+    scores fits the limit less the loop's margin on the model: one that fills the limit on the model
+    breaks it on the truth by the model's error."""
+    prob, s, g_pool, g_conv = _trained_on("avgpool")
+    c = s.hw.derive()
+    lat = lambda g: prob.cost_model.evaluate(g, c)["latency_s"]  # noqa: E731
+    limit = (lat(g_pool) + lat(g_conv)) / 2
+    s.con.limits, s.con.lam = {"latency_s": limit}, {"latency_s": 0.0}
+    _, scored, _ = select(s, [(g_pool, c)], samples=4, climb_rounds=1, proxy_steps=0, spend_within=-1.0)
+    assert max(x.figures["latency_s"] for x in scored) > limit * (1 - s.cfg.margin)  # the slack is filled
+    s.measurer, s.cfg.refine = object(), True
+    _, scored, _ = select(s, [(g_pool, c)], samples=4, climb_rounds=1, proxy_steps=0, spend_within=-1.0)
+    assert scored and max(x.figures["latency_s"] for x in scored) <= limit * (1 - s.cfg.margin)
