@@ -93,6 +93,9 @@ class RetrainConfig:
     lr: float = 0.2
     weight_decay: float = 3e-4
     augment: bool = True
+    rotate_deg: float = 0.0  # with augment: random rotations of up to this many degrees
+    scale: float = 0.0  # with augment: random zooms within 1 +- scale
+    label_smoothing: float = 0.0
 
 
 @dataclass
@@ -186,6 +189,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         (s.checkpoint_every >= 0, "search.checkpoint_every must be >= 0 (0: no step checkpoints)"),
         (s.checkpoint_s >= 0, "search.checkpoint_s must be >= 0 (0: no timed checkpoints)"),
         (r.epochs >= 0 and r.batch_size >= 2 and r.lr > 0, "retrain: epochs >= 0, batch_size >= 2, lr > 0"),
+        (0 <= r.rotate_deg <= 180 and 0 <= r.scale < 1 and 0 <= r.label_smoothing < 1,
+         "retrain: rotate_deg in [0, 180], scale in [0, 1), label_smoothing in [0, 1)"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -57,12 +57,21 @@ class Batches:
         self._perm, self._pos = state["perm"], int(state["pos"])
 
 
-def translate(x: torch.Tensor, max_shift: float, generator: torch.Generator) -> torch.Tensor:
-    """Random per-sample translation by up to ``max_shift`` pixels (zero fill)."""
+def translate(x: torch.Tensor, max_shift: float, generator: torch.Generator, rotate_deg: float = 0.0,
+              scale: float = 0.0) -> torch.Tensor:
+    """Random per-sample translation by up to ``max_shift`` pixels (zero fill); with ``rotate_deg``
+    and ``scale`` also a rotation by up to that many degrees and a zoom by a factor within
+    1 +- ``scale`` (a random affine map; drawn after the shift, so that a pure translation draws
+    what it always has)."""
     n, _, h, w = x.shape
     shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * max_shift
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    if rotate_deg > 0 or scale > 0:
+        a = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(rotate_deg)
+        z = 1.0 + (torch.rand(n, generator=generator) * 2 - 1) * scale
+        theta[:, 0, 0], theta[:, 0, 1] = torch.cos(a) / z, -torch.sin(a) / z
+        theta[:, 1, 0], theta[:, 1, 1] = torch.sin(a) / z, torch.cos(a) / z
     theta[:, 0, 2] = shift[:, 0] * 2 / w
     theta[:, 1, 2] = shift[:, 1] * 2 / h
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
@@ -121,7 +130,8 @@ def retrain(model: nn.Module, data: DataSplits, cfg: RetrainConfig, seed: int, p
     """Train a derived network from scratch on train+val; report test accuracy.
 
     SGD with Nesterov momentum and a one-cycle schedule (:func:`one_cycle`); random translations of
-    up to 10% of the image size when ``cfg.augment``. ``progress`` is called with (epoch, epochs, train loss).
+    up to 10% of the image size when ``cfg.augment``, with rotations and zooms of up to
+    ``cfg.rotate_deg`` and ``cfg.scale``; cross-entropy with ``cfg.label_smoothing``. ``progress`` is called with (epoch, epochs, train loss).
     """
     x = np.concatenate([data.x_train, data.x_val])
     y = np.concatenate([data.y_train, data.y_val])
@@ -139,8 +149,8 @@ def retrain(model: nn.Module, data: DataSplits, cfg: RetrainConfig, seed: int, p
         for _ in range(steps_per_epoch):
             xb, yb = next(batches)
             if cfg.augment:
-                xb = translate(xb, max_shift, gen)
-            loss = F.cross_entropy(model(xb), yb)
+                xb = translate(xb, max_shift, gen, cfg.rotate_deg, cfg.scale)
+            loss = F.cross_entropy(model(xb), yb, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
