@@ -21,7 +21,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/explorer search --dataset mnist5k --space chain --target vta --out runs/demo --force
+	$(BIN)/explorer search --config configs/demo.toml --out runs/demo --force
 
 # Fast tier (the README's test command, <= 5 min on 2 cores): everything not marked `slow`.
 # The slow tier is the rest; CI runs both.
