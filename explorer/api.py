@@ -28,6 +28,7 @@ from .space.quant import QuantState
 from .search.constraints import Constraints, check_feasible
 from .search.cosearch import CoSearch, SearchResult, history_line
 from .search.train import retrain
+from .measure.local import numerics
 from .runs.summary import RunSummary, Verdict
 
 __all__ = ["Problem", "build_problem", "run_search", "resume_search", "METHODS"]
@@ -170,6 +171,7 @@ def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bo
         stop_reason=result.stop_reason,
         stop_detail=result.stop_detail,
         search_s=round(search_s, 1),
+        numerics=numerics(),
         selection=result.selection,
     )
     acc, kind = result.one_shot_val_accuracy, "one-shot"

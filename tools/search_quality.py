@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 from pathlib import Path
 
 from explorer.explore import explore
 from explorer.explore.pareto import front, hypervolume, point_of
+from explorer.measure.local import cpu_model
 
 METHODS = ("cosearch", "sequential", "random")
 # (dataset, search minutes (time mode), search steps (steps mode), retraining epochs, latency limits in ms, note)
@@ -34,16 +34,6 @@ SETTINGS = {
     "mnist5k-short": ("mnist5k", 1.0, 100, 3, (0.08, 0.11, 0.16), "mnist5k, 3 epochs of retraining instead of 20"),
 }
 SAFETY_MIN = 30.0  # the clock's safety net in steps mode: the planned steps end a search long before
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def tables(state: dict, limits: tuple, name: str) -> str:

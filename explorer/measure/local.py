@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import ModelError
 
-__all__ = ["measure_tvm", "measure_onnxruntime", "summarize", "random_inputs", "cpu_model", "every_core"]
+__all__ = ["measure_tvm", "measure_onnxruntime", "summarize", "random_inputs", "cpu_model", "every_core", "numerics"]
 
 
 def cpu_model() -> str:
@@ -26,6 +26,20 @@ def cpu_model() -> str:
     import platform
 
     return platform.processor() or platform.machine()
+
+
+def numerics() -> dict:
+    """What fixes a search's floating-point arithmetic on this machine, so what a seed reproduces: the
+    PyTorch version, the instruction set its CPU kernels dispatch to (``ATEN_CPU_CAPABILITY`` caps it),
+    oneDNN's cap (``ONEDNN_MAX_CPU_ISA``, "native" when unset), PyTorch's intra-op threads and the CPU.
+    Two runs with one seed and equal ``numerics`` keep the same design; across instruction sets the
+    rounding differs, training drifts apart over hundreds of steps, and a near tie can go the other way
+    (an AVX-512 machine and the same machine capped at AVX2 kept different demo designs)."""
+    import torch
+
+    return {"torch": torch.__version__, "kernels": torch.backends.cpu.get_cpu_capability(),
+            "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "native"),
+            "threads": torch.get_num_threads(), "cpu": cpu_model()}
 
 
 def every_core() -> None:

@@ -70,6 +70,7 @@ class RunSummary:
     stop_reason: str | None = None  #: why the search stopped: "steps", "threshold", "patience" or "budget"
     stop_detail: str | None = None  #: the same in words
     search_s: float | None = None  #: wall-clock time of the search, s (0.1 s resolution)
+    numerics: dict | None = None  #: what fixes the search's arithmetic (:func:`explorer.measure.local.numerics`): a seed reproduces the design where these agree
     selection: dict | None = None  #: how the kept design was chosen among candidates (``search.selection = "accuracy"``)
     near_chance: bool | None = None  #: the one-shot accuracy is near chance (absent when that accuracy is NaN)
     limits_met_measured: bool | None = None  #: the kept design within every limit on the target's measurement
@@ -85,7 +86,7 @@ class RunSummary:
 
     # the keys as_json writes, in the file's order; "finished" stands for the entry under finish_key
     _ORDER = ("method", "design_key", "genotype", "hardware", "figures", "limits", "limits_met", "repaired_moves",
-              "one_shot_val_accuracy", "proxy_val_accuracy", "best_step", "steps", "stop_reason", "stop_detail", "search_s", "selection",
+              "one_shot_val_accuracy", "proxy_val_accuracy", "best_step", "steps", "stop_reason", "stop_detail", "search_s", "numerics", "selection",
               "near_chance", "limits_met_measured", "measured", "verdict", "retrain", "test_accuracy", "finished",
               "plot_error", "run_dir")
 
@@ -135,7 +136,7 @@ class RunSummary:
                 kw[k] = v
             else:
                 extra[k] = v
-        for k in ("hardware", "figures", "limits", "selection", "measured", "retrain", "verdict", "finished"):
+        for k in ("hardware", "figures", "limits", "numerics", "selection", "measured", "retrain", "verdict", "finished"):
             if k in kw and kw[k] is not None and not isinstance(kw[k], dict):
                 raise DataError(f"summary {finish_key if k == 'finished' else k!r}: expected a JSON object, "
                                 f"got {type(kw[k]).__name__}")

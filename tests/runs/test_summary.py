@@ -37,6 +37,11 @@ def test_round_trip_of_a_written_summary(run):
     assert s.limits_met is True and 0 < s.figures["latency_ms"] <= 50 and isinstance(s.search_s, float)
     assert s.test_accuracy == s.retrain["test_accuracy"] and s.retrain["epochs"] == 1
     assert s.effective_verdict == s.verdict
+    # what fixes the arithmetic, so what a seed reproduces: this process's PyTorch, kernels and threads
+    import torch
+
+    assert s.numerics["torch"] == torch.__version__ and s.numerics["threads"] >= 1
+    assert s.numerics["kernels"] == torch.backends.cpu.get_cpu_capability() and s.numerics["cpu"]
 
 
 def test_run_folder_gives_the_typed_summary(run):
