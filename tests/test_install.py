@@ -113,7 +113,11 @@ def test_installed_package_deploys_tuned_from_another_folder(installed, tmp_path
             "--no-progress")
     assert r.returncode == 0, r.stderr
     card = json.loads((work / "dep" / "card.json").read_text())
-    assert card["tuning"]["status"] == "tuned here" and card["tuning"]["trials_this_run"] == 16
+    tn = card["tuning"]
+    # the budget counts the model's total: records the shipped database holds for this very CPU
+    # are copied in first and count as trials, and a kernel less than half a batch below its part
+    # is left as it is (tune._pick), so this run's share may be a few short of 16
+    assert tn["status"] == "tuned here" and 0 < tn["trials_this_run"] <= tn["trials_total"] <= 16, json.dumps(tn)
     assert Path(card["tuning"]["database"]) == Path("runs") / "schedules" / "cpu"
     assert (work / "runs" / "schedules" / "cpu" / "explorer-db.json").is_file() and card["build"]["scheduled_kernels"] > 0
     assert _tree(installed) == before, "a deploy wrote into the installed package"
