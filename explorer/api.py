@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import sys
 import time
 import warnings
@@ -195,13 +196,7 @@ def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bo
                               "model" if measured_ok is None else "measurement", result.feasible)
     if do_retrain and cfg.retrain.epochs > 0:
         rt0 = time.monotonic()
-        bits = result.hw_config.bits()
-        with torch.random.fork_rng():
-            torch.manual_seed(cfg.seed)
-            net = prob.space.build_network(result.genotype, QuantState.fixed(*bits))
-        rbar = _EpochBar(cfg.retrain.epochs, progress)
-        summary.retrain = retrain(net, prob.data, cfg.retrain, cfg.seed, progress=rbar.update)
-        rbar.close()
+        net, summary.retrain = _retrain_seeds(prob, result, progress)
         summary.retrain["seconds"] = round(time.monotonic() - rt0, 1)
         summary.test_accuracy = summary.retrain["test_accuracy"]
         torch.save(net.state_dict(), work / "weights.pt")
@@ -227,6 +222,29 @@ def _search_into(prob: Problem, method: str, out: Path, work: Path, progress: bo
 
     register_run(out, summary, {**cfg.as_dict(), "method": method}, exploration=exploration)
     return summary.as_json()
+
+
+def _retrain_seeds(prob: Problem, result, progress: bool):
+    """Retrain the kept design ``cfg.retrain.seeds`` times from scratch (seeds ``cfg.seed``, +1, ...):
+    (the first seed's network, its record). With several seeds the record's ``test_accuracy`` is
+    their mean, ``test_accuracies`` each one's (the first is the kept weights')."""
+    cfg, bits = prob.cfg, result.hw_config.bits()
+    n = cfg.retrain.seeds
+    rbar = _EpochBar(cfg.retrain.epochs * n, progress)
+    kept, recs = None, []
+    for k in range(n):
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed + k)
+            net = prob.space.build_network(result.genotype, QuantState.fixed(*bits))
+        recs.append(retrain(net, prob.data, cfg.retrain, cfg.seed + k, progress=rbar.update))
+        kept = kept or net
+    rbar.close()
+    rec = dict(recs[0])
+    if n > 1:
+        accs = [r["test_accuracy"] for r in recs]
+        rec.update(seeds=n, test_accuracies=accs, test_accuracy=sum(accs) / n,
+                   test_accuracy_sd=statistics.stdev(accs))
+    return kept, rec
 
 
 def _run_method(prob: Problem, method: str, on_step, on_checkpoint=None, resume: dict | None = None,
