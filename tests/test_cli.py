@@ -35,6 +35,8 @@ def test_bad_input_one_message_exit_2(tmp_path, args, message):
         ("[limits]\nwatts = 1", "unknown limit 'watts'"),
         ("[space_options]\nstages = [[8, 0, 1]]", "space.chain.stages"),
         ("[search]\nstages = [['a', 2]]", "search.stages must be"),
+        ("[search]\nselect_proxy_seeds = 0", "select_proxy_seeds must be"),
+        ("[retrain]\nseeds = 0", "retrain.seeds must be"),
     ],
 )
 def test_malformed_config_exit_2(tmp_path, capsys, text, message):

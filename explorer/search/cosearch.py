@@ -634,7 +634,8 @@ class CoSearch:
 
             seen = [(self.space.parse_genotype(h["derived"]["genotype"]), HWConfig.from_dict(h["derived"]["hardware"], self.hw))
                     for h in history if "derived" in h]
-            kept, _, selection = select(self, seen, proxy_steps=cfg.select_proxy_steps, seed=self.seed, progress=self.on_select)
+            kept, _, selection = select(self, seen, proxy_steps=cfg.select_proxy_steps, seed=self.seed,
+                                          proxy_seeds=cfg.select_proxy_seeds, progress=self.on_select)
             g, c, ev = kept.genotype, kept.config, self.evaluate_derived(kept.genotype, kept.config)
             proxy = kept.proxy
             self._event(history, {"step": step, "event": "select", **selection})

@@ -1,6 +1,7 @@
 """Selection of the returned design: the most accurate candidate within the limits."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -121,6 +122,12 @@ def test_with_a_limit_the_climb_fills_it_past_the_one_shot_tolerance():
     assert prob.cost_model.evaluate(filled.genotype, filled.config)["latency_s"] <= s.con.limits["latency_s"]
     assert [f["genotype"] for f in info["finalists"]][-1] == info["filled"]["genotype"]
     assert all(f["proxy"] is not None for f in info["finalists"])  # every finalist trained briefly
+    # two seeds each: the first is the one-seed training, the finalist is judged by the mean
+    _, _, info2 = select(s, [(g_pool, c)], samples=0, climb_rounds=0, proxy_steps=5, spend_within=-1.0, proxy_seeds=2)
+    assert [f["genotype"] for f in info2["finalists"]] == [f["genotype"] for f in info["finalists"]]
+    for one, two in zip(info["finalists"], info2["finalists"]):
+        assert len(two["proxies"]) == 2 and two["proxies"][0] == one["proxy"] and "proxies" not in one
+        assert two["proxy"] == pytest.approx(sum(two["proxies"]) / 2)
 
 
 def test_a_network_upgrade_the_hardware_cannot_fit_is_traded_for_a_hardware_change():
