@@ -237,7 +237,8 @@ def _retrain_seeds(prob: Problem, result, progress: bool):
             torch.manual_seed(cfg.seed + k)
             net = prob.space.build_network(result.genotype, QuantState.fixed(*bits))
         recs.append(retrain(net, prob.data, cfg.retrain, cfg.seed + k, progress=rbar.update))
-        kept = kept or net
+        if k == 0:
+            kept = net
     rbar.close()
     rec = dict(recs[0])
     if n > 1:

@@ -185,7 +185,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         (0 <= s.min_improvement < 1, "search.min_improvement must be in [0, 1)"),
         (s.selection in ("loss", "accuracy"), f"search.selection must be 'loss' or 'accuracy', got {s.selection!r}"),
         (s.select_proxy_steps >= 0, "search.select_proxy_steps must be >= 0"),
-        (isinstance(s.select_proxy_seeds, int) and s.select_proxy_seeds >= 1, "search.select_proxy_seeds must be an integer >= 1"),
+        (isinstance(s.select_proxy_seeds, int) and not isinstance(s.select_proxy_seeds, bool) and s.select_proxy_seeds >= 1, "search.select_proxy_seeds must be an integer >= 1"),
         (s.entropy_weight >= 0, "search.entropy_weight must be >= 0"),
         (s.eval_every >= 1, "search.eval_every must be >= 1"),
         (s.measure_every >= 1, "search.measure_every must be >= 1"),
