@@ -801,7 +801,8 @@ class CoSearch:
         for finalists that held). Returns what :meth:`verify_on_truth` does."""
         others = []
         if selection and self.cfg.refine:
-            for f in sorted(selection.get("finalists", []), key=lambda f: -1.0 if f["proxy"] is None else -f["proxy"]):
+            order = lambda f: (-1.0, 0.0) if f["proxy"] is None else (-f["proxy"], f.get("proxy_loss") or 0.0)  # noqa: E731
+            for f in sorted(selection.get("finalists", []), key=order):
                 g2, c2 = self.space.parse_genotype(f["genotype"]), HWConfig.from_dict(f["hardware"], self.hw)
                 if (g2, c2.values) != (g, c.values):
                     others.append((g2, c2))

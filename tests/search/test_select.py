@@ -218,3 +218,26 @@ def test_where_a_truth_will_judge_the_kept_design_candidates_keep_the_margin():
     s.measurer, s.cfg.refine = object(), True
     _, scored, _ = select(s, [(g_pool, c)], samples=4, climb_rounds=1, proxy_steps=0, spend_within=-1.0)
     assert scored and max(x.figures["latency_s"] for x in scored) <= limit * (1 - s.cfg.margin)
+
+
+def test_finalists_tied_on_the_brief_training_go_to_the_lower_validation_loss(monkeypatch):
+    """Equal validation accuracies after the brief training (a small validation set ties often) are
+    decided by the training's validation loss, not by the one-shot score (biased to parameter-free
+    ops): here every finalist ties on accuracy and the one that fills the limit has the lowest loss;
+    it is kept though the leader scores better one-shot. Its loss is recorded."""
+    import explorer.search.select as sel
+
+    prob, s, g_pool, g_conv = _trained_on("avgpool")
+    c = s.hw.derive()
+    lat = lambda g: prob.cost_model.evaluate(g, c)["latency_s"]  # noqa: E731
+    s.con.limits = {"latency_s": (lat(g_pool) + lat(g_conv)) / 2}
+    s.con.lam = {"latency_s": 0.0}
+    # the brief training's verdict, fixed: accuracy 0.9 for all, loss falling with the parameters
+    monkeypatch.setattr(sel, "proxy_train", lambda net, *a: (1.0 / (1 + sum(p.numel() for p in net.parameters())), 0.9))
+    kept, scored, info = select(s, [(g_pool, c)], samples=0, climb_rounds=0, proxy_steps=5, spend_within=-1.0)
+    fin = info["finalists"]
+    assert len(fin) >= 2 and len({f["proxy"] for f in fin}) == 1
+    best = min(fin, key=lambda f: f["proxy_loss"])
+    assert best["one_shot"] < max(f["one_shot"] for f in fin)  # the one-shot score would pick another
+    assert s.space.format_genotype(kept.genotype) == best["genotype"] and info["kept_by"] == "brief training"
+    assert best["genotype"] == info["filled"]["genotype"]
