@@ -333,7 +333,7 @@ def _measurements(h: _History) -> tuple[list, list]:
                     pts.append((x, "after the search", m.get("why", ""), m["predicted_s"], m["measured_s"]))
         if ev.get("event") == "verify":
             if ev.get("measured_s") is not None and ev.get("predicted_s") is not None:
-                pts.append((x, f"verify round {ev.get('round', 0)}", "kept design", ev["predicted_s"], ev["measured_s"]))
+                pts.append((x, f"verify round {ev.get('round', 0)}", ev.get("why", "kept design"), ev["predicted_s"], ev["measured_s"]))
             elif ev.get("error"):
                 errs.append(f"verify at step {x}: {ev['error']}")
     return pts, errs
@@ -345,7 +345,7 @@ def _measured_figure(pts: list) -> str:
     for kind, marker in (("during", "o"), ("after", "s"), ("verify", "*")):
         sel = [p for p in pts if p[1].startswith(kind)]
         if sel:
-            label = {"during": "during the search", "after": "after the search", "verify": "kept design (verify)"}[kind]
+            label = {"during": "during the search", "after": "after the search", "verify": "finalists and kept design (verify)"}[kind]
             ax.plot([p[4] * 1e3 for p in sel], [p[3] * 1e3 for p in sel], marker, ls="none",
                     ms=6 if marker == "*" else 4, label=label)
     lo = min(min(p[3], p[4]) for p in pts) * 1e3

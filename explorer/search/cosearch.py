@@ -634,8 +634,14 @@ class CoSearch:
 
             seen = [(self.space.parse_genotype(h["derived"]["genotype"]), HWConfig.from_dict(h["derived"]["hardware"], self.hw))
                     for h in history if "derived" in h]
+            m = self.measurer
+            truth = None
+            if m is not None and cfg.refine and con.limits and not (m.tunes and m.tune_db):
+                # a truth that needs no tuning (the simulator) checks the finalists before their brief training
+                def truth(g2, c2):
+                    return self.verify_on_truth(g2, c2, step, history, rounds=1, why="finalist")[2].get("limits_met_measured")
             kept, _, selection = select(self, seen, proxy_steps=cfg.select_proxy_steps, seed=self.seed,
-                                          proxy_seeds=cfg.select_proxy_seeds, progress=self.on_select)
+                                          proxy_seeds=cfg.select_proxy_seeds, truth=truth, progress=self.on_select)
             g, c, ev = kept.genotype, kept.config, self.evaluate_derived(kept.genotype, kept.config)
             proxy = kept.proxy
             self._event(history, {"step": step, "event": "select", **selection})
@@ -750,7 +756,7 @@ class CoSearch:
         if self.on_step:
             self.on_step(rec)
 
-    def verify_on_truth(self, g, c, step: int, history: list, rounds: int | None = None):
+    def verify_on_truth(self, g, c, step: int, history: list, rounds: int | None = None, why: str = "kept design"):
         """Measure the kept design on the target's truth (blocking). The measurement refits the model;
         if a limit breaks on the truth, the design is repaired with the refit model and measured
         again, up to ``rounds`` times (default: :data:`VERIFY_ROUNDS` with ``refine``, else one
@@ -779,7 +785,7 @@ class CoSearch:
                    "limits_met_measured": ok, "rounds": r + 1, "tuning": job.info.get("tuning"),
                    **({"spread_p90_p10": job.info["spread"]} if "spread" in job.info else {}),
                    **({"whole_network": job.info["whole_network"]} if "whole_network" in job.info else {})}
-            self._event(history, {"step": step, "event": "verify", "round": r, "measured_s": job.latency_s,
+            self._event(history, {"step": step, "event": "verify", "why": why, "round": r, "measured_s": job.latency_s,
                                   "predicted_s": predicted["latency_s"], "limits_met_measured": ok,
                                   "tuning": job.info.get("tuning"), "correction": self.cm.correction_state()})
             if ok or r == rounds - 1:

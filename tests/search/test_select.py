@@ -241,3 +241,36 @@ def test_finalists_tied_on_the_brief_training_go_to_the_lower_validation_loss(mo
     assert best["one_shot"] < max(f["one_shot"] for f in fin)  # the one-shot score would pick another
     assert s.space.format_genotype(kept.genotype) == best["genotype"] and info["kept_by"] == "brief training"
     assert best["genotype"] == info["filled"]["genotype"]
+
+
+def test_finalists_are_checked_on_the_truth_before_the_brief_training():
+    """Where a cheap truth judges the finalists, the design the filling climb ended on is replaced by
+    the last step of its climb that holds there, a finalist that breaks a limit is dropped, and every
+    verdict is recorded; a truth that cannot judge (None) drops nothing."""
+    prob, s, g_pool, g_conv = _trained_on("avgpool")
+    c = s.hw.derive()
+    lat = lambda g: prob.cost_model.evaluate(g, c)["latency_s"]  # noqa: E731
+    s.con.limits = {"latency_s": (lat(g_pool) + lat(g_conv)) / 2}
+    s.con.lam = {"latency_s": 0.0}
+    kw = dict(samples=0, climb_rounds=0, proxy_steps=0, spend_within=-1.0)
+    _, _, info = select(s, [(g_pool, c)], **kw)
+    filled = info["filled"]["genotype"]
+    names = [f["genotype"] for f in info["finalists"]]
+    assert filled in names and len(names) >= 2
+    asked = []
+
+    def truth(g, cfg):  # the filled design breaks the limit on this truth, every other design holds
+        asked.append(s.space.format_genotype(g))
+        return s.space.format_genotype(g) != filled
+
+    kept, _, info2 = select(s, [(g_pool, c)], truth=truth, **kw)
+    names2 = [f["genotype"] for f in info2["finalists"]]
+    assert filled not in names2 and s.space.format_genotype(kept.genotype) != filled
+    checks = {t["genotype"]: t["holds"] for t in info2["truth_checks"]}
+    assert checks[filled] is False and sum(v is True for v in checks.values()) >= 1
+    assert set(asked) == set(checks)
+    # the filled design's place goes to the climb's step before it (it holds here)
+    assert all(checks.get(n) is True for n in names2) and len(names2) == len(names)
+    assert names2[:-1] == [n for n in names if n != filled][:len(names2) - 1]
+    _, _, info3 = select(s, [(g_pool, c)], truth=lambda g, cfg: None, **kw)
+    assert [f["genotype"] for f in info3["finalists"]] == names
