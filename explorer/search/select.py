@@ -112,9 +112,10 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
             accuracy, are trained ``proxy_steps`` steps from scratch; the best validation accuracy wins,
             and of equal ones the lower validation loss. (A small validation set ties often: 180
             images on digits, one image 0.56 points. The tie used to go to the one-shot score, which
-            favours parameter-free ops: on digits at 0.025 ms it kept a design that retrains to 96.5%
-            over the one that fills the limit and retrains to 97.7%, whose brief training ended at
-            half the validation loss. BENCHMARKS.md, issue 25, twelfth session.)
+            favours parameter-free ops: on nb201 with pixel3's table at its median latency it kept a
+            cell that retrains to 96.4% over one that retrains to 97.5%, whose brief training ended
+            at two thirds of the validation loss; BENCHMARKS.md, issue 25, ninth session. Ranking by
+            the loss first did worse on the digits finalists: twelfth session.)
         proxy_seeds: each finalist is trained that many times (other initial weights and batches) and
             judged by the mean: one brief training's accuracy moves by about its standard error between
             seeds (0.4-0.8 points on mnist5k's 500 validation images), as much as finalists differ.
