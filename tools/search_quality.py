@@ -12,7 +12,7 @@ the seeds, with per-limit accuracy, latency and limits met.
 
 Usage: python tools/search_quality.py [--setting digits|mnist5k-short|both] [--seeds 3]
            [--progress steps|time] [--steps N] [--budget-min 0.5] [--limits MS ...] [--retrain-seeds 3]
-           [--out bench-out/quality]
+           [--search KEY=VALUE ...] [--out bench-out/quality]
            [--ray local]
 Prints Markdown tables (paste into BENCHMARKS.md with the command, machine and date).
 """
@@ -98,6 +98,8 @@ def main(argv=None) -> int:
     ap.add_argument("--retrain-seeds", type=int, default=3,
                     help="retrain every kept design this many times and count the mean (3 epochs on mnist5k "
                          "moved one design between 79.3 and 95.7%%)")
+    ap.add_argument("--search", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="[search] settings for every method's runs, TOML values (e.g. select_regions=2)")
     ap.add_argument("--out", default="bench-out/quality")
     ap.add_argument("--ray", default=None)
     ap.add_argument("--workers", type=int, default=None)
@@ -114,8 +116,9 @@ def main(argv=None) -> int:
 
         def run(methods, minutes, steps, progress, folder):
             cfg = out / f"{folder}.toml"
+            extra = "".join(f"{kv}\n" for kv in a.search)
             cfg.write_text(f'dataset = "{dataset}"\n[search]\nbudget_min = {minutes}\nsteps = {steps}\n'
-                           f'progress = "{progress}"\n[retrain]\nepochs = {epochs}\nseeds = {a.retrain_seeds}\n')
+                           f'progress = "{progress}"\n{extra}[retrain]\nepochs = {epochs}\nseeds = {a.retrain_seeds}\n')
             return explore(["vta"], {"latency_ms": list(limits)}, list(range(a.seeds)), methods, out / folder,
                            config_path=str(cfg), ray=a.ray, workers=a.workers)
 
