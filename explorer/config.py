@@ -59,9 +59,6 @@ class SearchConfig:
     # finalists, 3 seeds picked designs that retrain 0.3 points better than 1, 0.7 at 0.025 ms;
     # BENCHMARKS.md, issue 25, twelfth session)
     select_proxy_seeds: int = 3
-    # regions of the selection pool the finalists come from: 1, the leader's (its neighbours and the
-    # climbs from it); more, a climb also from the best candidate two or more changes away from those
-    select_regions: int = 1
     # peak learning rate of the brief trainings from scratch (selection's finalists, random search's
     # samples): a one-cycle schedule, as the retraining's (RetrainConfig.lr)
     proxy_lr: float = 0.2
@@ -192,7 +189,6 @@ def validate(cfg: RunConfig) -> RunConfig:
         (s.selection in ("loss", "accuracy"), f"search.selection must be 'loss' or 'accuracy', got {s.selection!r}"),
         (s.select_proxy_steps >= 0, "search.select_proxy_steps must be >= 0"),
         (isinstance(s.select_proxy_seeds, int) and not isinstance(s.select_proxy_seeds, bool) and s.select_proxy_seeds >= 1, "search.select_proxy_seeds must be an integer >= 1"),
-        (isinstance(s.select_regions, int) and not isinstance(s.select_regions, bool) and s.select_regions >= 1, "search.select_regions must be an integer >= 1"),
         (s.entropy_weight >= 0, "search.entropy_weight must be >= 0"),
         (s.eval_every >= 1, "search.eval_every must be >= 1"),
         (s.measure_every >= 1, "search.measure_every must be >= 1"),

@@ -99,7 +99,7 @@ def near_chance(accuracy: float, num_classes: int) -> bool:
 def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rounds: int = 2, retrain_top: int = 3,
            within: float = 0.02, proxy_steps: int = 150, seed: int = 0, spend_rounds: int = 8,
            spend_within: float = 0.03, screen_batches: int = 2, confirm: int = 12, proxy_seeds: int = 1,
-           regions: int = 1, truth=None, progress=None) -> tuple[Candidate, list[Candidate], dict]:
+           truth=None, progress=None) -> tuple[Candidate, list[Candidate], dict]:
     """The most accurate candidate within the limits (see the module docstring).
 
     Args:
@@ -128,12 +128,6 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
             towards parameter-free ops (they train fastest in the shared weights), so it alone would
             leave the limits' slack unspent; the design the climb ends on joins the finalists, and the
             brief training from scratch decides.
-        regions: with more than 1, the finalists also come from that many regions of the pool in
-            all: after the leader's climbs, the best-scoring candidate at least two changes away from
-            every finalist and every step so far starts a climb of its own (the same slack-spending
-            climb), and it and the design that climb ends on join the finalists. Without it every
-            finalist is a near neighbour of one leader, and the brief training can only choose
-            within that region.
         screen_batches, confirm: every candidate is first scored with BatchNorm recalibrated on the first
             ``screen_batches`` of the calibration batches (half the cost; on the demo's supernet its
             ranking of 60 candidates has Spearman 0.91 with the full one and kept the best in its top
@@ -242,22 +236,8 @@ def select(search, seen: list[tuple[dict, object]], samples: int = 16, climb_rou
     if filled is not spent and all(filled is not f for f in finalists):
         finalists.append(filled)  # one more brief training: the one-shot score cannot judge it
         info.update(filled=filled.record(space))
-    climbs = [(filled, path)]
-    for _ in range(max(1, regions) - 1):
-        near = finalists + [c for _, p in climbs for c in p]
-        start = next((c for c in scored if c.calibrated and all(distance(c, o) >= 2 for o in near)), None)
-        if start is None:
-            break
-        spent2, end, path2 = spend(search, start, add, score, lambda cands: confirmed(cands, max(1, confirm // 4)),
-                                   spend_rounds, spend_within, fill=bool(con.limits))
-        end = end if con.limits else spent2
-        finalists += [start] + ([end] if end is not start else [])
-        climbs.append((end, path2))
-        info.setdefault("regions", []).append({"start": start.record(space), "end": end.record(space)})
-    if len(climbs) > 1:
-        scored[:] = confirmed(scored, 0)
     if truth is not None and con.limits:
-        finalists, checks = held(finalists, climbs, truth)
+        finalists, checks = held(finalists, filled, path, truth)
         info["truth_checks"] = [{**c.record(space), "holds": v} for c, v in checks]
     if len(finalists) > 1 and proxy_steps > 0:
         info["brief_trainings"], alive = brief_trainings(search, finalists, proxy_steps, proxy_seeds, seed)
@@ -306,15 +286,13 @@ def brief_trainings(search, finalists: list, steps: int, seeds: int, seed: int) 
     return trained, [c for _, c in alive]
 
 
-def held(finalists: list, climbs: list, truth) -> tuple[list, list]:
+def held(finalists: list, filled: Candidate, path: list, truth) -> tuple[list, list]:
     """The finalists that hold the limits on the truth (see :func:`select`'s ``truth``): one that
-    breaks a limit there is dropped; in place of a climb's last step (``climbs``: (last step, every
-    step in order) for each slack-filling climb), the last step of that climb that holds. A design
-    the truth cannot judge (None) stays. If none holds, the finalists are returned as they are (the
-    kept one is then repaired after selection). Returns (the finalists, every (design checked, its
-    verdict))."""
+    breaks a limit there is dropped; in place of the filling climb's last step, the last step of the
+    climb (``path``, the steps in order) that holds. A design the truth cannot judge (None) stays. If
+    none holds, the finalists are returned as they are (the kept one is then repaired after
+    selection). Returns (the finalists, every (design checked, its verdict))."""
     verdicts: dict = {}
-    paths = {id(end): path for end, path in climbs}
 
     def holds(c: Candidate):
         if c.key() not in verdicts:
@@ -323,8 +301,8 @@ def held(finalists: list, climbs: list, truth) -> tuple[list, list]:
 
     out = []
     for f in finalists:
-        if id(f) in paths:
-            for step in reversed(paths[id(f)]):
+        if f is filled:
+            for step in reversed(path):
                 if holds(step) is not False:
                     f = step
                     break
@@ -335,12 +313,6 @@ def held(finalists: list, climbs: list, truth) -> tuple[list, list]:
         if all(f is not o for o in out):
             out.append(f)
     return out or finalists, list(verdicts.values())
-
-
-def distance(a: Candidate, b: Candidate) -> int:
-    """How many choices (network choices and hardware knobs) two designs differ in."""
-    return (sum(v != b.genotype.get(k) for k, v in a.genotype.items())
-            + sum(x != y for (_, x), (_, y) in zip(a.config.values, b.config.values)))
 
 
 def capacity(space, c: Candidate) -> tuple:

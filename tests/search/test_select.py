@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from explorer.api import build_problem
 from explorer.search.cosearch import CoSearch
 from explorer.space.hardware import HWConfig
-from explorer.search.select import Candidate, brief_trainings, capacity, distance, near_chance, select, traded
+from explorer.search.select import Candidate, brief_trainings, capacity, near_chance, select, traded
 from explorer.search.train import Batches
 from tests.conftest import tiny_config
 
@@ -288,32 +288,6 @@ def test_a_finalist_far_behind_after_a_round_of_brief_training_trains_no_more(mo
     assert brief_trainings(s, fin, 5, 1, s.seed)[0] == 3
     first = later = {id(g_conv): 0.9, id(g_pool): 0.9, id(g_far): 0.9}
     assert brief_trainings(s, fin, 5, 3, s.seed) == (9, fin)
-
-
-def test_with_two_regions_a_climb_also_starts_from_the_best_candidate_away_from_the_leaders():
-    """``regions=2``: besides the leader's finalists and climb, the best-scoring candidate at least
-    two changes away from all of them starts a climb of its own; it and the climb's end join the
-    finalists. With one region (the default) no finalist is that far from the leader's climb."""
-    prob, s, g_pool, g_conv = _trained_on("avgpool")
-    c = s.hw.derive()
-    lat = lambda g: prob.cost_model.evaluate(g, c)["latency_s"]  # noqa: E731
-    s.con.limits = {"latency_s": (lat(g_pool) + lat(g_conv)) / 2}
-    s.con.lam = {"latency_s": 0.0}
-    parse = lambda rec: Candidate(s.space.parse_genotype(rec["genotype"]), HWConfig.from_dict(rec["hardware"], s.hw), rec["source"])  # noqa: E731
-    far = {**g_conv, "op_L0": "avgpool"}  # a design of the other region, seen along the way
-    kw = dict(samples=0, climb_rounds=0, proxy_steps=0, spend_within=-1.0)
-    _, _, one = select(s, [(g_pool, c), (far, c)], **kw)
-    assert "regions" not in one
-    _, _, two = select(s, [(g_pool, c), (far, c)], regions=2, **kw)
-    (reg,) = two["regions"]
-    start, end = parse(reg["start"]), parse(reg["end"])
-    first = [parse(f) for f in one["finalists"]] + [parse(one["filled"])]
-    assert all(distance(start, f) >= 2 for f in first)
-    assert capacity(s.space, end) >= capacity(s.space, start) and reg["end"]["feasible"]
-    names = [f["genotype"] for f in two["finalists"]]
-    assert names[:len(one["finalists"])] == [f["genotype"] for f in one["finalists"]]
-    assert reg["start"]["genotype"] in names and reg["end"]["genotype"] in names
-    assert distance(Candidate(g_pool, c, ""), Candidate(far, c, "")) >= 2
 
 
 def test_finalists_are_checked_on_the_truth_before_the_brief_training():
