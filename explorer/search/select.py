@@ -259,8 +259,9 @@ def brief_trainings(search, finalists: list, steps: int, seeds: int, seed: int) 
     (sqrt(p(1 - p) / n); at least one image's worth where p is 1) trains no more: more rounds would
     not bring it level. On the quality benchmark's digits finalists (9 runs, each finalist retrained
     5 times) this kept designs as good as three full rounds' (97.68% mean retrained) with 55
-    trainings instead of 87 (BENCHMARKS.md, issue 25, thirteenth session). Returns (the number of trainings, the finalists still training at the end:
-    the kept design is the best of these, whose means are over the most rounds)."""
+    trainings instead of 87 (BENCHMARKS.md, issue 25, thirteenth session). Returns (the number of
+    trainings, the finalists still training at the end: the kept design is the best of these, whose
+    means are over the most rounds)."""
     space, data = search.space, search.data
     n_val = max(1, len(data.y_val))
     alive = list(enumerate(finalists))
@@ -362,6 +363,8 @@ def spend(search, lead: Candidate, add, score, confirmed, rounds: int, within: f
         ups = [n for n in near if n.feasible and capacity(space, n) > here]
         if fill:
             ups += traded(search, [n for n in near if not n.feasible and n.config == cur.config], again, here)
+            if not ups:
+                ups = through_dead(search, cur, near, again, here)
         score(ups)
         ups = confirmed(ups)
         if not ups:
@@ -374,6 +377,31 @@ def spend(search, lead: Candidate, add, score, confirmed, rounds: int, within: f
         cur = ups[0]
         path.append(cur)
     return spent, cur, path
+
+
+def through_dead(search, cur: Candidate, near: list, add, here: tuple) -> list:
+    """Upgrades two changes away from ``cur`` (one of its one-change neighbours ``near``) where no
+    single change adds capacity: in a cell, an op on an edge that is dead (its node gets no input, or
+    its output reaches nothing) computes nothing until a second edge opens the path, so a climb by
+    single changes stops there (on nb201 with pixel3's table at its median latency it stopped at half
+    the limit). The first change is one of ``near`` that changes a dead choice of ``cur`` (see the
+    space's ``live_choices``) and fits the limits; the second, any of that design's one-change
+    neighbours that fits and computes more than ``here``. Spaces without dead choices: none."""
+    space = search.space
+    live_fn = getattr(space, "live_choices", None)
+    if live_fn is None:
+        return []
+    live = live_fn(cur.genotype)
+    out, keys = [], set()
+    for n in near:
+        changed = [k for k, v in n.genotype.items() if v != cur.genotype.get(k)]
+        if not n.feasible or n.config != cur.config or not changed or any(k in live for k in changed):
+            continue
+        for m in neighbours(search, n.genotype, n.config, add, "spend", pruned=True):
+            if m is not None and m.feasible and m.key() not in keys and capacity(space, m) > here:
+                keys.add(m.key())
+                out.append(m)
+    return out
 
 
 def traded(search, over: list, add, here: tuple) -> list:

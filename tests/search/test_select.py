@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from explorer.api import build_problem
 from explorer.search.cosearch import CoSearch
 from explorer.space.hardware import HWConfig
-from explorer.search.select import Candidate, brief_trainings, capacity, near_chance, select, traded
+from explorer.search.select import (Candidate, brief_trainings, capacity, near_chance, neighbours, select,
+                                    through_dead, traded)
 from explorer.search.train import Batches
 from tests.conftest import tiny_config
 
@@ -177,6 +178,39 @@ def test_capacity_counts_live_ops_only():
     opened = space.parse_genotype("|skip_connect~0|+|avg_pool_3x3~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|")
     cap = lambda g: capacity(space, Candidate(g, c, ""))[0]  # noqa: E731
     assert cap(dead) == cap(cut) < cap(opened)
+
+
+def test_where_no_single_change_adds_capacity_the_climb_looks_two_changes_away():
+    """nb201: node 2 gets no input and feeds nothing (edges 2_0, 2_1, 3_2 are ``none``), and every
+    live edge already holds the largest op; no single change computes more. Two changes (an op into
+    node 2 and one out of it) do: the climb's next steps are those, each through a dead edge. The
+    chain space has no dead choices: nothing."""
+    cfg = tiny_config(steps=2, space="nb201", space_options={"channels": 4})
+    prob = build_problem(cfg)
+    s = CoSearch(prob.space, prob.hw, prob.cost_model, prob.data, cfg.search, prob.constraints(), "vta", 0)
+    c = s.hw.derive()
+    g = s.space.parse_genotype("|nor_conv_3x3~0|+|none~0|none~1|+|nor_conv_3x3~0|nor_conv_3x3~1|none~2|")
+    pool = {}
+
+    def add(g2, c2, source, again=False):
+        cand = Candidate(dict(g2), c2, source, feasible=True)
+        return pool.setdefault(cand.key(), cand)
+
+    cur = Candidate(g, c, "climb", feasible=True)
+    here = capacity(s.space, cur)
+    near = [n for n in neighbours(s, g, c, add, "spend", pruned=True) if n is not None]
+    assert not [n for n in near if capacity(s.space, n) > here]  # stuck by single changes
+    ups = through_dead(s, cur, near, add, here)
+    assert ups and all(capacity(s.space, u) > here for u in ups)
+    for u in ups:
+        changed = {k for k in g if u.genotype[k] != g[k]}
+        assert len(changed) == 2 and changed & {"edge_2_0", "edge_2_1", "edge_3_2"}
+    assert {k for u in ups for k in g if u.genotype[k] != g[k]} == {"edge_2_0", "edge_2_1", "edge_3_2"}
+    prob2, s2, g_pool, _ = _trained_on("avgpool")
+    c2 = s2.hw.derive()
+    cur2 = Candidate(g_pool, c2, "climb", feasible=True)
+    near2 = [n for n in neighbours(s2, g_pool, c2, add, "spend", pruned=True) if n is not None]
+    assert through_dead(s2, cur2, near2, add, capacity(s2.space, cur2)) == []
 
 
 def test_near_chance():
