@@ -99,7 +99,7 @@ def main(argv=None) -> int:
                     help="retrain every kept design this many times and count the mean (3 epochs on mnist5k "
                          "moved one design between 79.3 and 95.7%%)")
     ap.add_argument("--search", nargs="+", default=[], metavar="KEY=VALUE",
-                    help="[search] settings for every method's runs, TOML values (e.g. select_regions=2)")
+                    help="[search] settings for every method's runs, TOML values (e.g. select_proxy_seeds=1)")
     ap.add_argument("--out", default="bench-out/quality")
     ap.add_argument("--ray", default=None)
     ap.add_argument("--workers", type=int, default=None)
