@@ -59,6 +59,9 @@ class SearchConfig:
     # finalists, 3 seeds picked designs that retrain 0.3 points better than 1, 0.7 at 0.025 ms;
     # BENCHMARKS.md, issue 25, twelfth session)
     select_proxy_seeds: int = 3
+    # of the finalists whose mean brief-training accuracy lies within this fraction of the leader's
+    # standard error on the validation set, the lowest validation loss is kept (0: accuracy alone)
+    select_loss_tie: float = 0.5
     # peak learning rate of the brief trainings from scratch (selection's finalists, random search's
     # samples): a one-cycle schedule, as the retraining's (RetrainConfig.lr)
     proxy_lr: float = 0.2
@@ -188,6 +191,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         (0 <= s.min_improvement < 1, "search.min_improvement must be in [0, 1)"),
         (s.selection in ("loss", "accuracy"), f"search.selection must be 'loss' or 'accuracy', got {s.selection!r}"),
         (s.select_proxy_steps >= 0, "search.select_proxy_steps must be >= 0"),
+        (isinstance(s.select_loss_tie, (int, float)) and not isinstance(s.select_loss_tie, bool) and 0 <= s.select_loss_tie <= 5, "search.select_loss_tie must be a number from 0 to 5"),
         (isinstance(s.select_proxy_seeds, int) and not isinstance(s.select_proxy_seeds, bool) and s.select_proxy_seeds >= 1, "search.select_proxy_seeds must be an integer >= 1"),
         (s.entropy_weight >= 0, "search.entropy_weight must be >= 0"),
         (s.eval_every >= 1, "search.eval_every must be >= 1"),

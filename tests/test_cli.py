@@ -36,6 +36,7 @@ def test_bad_input_one_message_exit_2(tmp_path, args, message):
         ("[space_options]\nstages = [[8, 0, 1]]", "space.chain.stages"),
         ("[search]\nstages = [['a', 2]]", "search.stages must be"),
         ("[search]\nselect_proxy_seeds = 0", "select_proxy_seeds must be"),
+        ("[search]\nselect_loss_tie = -1", "select_loss_tie must be"),
         ("[retrain]\nseeds = 0", "retrain.seeds must be"),
     ],
 )

@@ -43,6 +43,9 @@ def main():
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--random", type=int, default=20)
     ap.add_argument("--config", default=None, help="TOML config for the searches (search settings)")
+    ap.add_argument("--budget-min", type=float, default=60.0,
+                    help="each search's wall-clock cap in minutes: high, so that its planned steps bind (a loaded "
+                         "2-core machine took ~25 min for 500 nb201 steps, past the default 20)")
     ap.add_argument("--out", type=Path, default=Path("bench-out/nb201"))
     a = ap.parse_args()
 
@@ -103,7 +106,8 @@ def main():
             p75 = float(np.percentile(rand, 75))
             for seed in a.seeds:
                 cfg = load_config(a.config, {"space": "nb201", "dataset": a.dataset, "epochs": a.epochs, "seed": seed,
-                                             "target": str(model_f), "latency_ms": limit})
+                                             "target": str(model_f), "latency_ms": limit,
+                                             "budget_min": a.budget_min})
                 t = time.monotonic()
                 s = run_search(cfg, a.out / f"{dev}-p{pct:g}-s{seed}", force=True, progress=False)
                 g = space.parse_genotype(s["genotype"])

@@ -641,7 +641,7 @@ class CoSearch:
                 def truth(g2, c2):
                     return self.verify_on_truth(g2, c2, step, history, rounds=1, why="finalist")[2].get("limits_met_measured")
             kept, _, selection = select(self, seen, proxy_steps=cfg.select_proxy_steps, seed=self.seed,
-                                          proxy_seeds=cfg.select_proxy_seeds, truth=truth, progress=self.on_select)
+                                          proxy_seeds=cfg.select_proxy_seeds, loss_tie=cfg.select_loss_tie, truth=truth, progress=self.on_select)
             g, c, ev = kept.genotype, kept.config, self.evaluate_derived(kept.genotype, kept.config)
             proxy = kept.proxy
             self._event(history, {"step": step, "event": "select", **selection})

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from explorer.api import build_problem
 from explorer.search.cosearch import CoSearch
 from explorer.space.hardware import HWConfig
-from explorer.search.select import (Candidate, brief_trainings, capacity, near_chance, neighbours, select,
+from explorer.search.select import (Candidate, brief_trainings, capacity, judge, near_chance, neighbours, select,
                                     through_dead, traded)
 from explorer.search.train import Batches
 from tests.conftest import tiny_config
@@ -322,6 +322,28 @@ def test_a_finalist_far_behind_after_a_round_of_brief_training_trains_no_more(mo
     assert brief_trainings(s, fin, 5, 1, s.seed)[0] == 3
     first = later = {id(g_conv): 0.9, id(g_pool): 0.9, id(g_far): 0.9}
     assert brief_trainings(s, fin, 5, 3, s.seed) == (9, fin)
+
+
+def test_of_finalists_tied_on_accuracy_the_lower_validation_loss_is_kept():
+    """After the brief trainings, a finalist within the given fraction of the leader's standard error
+    on the validation set and with a lower validation loss is kept over the leader; one farther
+    behind is not, however low its loss; with no tie fraction the accuracy alone decides."""
+    n_val = 500
+    se = (0.96 * 0.04 / n_val) ** 0.5
+
+    def fin(proxy, loss):
+        c = Candidate({}, None, "climb")
+        c.proxy, c.proxy_loss = proxy, loss
+        return c
+
+    lead, near, far = fin(0.96, 0.12), fin(0.96 - 0.4 * se, 0.09), fin(0.96 - 0.6 * se, 0.05)
+    assert judge([lead, near, far], n_val, 0.5) is near
+    assert judge([far, lead], n_val, 0.5) is lead
+    assert judge([lead, near, far], n_val, 0.0) is lead
+    assert judge([lead, near, far], n_val, 1.0) is far
+    # of two at the same accuracy the lower loss wins even with no tie fraction (the old rule)
+    twin = fin(0.96, 0.10)
+    assert judge([lead, twin], n_val, 0.0) is twin
 
 
 def test_finalists_are_checked_on_the_truth_before_the_brief_training():
