@@ -322,6 +322,17 @@ def test_a_finalist_far_behind_after_a_round_of_brief_training_trains_no_more(mo
     assert brief_trainings(s, fin, 5, 1, s.seed)[0] == 3
     first = later = {id(g_conv): 0.9, id(g_pool): 0.9, id(g_far): 0.9}
     assert brief_trainings(s, fin, 5, 3, s.seed) == (9, fin)
+    # far behind on accuracy but with a lower validation loss than the leader's: it trains on
+    first, later = {id(g_conv): 0.9, id(g_pool): 0.9 - 3 * se, id(g_far): 0.9 - 3 * se}, {id(g_conv): 0.9, id(g_pool): 0.9, id(g_far): 0.9}
+    loss = {id(g_conv): 0.1, id(g_pool): 0.1, id(g_far): 0.05}
+
+    def fake_loss(net, data, steps, bs, lr, seed):
+        g = sizes[params(net)]
+        return loss[id(g)], (first if seed == s.seed + 100 else later)[id(g)]
+
+    monkeypatch.setattr(sel, "proxy_train", fake_loss)
+    trained, alive = brief_trainings(s, fin, 5, 3, s.seed)
+    assert trained == 3 + 2 + 2 and alive == [fin[0], fin[2]]
 
 
 def test_of_finalists_tied_on_accuracy_the_lower_validation_loss_is_kept():
