@@ -268,9 +268,8 @@ def brief_trainings(search, finalists: list, steps: int, seeds: int, seed: int) 
     on nb201 with raspi4's table at its 25th percentile the filled all-1x1-convolution cell trailed
     by 0.8 points (1.3 standard errors) after one round at the lowest loss (0.095 against 0.107)
     and stopped; it retrains to 97.3% against 96.6% for the pooling cell kept (fourteenth session).
-    Returns (the number of
-    trainings, the finalists still training at the end: the kept design is the best of these, whose
-    means are over the most rounds)."""
+    Returns (the number of trainings, the finalists still training at the end: the kept design is
+    the best of these, whose means are over the most rounds)."""
     space, data = search.space, search.data
     n_val = max(1, len(data.y_val))
     alive = list(enumerate(finalists))
